@@ -1,0 +1,1497 @@
+//! SMTP load generator and sink for benchmarking smtpgate.
+//!
+//! It has three modes:
+//!
+//! - `--to ADDR`: send load to the SMTP server at ADDR. It prints messages per
+//!   second, p50/p99/max latency per delivered message, and counts of 2xx/4xx/5xx
+//!   final replies and errors. Latency runs from connect (for the first message
+//!   on a connection) or from `MAIL` (for later ones) to the final 2xx reply.
+//! - `--sink ADDR`: run only a fast SMTP sink on ADDR until it is killed. The
+//!   sink accepts everything, throws the message away and counts messages.
+//! - `--compare`: start an in-process sink, measure the load sent straight to
+//!   it, then start smtpgate (`--gateway-bin`) in front of it and measure the
+//!   same load through the gateway. It prints both results, their ratio,
+//!   smtpgate's CPU time per 1,000 messages and its peak RSS. It also checks that
+//!   the sink received exactly as many messages as the client got 2xx replies
+//!   for. A mismatch makes the exit status 1.
+//!
+//! This example does not use the smtpgate library: it talks to the gateway only
+//! over SMTP.
+//!
+//! ```text
+//! # a sink on port 3525, and load sent to it from a second shell
+//! cargo run --release --example loadgen -- --sink 127.0.0.1:3525
+//! cargo run --release --example loadgen -- --to 127.0.0.1:3525 --messages 2000
+//!
+//! # straight to the sink, then through smtpgate, in one run
+//! cargo build --release
+//! cargo run --release --example loadgen -- --compare --messages 5000
+//!
+//! # 50 sessions, 10 messages per connection, 3 recipients, 20 KB bodies, pipelined
+//! cargo run --release --example loadgen -- --compare --sessions 50 \
+//!     --per-connection 10 --recipients 3 --size 20000 --pipelining --json
+//!
+//! # extra gateway settings (rules, limits, ...) added to the generated config
+//! cargo run --release --example loadgen -- --compare --gateway-extra-yaml bench.yaml
+//! ```
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+/// Read, write and connect timeout on every client socket.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle timeout on sink connections, so dead clients do not hold threads forever.
+const SINK_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest reply line the client accepts and longest command line the sink accepts.
+const MAX_LINE: u64 = 4096;
+/// How long smtpgate gets to start listening.
+const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long smtpgate gets to exit after SIGTERM before it is killed.
+const GATEWAY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The sink's reply to EHLO.
+const SINK_EHLO_REPLY: &[u8] =
+    b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 104857600\r\n";
+
+/// Command-line options.
+#[derive(Parser, Debug)]
+#[command(about = "SMTP load generator and sink for benchmarking smtpgate")]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["to", "sink", "compare"])))]
+struct Args {
+    /// Send the load to the SMTP server at ADDR (host:port).
+    #[arg(long, value_name = "ADDR")]
+    to: Option<String>,
+    /// Run only a fast SMTP sink on ADDR until killed.
+    #[arg(long, value_name = "ADDR")]
+    sink: Option<String>,
+    /// Measure the load straight to an in-process sink, then through smtpgate.
+    #[arg(long)]
+    compare: bool,
+    /// The smtpgate binary to start with --compare.
+    #[arg(long, value_name = "PATH", default_value = "target/release/smtpgate")]
+    gateway_bin: PathBuf,
+    /// A YAML file whose lines are appended to the generated gateway config.
+    #[arg(long, value_name = "FILE")]
+    gateway_extra_yaml: Option<PathBuf>,
+    /// Concurrent client sessions (threads).
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    sessions: u64,
+    /// Total messages to send.
+    #[arg(long, default_value_t = 20000, value_parser = positive)]
+    messages: u64,
+    /// Approximate body size in bytes (headers not included).
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Messages per SMTP connection (consecutive transactions, no RSET).
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    per_connection: u64,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    recipients: u64,
+    /// Send MAIL, RCPT... and DATA in one write when the server offers PIPELINING.
+    #[arg(long)]
+    pipelining: bool,
+    /// Domain of the sender and recipient addresses.
+    #[arg(long, default_value = "bench.test")]
+    domain: String,
+    /// Also print the results as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses a number that must be at least 1.
+fn positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = if let Some(addr) = &args.sink {
+        run_sink_mode(addr)
+    } else if let Some(addr) = &args.to {
+        run_to_mode(&args, addr)
+    } else {
+        run_compare_mode(&args)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Modes
+// ---------------------------------------------------------------------------
+
+/// `--sink`: serves until killed, reporting the message count when it changes.
+fn run_sink_mode(addr: &str) -> Result<ExitCode, String> {
+    let sink = Sink::start(addr).map_err(|e| format!("cannot start sink on {addr}: {e}"))?;
+    println!("sink listening on {}", sink.addr);
+    let mut last = 0;
+    loop {
+        thread::sleep(Duration::from_secs(5));
+        let now = sink.received();
+        if now != last {
+            println!("sink: {now} messages received");
+            last = now;
+        }
+    }
+}
+
+/// `--to`: one load run against a given server.
+fn run_to_mode(args: &Args, addr: &str) -> Result<ExitCode, String> {
+    let target = resolve(addr)?;
+    let spec = LoadSpec::from_args(args);
+    println!("{}", spec.describe(&target.to_string()));
+    let result = run_load(target, &spec);
+    print_result("result", &result);
+    if args.json {
+        let mut obj = result.to_json();
+        obj["mode"] = json!("to");
+        obj["target"] = json!(target.to_string());
+        obj["load"] = spec.to_json();
+        println!("{obj}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--compare`: direct run, then a run through smtpgate, then the comparison.
+fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
+    let gateway_bin = gateway_binary(&args.gateway_bin)?;
+    let spec = LoadSpec::from_args(args);
+    let sink = Sink::start("127.0.0.1:0").map_err(|e| format!("cannot start sink: {e}"))?;
+    println!(
+        "{}",
+        spec.describe(&format!("in-process sink {}", sink.addr))
+    );
+
+    let (direct, direct_check) = measured_phase(&sink, || run_load(sink.addr, &spec));
+    print_result("direct", &direct);
+
+    let mut gateway = Gateway::start(&gateway_bin, sink.addr, args.gateway_extra_yaml.as_deref())?;
+    println!(
+        "smtpgate pid {} listening on {}",
+        gateway.pid(),
+        gateway.addr
+    );
+    let cpu_before = gateway.cpu_seconds();
+    let (via, via_check) = measured_phase(&sink, || run_load(gateway.addr, &spec));
+    let cpu_after = gateway.cpu_seconds();
+    let peak_rss_kib = gateway.peak_rss_kib();
+    let stop_note = gateway.stop();
+    print_result("via smtpgate", &via);
+    println!("{stop_note}");
+
+    let cpu_per_1000 = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if via.attempted() > 0 => {
+            Some((a - b) * 1000.0 / via.attempted() as f64)
+        }
+        _ => None,
+    };
+    let cmp = Comparison {
+        direct,
+        via,
+        cpu_per_1000,
+        peak_rss_kib,
+        checks: [("direct", direct_check), ("via smtpgate", via_check)],
+    };
+    cmp.print_table();
+    if args.json {
+        let mut obj = cmp.to_json();
+        obj["load"] = spec.to_json();
+        println!("{obj}");
+    }
+    Ok(if cmp.checks_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs one load phase and pairs its result with the sink's count for it.
+fn measured_phase(sink: &Sink, run: impl FnOnce() -> LoadResult) -> (LoadResult, SinkCheck) {
+    let before = sink.received();
+    let result = run();
+    let check = SinkCheck {
+        received: sink.received() - before,
+        accepted: result.ok,
+    };
+    (result, check)
+}
+
+/// Resolves `host:port` to its first socket address.
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))
+}
+
+// ---------------------------------------------------------------------------
+// Load description and generated message
+// ---------------------------------------------------------------------------
+
+/// Everything a client thread needs to know about the load.
+struct LoadSpec {
+    sessions: u64,
+    messages: u64,
+    per_connection: u64,
+    recipients: u64,
+    pipelining: bool,
+    domain: String,
+    /// `MAIL FROM:<...>` with its CRLF.
+    mail_cmd: Vec<u8>,
+    /// One `RCPT TO:<...>` line per recipient.
+    rcpt_cmds: Vec<Vec<u8>>,
+    /// Distinguishes Message-IDs of different runs.
+    run_id: u64,
+    /// Date, From, To and MIME headers plus the blank line ending the header.
+    fixed_headers: Vec<u8>,
+    /// The body on the wire: dot-stuffed, ending with `.<CRLF>`.
+    wire_body: Vec<u8>,
+    /// Body size before dot-stuffing.
+    body_len: usize,
+}
+
+impl LoadSpec {
+    /// Builds the load and its message from the command line.
+    fn from_args(args: &Args) -> LoadSpec {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let body = generate_body(args.size);
+        let to = (0..args.recipients)
+            .map(|i| recipient(i, &args.domain))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let fixed_headers = format!(
+            "Date: {}\r\nFrom: Load Generator <{}>\r\nTo: {to}\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+            rfc5322_date(now.as_secs()),
+            sender(&args.domain),
+        );
+        LoadSpec {
+            sessions: args.sessions,
+            messages: args.messages,
+            per_connection: args.per_connection,
+            recipients: args.recipients,
+            pipelining: args.pipelining,
+            domain: args.domain.clone(),
+            mail_cmd: format!("MAIL FROM:<{}>\r\n", sender(&args.domain)).into_bytes(),
+            rcpt_cmds: (0..args.recipients)
+                .map(|i| format!("RCPT TO:<{}>\r\n", recipient(i, &args.domain)).into_bytes())
+                .collect(),
+            run_id: now.as_nanos() as u64,
+            fixed_headers: fixed_headers.into_bytes(),
+            wire_body: dot_stuff(&body),
+            body_len: body.len(),
+        }
+    }
+
+    /// One line saying what is being sent where.
+    fn describe(&self, target: &str) -> String {
+        format!(
+            "load: {} messages to {target}, {} sessions, {} per connection, {} recipient(s), \
+             {}-byte body, pipelining {}",
+            self.messages,
+            self.sessions,
+            self.per_connection,
+            self.recipients,
+            self.body_len,
+            if self.pipelining { "on" } else { "off" },
+        )
+    }
+
+    /// The load parameters as JSON.
+    fn to_json(&self) -> Value {
+        json!({
+            "messages": self.messages,
+            "sessions": self.sessions,
+            "per_connection": self.per_connection,
+            "recipients": self.recipients,
+            "body_bytes": self.body_len,
+            "pipelining": self.pipelining,
+        })
+    }
+}
+
+/// The envelope and header sender.
+fn sender(domain: &str) -> String {
+    format!("loadgen@{domain}")
+}
+
+/// The address of recipient number `i`.
+fn recipient(i: u64, domain: &str) -> String {
+    format!("rcpt{i}@{domain}")
+}
+
+/// A small deterministic pseudo-random generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    /// The next value in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+/// Generates about `size` bytes of printable text in CRLF lines of at most 78
+/// characters. Every tenth line starts with "." to exercise dot-stuffing.
+fn generate_body(size: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "gateway",
+        "relay",
+        "message",
+        "queue",
+        "filter",
+        "upstream",
+        "envelope",
+        "header",
+        "rule",
+        "score",
+        "latency",
+        "42",
+        "2048",
+        "throughput",
+        "mail",
+        "transfer",
+        "protocol",
+        "benchmark",
+        "x",
+        "quota",
+        "spool",
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut body = Vec::with_capacity(size + 80);
+    let mut line_no = 0usize;
+    while body.len() < size {
+        let remaining = size - body.len();
+        let target = (20 + rng.below(59)).min(remaining.saturating_sub(2)).max(1);
+        let mut line = String::with_capacity(80);
+        if line_no % 10 == 3 {
+            line.push('.');
+        }
+        while line.len() < target {
+            if !line.is_empty() && !line.ends_with('.') {
+                line.push(' ');
+            }
+            line.push_str(WORDS[rng.below(WORDS.len())]);
+        }
+        line.truncate(target);
+        body.extend_from_slice(line.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        line_no += 1;
+    }
+    body
+}
+
+/// Doubles a leading "." on every line and appends the end-of-data line.
+fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 40 + 3);
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Formats a Unix time as an RFC 5322 date in UTC.
+fn rfc5322_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+    )
+}
+
+/// Converts days since 1970-01-01 to (year, month 1-12, day 1-31).
+/// The algorithm is Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+// ---------------------------------------------------------------------------
+// Load run and its results
+// ---------------------------------------------------------------------------
+
+/// What one client thread (or a whole run, once merged) observed.
+#[derive(Default)]
+struct Tally {
+    /// Latency of each delivered message, in microseconds.
+    latencies_us: Vec<u32>,
+    ok: u64,
+    temp_fail: u64,
+    perm_fail: u64,
+    /// Final replies outside 2xx/4xx/5xx.
+    other: u64,
+    /// Connection, timeout and protocol errors (one per message affected).
+    errors: u64,
+    first_error: Option<String>,
+    first_rejection: Option<String>,
+    /// Pipelining was asked for but the server did not offer it.
+    pipelining_unavailable: bool,
+}
+
+impl Tally {
+    /// Records a final reply and, for a 2xx, the message's latency; `text`
+    /// gives the reply text, kept for the first refusal.
+    fn reply(&mut self, code: u16, latency: Duration, text: impl FnOnce() -> String) {
+        match code / 100 {
+            2 => {
+                self.ok += 1;
+                let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
+                self.latencies_us.push(us);
+                return;
+            }
+            4 => self.temp_fail += 1,
+            5 => self.perm_fail += 1,
+            _ => self.other += 1,
+        }
+        self.first_rejection.get_or_insert_with(text);
+    }
+
+    /// Records an error that cost one message.
+    fn error(&mut self, e: &io::Error) {
+        self.errors += 1;
+        self.first_error.get_or_insert_with(|| e.to_string());
+    }
+
+    /// Adds another thread's tally to this one.
+    fn merge(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        self.ok += other.ok;
+        self.temp_fail += other.temp_fail;
+        self.perm_fail += other.perm_fail;
+        self.other += other.other;
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.first_rejection = self.first_rejection.take().or(other.first_rejection);
+        self.pipelining_unavailable |= other.pipelining_unavailable;
+    }
+}
+
+/// The result of one load run.
+struct LoadResult {
+    elapsed: Duration,
+    /// Merged tally with its latencies sorted.
+    tally: Tally,
+    ok: u64,
+}
+
+impl LoadResult {
+    /// Messages that got a final reply or an error.
+    fn attempted(&self) -> u64 {
+        let t = &self.tally;
+        t.ok + t.temp_fail + t.perm_fail + t.other + t.errors
+    }
+
+    /// Delivered (2xx) messages per second.
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`-quantile (0..=1) of delivered-message latency, in milliseconds.
+    fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let l = &self.tally.latencies_us;
+        if l.is_empty() {
+            return None;
+        }
+        let rank = ((p * l.len() as f64).ceil() as usize).clamp(1, l.len());
+        Some(f64::from(l[rank - 1]) / 1000.0)
+    }
+
+    /// The result as JSON.
+    fn to_json(&self) -> Value {
+        let t = &self.tally;
+        json!({
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "msgs_per_s": self.rate(),
+            "p50_ms": self.percentile_ms(0.50),
+            "p99_ms": self.percentile_ms(0.99),
+            "max_ms": self.percentile_ms(1.0),
+            "replies": { "2xx": t.ok, "4xx": t.temp_fail, "5xx": t.perm_fail, "other": t.other },
+            "errors": t.errors,
+            "first_error": t.first_error,
+            "first_rejection": t.first_rejection,
+        })
+    }
+}
+
+/// Formats an optional millisecond figure.
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
+/// Prints one run's figures under a label.
+fn print_result(label: &str, r: &LoadResult) {
+    let t = &r.tally;
+    println!(
+        "{label}: {:.0} msgs/s over {:.2} s | latency ms p50 {} p99 {} max {} | \
+         2xx {} 4xx {} 5xx {} other {} errors {}",
+        r.rate(),
+        r.elapsed.as_secs_f64(),
+        ms(r.percentile_ms(0.50)),
+        ms(r.percentile_ms(0.99)),
+        ms(r.percentile_ms(1.0)),
+        t.ok,
+        t.temp_fail,
+        t.perm_fail,
+        t.other,
+        t.errors,
+    );
+    if let Some(text) = &t.first_rejection {
+        println!("  first rejection: {text}");
+    }
+    if let Some(e) = &t.first_error {
+        println!("  first error: {e}");
+    }
+    if t.pipelining_unavailable {
+        println!("  note: server did not offer PIPELINING; commands were sent in lockstep");
+    }
+}
+
+/// Sends the whole load to `target` from `spec.sessions` threads and waits.
+fn run_load(target: SocketAddr, spec: &LoadSpec) -> LoadResult {
+    let next = AtomicU64::new(0);
+    let start_line = Barrier::new(spec.sessions as usize + 1);
+    let (tally, elapsed) = thread::scope(|s| {
+        let workers: Vec<_> = (0..spec.sessions)
+            .map(|_| {
+                s.spawn(|| {
+                    start_line.wait();
+                    client_worker(target, spec, &next)
+                })
+            })
+            .collect();
+        start_line.wait();
+        let started = Instant::now();
+        let mut total = Tally::default();
+        for w in workers {
+            total.merge(w.join().expect("client thread panicked"));
+        }
+        (total, started.elapsed())
+    });
+    let mut tally = tally;
+    tally.latencies_us.sort_unstable();
+    LoadResult {
+        elapsed,
+        ok: tally.ok,
+        tally,
+    }
+}
+
+/// Takes the next message number, or `None` when the load is used up.
+fn claim(next: &AtomicU64, total: u64) -> Option<u64> {
+    let n = next.fetch_add(1, Ordering::Relaxed);
+    (n < total).then_some(n)
+}
+
+/// One client thread: opens connections and sends messages until none are left.
+fn client_worker(target: SocketAddr, spec: &LoadSpec, next: &AtomicU64) -> Tally {
+    let mut tally = Tally::default();
+    while let Some(first) = claim(next, spec.messages) {
+        let started = Instant::now();
+        match Client::connect(target, &spec.domain) {
+            Ok(mut client) => {
+                if spec.pipelining && !client.pipelining {
+                    tally.pipelining_unavailable = true;
+                }
+                run_connection(&mut client, spec, next, first, started, &mut tally);
+            }
+            Err(e) => tally.error(&e),
+        }
+    }
+    tally
+}
+
+/// Sends up to `spec.per_connection` messages on one open connection, then QUIT.
+fn run_connection(
+    client: &mut Client,
+    spec: &LoadSpec,
+    next: &AtomicU64,
+    first: u64,
+    connected: Instant,
+    tally: &mut Tally,
+) {
+    let (mut index, mut started) = (first, connected);
+    let mut sent = 1;
+    loop {
+        match client.transaction(spec, index) {
+            Ok(code) => tally.reply(code, started.elapsed(), || client.last_line()),
+            Err(e) => {
+                tally.error(&e);
+                return;
+            }
+        }
+        if client.closed || sent >= spec.per_connection {
+            break;
+        }
+        let Some(n) = claim(next, spec.messages) else {
+            break;
+        };
+        (index, started, sent) = (n, Instant::now(), sent + 1);
+    }
+    if !client.closed {
+        client.quit();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SMTP client
+// ---------------------------------------------------------------------------
+
+/// One client SMTP connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    /// The last reply line read (reused buffer).
+    line: Vec<u8>,
+    /// The server offered PIPELINING.
+    pipelining: bool,
+    /// The server sent 421 and is closing the connection.
+    closed: bool,
+}
+
+/// An error of kind `InvalidData` with a message.
+fn protocol_error(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Splits a reply line into its code and whether it is the last line.
+fn parse_reply_line(line: &[u8]) -> Option<(u16, bool)> {
+    let digits = line.get(..3)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    let last = match line.get(3) {
+        None | Some(b' ' | b'\r' | b'\n') => true,
+        Some(b'-') => false,
+        Some(_) => return None,
+    };
+    Some((code, last))
+}
+
+/// Whether an EHLO reply line's text (after `250-`) names `keyword`.
+fn has_keyword(text: &[u8], keyword: &[u8]) -> bool {
+    text.len() >= keyword.len()
+        && text[..keyword.len()].eq_ignore_ascii_case(keyword)
+        && matches!(text.get(keyword.len()), None | Some(b' ' | b'\r' | b'\n'))
+}
+
+impl Client {
+    /// Connects, reads the greeting and says EHLO (falling back to HELO).
+    fn connect(addr: SocketAddr, domain: &str) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let mut client = Client {
+            reader: BufReader::with_capacity(8 * 1024, stream.try_clone()?),
+            writer: BufWriter::with_capacity(32 * 1024, stream),
+            line: Vec::with_capacity(256),
+            pipelining: false,
+            closed: false,
+        };
+        client.expect(220, "greeting")?;
+        client.greet(domain)?;
+        Ok(client)
+    }
+
+    /// Sends EHLO (or HELO if EHLO is refused) and notes PIPELINING.
+    fn greet(&mut self, domain: &str) -> io::Result<()> {
+        write!(self.writer, "EHLO loadgen.{domain}\r\n")?;
+        self.writer.flush()?;
+        let mut pipelining = false;
+        let code = self.read_reply(|text| pipelining |= has_keyword(text, b"PIPELINING"))?;
+        self.pipelining = pipelining;
+        if code / 100 == 2 {
+            return Ok(());
+        }
+        write!(self.writer, "HELO loadgen.{domain}\r\n")?;
+        self.writer.flush()?;
+        self.expect(250, "HELO")
+    }
+
+    /// Reads one reply and fails unless it has code `want`.
+    fn expect(&mut self, want: u16, what: &str) -> io::Result<()> {
+        let code = self.read_reply(|_| ())?;
+        if code != want {
+            return Err(protocol_error(format!(
+                "unexpected {what} reply: {}",
+                self.last_line()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a (possibly multi-line) reply, passing each line's text to
+    /// `on_line`, and returns its code.
+    fn read_reply(&mut self, mut on_line: impl FnMut(&[u8])) -> io::Result<u16> {
+        let mut first_code = None;
+        loop {
+            self.line.clear();
+            let n = (&mut self.reader)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut self.line)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
+            }
+            if self.line.last() != Some(&b'\n') {
+                return Err(protocol_error("reply line too long".into()));
+            }
+            let Some((code, last)) = parse_reply_line(&self.line) else {
+                return Err(protocol_error(format!(
+                    "malformed reply line: {}",
+                    self.last_line()
+                )));
+            };
+            if *first_code.get_or_insert(code) != code {
+                return Err(protocol_error(format!(
+                    "reply code changed within a reply: {}",
+                    self.last_line()
+                )));
+            }
+            on_line(self.line.get(4..).unwrap_or_default());
+            if last {
+                self.closed |= code == 421;
+                return Ok(code);
+            }
+        }
+    }
+
+    /// The last reply line read, without its line ending.
+    fn last_line(&self) -> String {
+        String::from_utf8_lossy(&self.line)
+            .trim_end_matches(['\r', '\n'])
+            .to_owned()
+    }
+
+    /// Reads one reply, ignoring its text.
+    fn reply(&mut self) -> io::Result<u16> {
+        self.read_reply(|_| ())
+    }
+
+    /// Runs one mail transaction and returns its final reply code: the
+    /// reply to the message, or the refusal that ended the transaction early.
+    fn transaction(&mut self, spec: &LoadSpec, index: u64) -> io::Result<u16> {
+        if spec.pipelining && self.pipelining {
+            self.pipelined_transaction(spec, index)
+        } else {
+            self.lockstep_transaction(spec, index)
+        }
+    }
+
+    /// Writes the envelope commands (without flushing).
+    fn write_envelope(&mut self, spec: &LoadSpec) -> io::Result<()> {
+        self.writer.write_all(&spec.mail_cmd)?;
+        for rcpt in &spec.rcpt_cmds {
+            self.writer.write_all(rcpt)?;
+        }
+        Ok(())
+    }
+
+    /// A transaction waiting for each reply before sending the next command.
+    fn lockstep_transaction(&mut self, spec: &LoadSpec, index: u64) -> io::Result<u16> {
+        self.writer.write_all(&spec.mail_cmd)?;
+        self.writer.flush()?;
+        let mail = self.reply()?;
+        if mail / 100 != 2 {
+            return Ok(mail);
+        }
+        let (mut accepted, mut refusal) = (0, 0);
+        for rcpt in &spec.rcpt_cmds {
+            self.writer.write_all(rcpt)?;
+            self.writer.flush()?;
+            match self.reply()? {
+                c if c / 100 == 2 => accepted += 1,
+                c => refusal = c,
+            }
+            if self.closed {
+                return Ok(refusal);
+            }
+        }
+        if accepted == 0 {
+            return self.abort(refusal);
+        }
+        self.writer.write_all(b"DATA\r\n")?;
+        self.writer.flush()?;
+        match self.reply()? {
+            354 => self.send_message(spec, index),
+            code => self.abort(code),
+        }
+    }
+
+    /// A transaction sending MAIL, RCPT... and DATA in one write (RFC 2920).
+    fn pipelined_transaction(&mut self, spec: &LoadSpec, index: u64) -> io::Result<u16> {
+        self.write_envelope(spec)?;
+        self.writer.write_all(b"DATA\r\n")?;
+        self.writer.flush()?;
+        // The final reply is the first thing that ended the transaction: a
+        // refused MAIL, all recipients refused, or a refused DATA. Its text is
+        // copied only when something was refused.
+        let mail = self.reply()?;
+        let mail_refusal = (mail / 100 != 2).then(|| (mail, self.line.clone()));
+        let (mut accepted, mut rcpt_refusal) = (0, None);
+        for _ in &spec.rcpt_cmds {
+            match self.reply()? {
+                c if c / 100 == 2 => accepted += 1,
+                c => rcpt_refusal = Some((c, self.line.clone())),
+            }
+        }
+        let data = self.reply()?;
+        if data == 354 {
+            return self.send_message(spec, index);
+        }
+        let transaction_open = mail_refusal.is_none();
+        let (code, text) = match (mail_refusal, rcpt_refusal) {
+            (Some(refusal), _) => refusal,
+            (None, Some(refusal)) if accepted == 0 => refusal,
+            _ => (data, self.line.clone()),
+        };
+        self.line = text;
+        if transaction_open {
+            self.abort(code)
+        } else {
+            Ok(code)
+        }
+    }
+
+    /// Ends a transaction refused after MAIL was accepted: RSET, and return
+    /// `code` (the refusal) as the final reply.
+    fn abort(&mut self, code: u16) -> io::Result<u16> {
+        if self.closed {
+            return Ok(code);
+        }
+        let text = self.line.clone();
+        self.writer.write_all(b"RSET\r\n")?;
+        self.writer.flush()?;
+        self.reply()?;
+        self.line = text;
+        Ok(code)
+    }
+
+    /// Sends the header and body of message `index` after a 354 and returns
+    /// the final reply code.
+    fn send_message(&mut self, spec: &LoadSpec, index: u64) -> io::Result<u16> {
+        write!(
+            self.writer,
+            "Message-ID: <{index}.{}@loadgen.{}>\r\nSubject: loadgen message {index}\r\n",
+            spec.run_id, spec.domain
+        )?;
+        self.writer.write_all(&spec.fixed_headers)?;
+        self.writer.write_all(&spec.wire_body)?;
+        self.writer.flush()?;
+        self.reply()
+    }
+
+    /// Says QUIT and waits briefly for the server to close first, so the
+    /// client side does not collect TIME_WAIT sockets. Errors are ignored:
+    /// the messages are already counted.
+    fn quit(&mut self) {
+        let _ = self
+            .writer
+            .write_all(b"QUIT\r\n")
+            .and_then(|()| self.writer.flush());
+        if self.reply().is_ok() {
+            let _ = self
+                .reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(2)));
+            let mut scratch = [0u8; 64];
+            let _ = self.reader.read(&mut scratch);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SMTP sink
+// ---------------------------------------------------------------------------
+
+/// A running sink server.
+struct Sink {
+    addr: SocketAddr,
+    received: Arc<AtomicU64>,
+}
+
+impl Sink {
+    /// Binds `addr` and serves on background threads (one per connection).
+    fn start(addr: &str) -> io::Result<Sink> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&received);
+        thread::Builder::new()
+            .name("sink-accept".into())
+            .spawn(move || sink_accept_loop(&listener, &counter))?;
+        Ok(Sink { addr, received })
+    }
+
+    /// Messages received so far.
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+/// Accepts connections forever, one thread each.
+fn sink_accept_loop(listener: &TcpListener, counter: &Arc<AtomicU64>) {
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sink: accept failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let counter = Arc::clone(counter);
+        let spawned = thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let _ = sink_session(stream, &counter);
+            });
+        if let Err(e) = spawned {
+            eprintln!("sink: cannot start a session thread: {e}");
+        }
+    }
+}
+
+/// Serves one sink connection until QUIT, EOF or an error.
+fn sink_session(stream: TcpStream, counter: &AtomicU64) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(SINK_IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(SINK_IDLE_TIMEOUT))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+    let mut writer = BufWriter::with_capacity(16 * 1024, stream);
+    writer.write_all(b"220 sink.test ESMTP loadgen sink\r\n")?;
+    let mut line = Vec::with_capacity(512);
+    let (mut has_sender, mut recipients) = (false, 0u32);
+    loop {
+        // Replies to pipelined commands go out together, once the commands
+        // already received are answered.
+        if reader.buffer().is_empty() {
+            writer.flush()?;
+        }
+        line.clear();
+        if (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            writer.write_all(b"500 5.5.6 line too long\r\n")?;
+            return writer.flush();
+        }
+        let reply: &[u8] = match verb(&line) {
+            b"EHLO" => {
+                (has_sender, recipients) = (false, 0);
+                SINK_EHLO_REPLY
+            }
+            b"HELO" => {
+                (has_sender, recipients) = (false, 0);
+                b"250 sink.test\r\n"
+            }
+            b"RSET" => {
+                (has_sender, recipients) = (false, 0);
+                b"250 2.0.0 OK\r\n"
+            }
+            b"MAIL" => {
+                (has_sender, recipients) = (true, 0);
+                b"250 2.1.0 OK\r\n"
+            }
+            b"RCPT" if has_sender => {
+                recipients += 1;
+                b"250 2.1.5 OK\r\n"
+            }
+            b"DATA" if recipients > 0 => {
+                writer.write_all(b"354 end with <CRLF>.<CRLF>\r\n")?;
+                if reader.buffer().is_empty() {
+                    writer.flush()?;
+                }
+                skip_body(&mut reader)?;
+                counter.fetch_add(1, Ordering::SeqCst);
+                (has_sender, recipients) = (false, 0);
+                b"250 2.0.0 queued\r\n"
+            }
+            b"RCPT" | b"DATA" => b"503 5.5.1 bad sequence of commands\r\n",
+            b"NOOP" => b"250 2.0.0 OK\r\n",
+            b"QUIT" => {
+                writer.write_all(b"221 2.0.0 bye\r\n")?;
+                return writer.flush();
+            }
+            _ => b"500 5.5.2 command not recognized\r\n",
+        };
+        writer.write_all(reply)?;
+    }
+}
+
+/// The first four bytes of a command line, upper-cased (or empty if short).
+fn verb(line: &[u8]) -> &'static [u8] {
+    const VERBS: [&[u8]; 9] = [
+        b"EHLO", b"HELO", b"MAIL", b"RCPT", b"DATA", b"RSET", b"NOOP", b"QUIT", b"VRFY",
+    ];
+    let Some(head) = line.get(..4) else {
+        return b"";
+    };
+    let end_ok = matches!(line.get(4), None | Some(b' ' | b'\r' | b'\n'));
+    VERBS
+        .iter()
+        .find(|v| end_ok && head.eq_ignore_ascii_case(v))
+        .copied()
+        .unwrap_or(b"")
+}
+
+/// Consumes a message body up to and including `<CRLF>.<CRLF>` without
+/// copying it. The body starts at the beginning of a line.
+fn skip_body(reader: &mut impl BufRead) -> io::Result<()> {
+    let mut state = EndOfData::LINE_START;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed in DATA",
+            ));
+        }
+        let (used, done) = state.scan(buf);
+        reader.consume(used);
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// How much of `<CRLF>.<CRLF>` has been seen so far (0 to 4 bytes).
+#[derive(Clone, Copy)]
+struct EndOfData(u8);
+
+impl EndOfData {
+    /// Right after a CRLF: the state at the start of the body.
+    const LINE_START: EndOfData = EndOfData(2);
+
+    /// Scans `buf` and returns how many bytes belong to the body (including
+    /// the terminator) and whether the terminator was found.
+    fn scan(&mut self, buf: &[u8]) -> (usize, bool) {
+        let mut i = 0;
+        while i < buf.len() {
+            if self.0 == 0 {
+                // Fast path: nothing matched, skip to the next CR.
+                match buf[i..].iter().position(|&b| b == b'\r') {
+                    Some(p) => i += p,
+                    None => return (buf.len(), false),
+                }
+            }
+            self.0 = match (self.0, buf[i]) {
+                (3, b'\r') => 4,
+                (4, b'\n') => return (i + 1, true),
+                (_, b'\r') => 1,
+                (1, b'\n') => 2,
+                (2, b'.') => 3,
+                _ => 0,
+            };
+            i += 1;
+        }
+        (buf.len(), false)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// smtpgate child process
+// ---------------------------------------------------------------------------
+
+/// smtpgate running as a child process with a generated config.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    /// Holds the config file (and smtpgate's working directory) until drop.
+    _dir: tempfile::TempDir,
+    stopped: bool,
+}
+
+impl Gateway {
+    /// Writes a config pointing at `upstream`, starts `bin` (an absolute path,
+    /// see [`gateway_binary`]) and waits until it answers SMTP.
+    fn start(bin: &Path, upstream: SocketAddr, extra_yaml: Option<&Path>) -> Result<Self, String> {
+        let addr = free_local_addr().map_err(|e| format!("cannot find a free port: {e}"))?;
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let config = dir.path().join("gateway.yaml");
+        let yaml = gateway_config(addr, upstream, extra_yaml)?;
+        std::fs::write(&config, yaml)
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut gateway = Gateway {
+            child,
+            addr,
+            _dir: dir,
+            stopped: false,
+        };
+        gateway.wait_ready()?;
+        Ok(gateway)
+    }
+
+    /// The child's process id.
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls until the gateway greets and answers EHLO, or fails if it exits
+    /// or takes too long.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + GATEWAY_START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.stopped = true;
+                return Err(format!("smtpgate exited during start-up ({status})"));
+            }
+            let last_error = match Client::connect(self.addr, "bench.test") {
+                Ok(mut client) => {
+                    client.quit();
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "smtpgate did not answer on {} within {} s: {last_error}",
+                    self.addr,
+                    GATEWAY_START_TIMEOUT.as_secs()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// User plus system CPU time used so far, from `/proc/PID/stat`.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the parenthesised command name start at field 3 (state);
+        // utime and stime are fields 14 and 15.
+        let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+        let utime: u64 = fields.nth(11)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some((utime + stime) as f64 / clock_ticks_per_second())
+    }
+
+    /// Peak resident set size in KiB (`VmHWM` in `/proc/PID/status`).
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Sends SIGTERM, waits up to 10 s, then kills. Returns a line saying how
+    /// it went.
+    fn stop(&mut self) -> String {
+        if self.stopped {
+            return "smtpgate had already exited".into();
+        }
+        self.stopped = true;
+        let started = Instant::now();
+        let term = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        if !matches!(term, Ok(s) if s.success()) {
+            let _ = self.child.kill();
+            return format!("smtpgate: `kill -TERM` failed ({term:?}); killed it");
+        }
+        match wait_timeout(&mut self.child, GATEWAY_STOP_TIMEOUT) {
+            Some(status) => format!(
+                "smtpgate stopped after SIGTERM in {:.2} s ({status})",
+                started.elapsed().as_secs_f64()
+            ),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                format!(
+                    "smtpgate did NOT stop within {} s of SIGTERM; killed it",
+                    GATEWAY_STOP_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The gateway binary as an absolute path (smtpgate runs in a temp dir), or
+/// a hint to build it.
+fn gateway_binary(bin: &Path) -> Result<PathBuf, String> {
+    bin.canonicalize().map_err(|e| {
+        format!(
+            "smtpgate binary {} not usable ({e}); build it with `cargo build --release`",
+            bin.display()
+        )
+    })
+}
+
+/// Waits for `child` to exit for at most `limit`.
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The generated gateway config, with `extra_yaml`'s lines appended.
+fn gateway_config(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    extra_yaml: Option<&Path>,
+) -> Result<String, String> {
+    let mut yaml = String::new();
+    let _ = write!(
+        yaml,
+        "hostname: bench.test\nlisten:\n  - {{ addr: \"{listen}\" }}\n\
+         upstream: {{ addr: \"{upstream}\" }}\n"
+    );
+    if let Some(path) = extra_yaml {
+        let extra = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        yaml.push_str(&extra);
+        if !yaml.ends_with('\n') {
+            yaml.push('\n');
+        }
+    }
+    Ok(yaml)
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_local_addr() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Clock ticks per second for `/proc` CPU times (`getconf CLK_TCK`, else 100).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|&t| t > 0.0)
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------
+// Comparison report
+// ---------------------------------------------------------------------------
+
+/// The sink's count for one phase against the client's 2xx count.
+#[derive(Clone, Copy)]
+struct SinkCheck {
+    received: u64,
+    accepted: u64,
+}
+
+impl SinkCheck {
+    /// Whether the counts agree.
+    fn ok(self) -> bool {
+        self.received == self.accepted
+    }
+}
+
+/// Both runs of `--compare` and the gateway's resource figures.
+struct Comparison {
+    direct: LoadResult,
+    via: LoadResult,
+    cpu_per_1000: Option<f64>,
+    peak_rss_kib: Option<u64>,
+    checks: [(&'static str, SinkCheck); 2],
+}
+
+impl Comparison {
+    /// Throughput through the gateway relative to direct.
+    fn ratio(&self) -> Option<f64> {
+        let d = self.direct.rate();
+        (d > 0.0).then(|| self.via.rate() / d)
+    }
+
+    /// Whether every phase's sink count matched.
+    fn checks_ok(&self) -> bool {
+        self.checks.iter().all(|(_, c)| c.ok())
+    }
+
+    /// Prints the comparison table and the sink checks.
+    fn print_table(&self) {
+        println!();
+        println!(
+            "{:<20} {:>10} {:>9} {:>9}",
+            "", "msgs/s", "p50 ms", "p99 ms"
+        );
+        for (label, r) in [("direct", &self.direct), ("via smtpgate", &self.via)] {
+            println!(
+                "{label:<20} {:>10.0} {:>9} {:>9}",
+                r.rate(),
+                ms(r.percentile_ms(0.50)),
+                ms(r.percentile_ms(0.99))
+            );
+        }
+        let ratio = self.ratio().map_or("-".into(), |r| format!("{r:.3}"));
+        println!("{:<20} {ratio:>10}", "ratio (via/direct)");
+        let cpu = self
+            .cpu_per_1000
+            .map_or("-".into(), |c| format!("{c:.3} s"));
+        println!("smtpgate CPU per 1,000 messages: {cpu}");
+        let rss = self
+            .peak_rss_kib
+            .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        println!("smtpgate peak RSS: {rss}");
+        for (label, c) in &self.checks {
+            if c.ok() {
+                println!(
+                    "sink check {label}: {} messages received = 2xx replies",
+                    c.received
+                );
+            } else {
+                let msg = format!(
+                    "*** MISMATCH ({label}): sink received {} messages but the client got {} 2xx replies ***",
+                    c.received, c.accepted
+                );
+                println!("{msg}");
+                eprintln!("{msg}");
+            }
+        }
+    }
+
+    /// The comparison as JSON.
+    fn to_json(&self) -> Value {
+        let checks: serde_json::Map<String, Value> = self
+            .checks
+            .iter()
+            .map(|(label, c)| {
+                let v = json!({ "received": c.received, "accepted": c.accepted, "ok": c.ok() });
+                ((*label).to_owned(), v)
+            })
+            .collect();
+        json!({
+            "mode": "compare",
+            "direct": self.direct.to_json(),
+            "via_smtpgate": self.via.to_json(),
+            "ratio": self.ratio(),
+            "smtpgate_cpu_s_per_1000": self.cpu_per_1000,
+            "smtpgate_peak_rss_kib": self.peak_rss_kib,
+            "sink_check": checks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_of_data_found_across_buffers() {
+        let mut state = EndOfData::LINE_START;
+        assert_eq!(state.scan(b"abc\r\n.."), (7, false));
+        assert_eq!(state.scan(b"x\r"), (2, false));
+        assert_eq!(state.scan(b"\n.\r"), (3, false));
+        assert_eq!(state.scan(b"\nQUIT\r\n"), (1, true));
+    }
+
+    #[test]
+    fn end_of_data_at_body_start() {
+        assert_eq!(EndOfData::LINE_START.scan(b".\r\nQUIT"), (3, true));
+        assert_eq!(EndOfData::LINE_START.scan(b"\r\r\n.\r\n"), (6, true));
+    }
+
+    #[test]
+    fn reply_lines_parse() {
+        assert_eq!(parse_reply_line(b"250-PIPELINING\r\n"), Some((250, false)));
+        assert_eq!(parse_reply_line(b"250 OK\r\n"), Some((250, true)));
+        assert_eq!(parse_reply_line(b"354\r\n"), Some((354, true)));
+        assert_eq!(parse_reply_line(b"25x OK\r\n"), None);
+        assert_eq!(parse_reply_line(b"250xOK\r\n"), None);
+    }
+
+    #[test]
+    fn body_is_printable_short_lines_and_stuffed() {
+        let body = generate_body(2048);
+        assert!((2048..2051).contains(&body.len()));
+        let lines: Vec<_> = body.split(|&b| b == b'\n').collect();
+        assert!(lines.iter().any(|l| l.starts_with(b".")));
+        for l in &lines[..lines.len() - 1] {
+            assert!(l.ends_with(b"\r") && l.len() <= 79);
+            assert!(l[..l.len() - 1].iter().all(|b| (b' '..=b'~').contains(b)));
+        }
+        let wire = dot_stuff(&body);
+        assert!(wire.ends_with(b"\r\n.\r\n"));
+        let mut state = EndOfData::LINE_START;
+        assert_eq!(state.scan(&wire), (wire.len(), true));
+    }
+
+    #[test]
+    fn dates_format() {
+        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_709_210_096),
+            "Thu, 29 Feb 2024 12:34:56 +0000"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! A message body that stays in memory while small and spills to an
+//! anonymous temporary file when it grows past a threshold, so a session's
+//! memory stays bounded whatever the size of the message.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// The received message bytes (already dot-unstuffed, canonical CRLF).
+#[derive(Debug)]
+pub struct Body {
+    /// Bytes held in memory; once spilled, only the first `threshold` bytes
+    /// stay here so header checks never touch the disk.
+    head: Vec<u8>,
+    /// The whole body once it outgrew `threshold`.
+    file: Option<File>,
+    /// Total length in bytes.
+    len: u64,
+    /// Size past which the body moves to a temporary file.
+    threshold: usize,
+}
+
+impl Body {
+    /// An empty body that spills past `threshold` bytes.
+    pub fn new(threshold: usize) -> Self {
+        Body {
+            head: Vec::new(),
+            file: None,
+            len: 0,
+            threshold,
+        }
+    }
+
+    /// Appends bytes, spilling to a temporary file when the threshold is passed.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() && self.head.len() + bytes.len() > self.threshold {
+            let mut file = tempfile::tempfile()?;
+            file.write_all(&self.head)?;
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => {
+                file.write_all(bytes)?;
+                let room = self.threshold.saturating_sub(self.head.len());
+                self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+            }
+            None => self.head.extend_from_slice(bytes),
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True once the body lives in a temporary file.
+    pub fn is_spilled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The first bytes of the message (up to the threshold), for header checks.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// Reads the whole body back in chunks of at most `chunk` bytes.
+    pub fn chunks(&mut self, chunk: usize) -> io::Result<Chunks<'_>> {
+        if let Some(file) = &mut self.file {
+            file.seek(SeekFrom::Start(0))?;
+        }
+        Ok(Chunks {
+            body: self,
+            offset: 0,
+            chunk: chunk.max(1),
+        })
+    }
+}
+
+/// Iterates over a body's bytes in bounded chunks (see [`Body::chunks`]).
+pub struct Chunks<'a> {
+    /// The body being read.
+    body: &'a mut Body,
+    /// Bytes handed out so far.
+    offset: u64,
+    /// Largest chunk to hand out.
+    chunk: usize,
+}
+
+impl Chunks<'_> {
+    /// Fills `buf` (cleared first) with the next chunk; false at the end.
+    pub fn next_into(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        buf.clear();
+        let remaining = self.body.len - self.offset;
+        if remaining == 0 {
+            return Ok(false);
+        }
+        let n = (remaining.min(self.chunk as u64)) as usize;
+        match &mut self.body.file {
+            Some(file) => {
+                buf.resize(n, 0);
+                file.read_exact(buf)?;
+            }
+            None => {
+                let start = self.offset as usize;
+                buf.extend_from_slice(&self.body.head[start..start + n]);
+            }
+        }
+        self.offset += n as u64;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(body: &mut Body, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let mut chunks = body.chunks(chunk).unwrap();
+        while chunks.next_into(&mut buf).unwrap() {
+            assert!(buf.len() <= chunk);
+            out.extend_from_slice(&buf);
+        }
+        out
+    }
+
+    #[test]
+    fn small_body_stays_in_memory() {
+        let mut body = Body::new(100);
+        body.append(b"hello ").unwrap();
+        body.append(b"world").unwrap();
+        assert!(!body.is_spilled());
+        assert_eq!(body.len(), 11);
+        assert_eq!(read_all(&mut body, 4), b"hello world");
+    }
+
+    #[test]
+    fn large_body_spills_and_reads_back_identically() {
+        let mut body = Body::new(10);
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let piece = vec![b'a' + (i % 26); (i as usize % 7) + 1];
+            body.append(&piece).unwrap();
+            expected.extend_from_slice(&piece);
+        }
+        assert!(body.is_spilled());
+        assert_eq!(body.head(), &expected[..10]);
+        assert_eq!(body.len(), expected.len() as u64);
+        assert_eq!(read_all(&mut body, 3), expected);
+        // A second pass reads the same bytes again.
+        assert_eq!(read_all(&mut body, 64), expected);
+    }
+}

@@ -1,0 +1,24 @@
+//! smtpgate: an SMTP proxy and filtering gateway.
+//!
+//! It terminates inbound SMTP, checks every envelope and message, and relays
+//! what passes to an upstream mail server in lockstep (or, with no upstream,
+//! stores it in a local spool). See `DESIGN.md` for the flow and invariants.
+//!
+//! Layers, from the wire up:
+//! - [`proto`]: the sans-I/O codec (commands, replies, DATA).
+//! - [`session`]: one inbound SMTP session over any `AsyncRead + AsyncWrite`.
+//! - [`upstream`]: the lockstep SMTP client to the upstream server.
+//! - [`server`]: listeners, connection limits and graceful shutdown.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod config;
+pub mod filter;
+pub mod proto;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod signals;
+pub mod spool;
+pub mod stream;
+pub mod upstream;

@@ -1,0 +1,175 @@
+//! Listeners, the connection limit and graceful shutdown.
+//!
+//! One accept loop per listen address; each connection gets its own task.
+//! Over the connection limit a client is told `421 4.7.0` at once rather
+//! than left waiting. On shutdown the loops stop accepting, idle sessions
+//! are told `421 4.3.2`, and transactions in flight get a grace period.
+
+use crate::config::Config;
+use crate::filter::FilterChain;
+use crate::session::{Session, Shared};
+use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
+use async_std::net::{TcpListener, TcpStream};
+use async_std::task;
+use futures::future::{select, Either};
+use log::{error, info, warn};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A bound gateway, ready to run.
+pub struct Server {
+    /// Bound listening sockets, one per configured address.
+    listeners: Vec<TcpListener>,
+    /// What every session shares.
+    shared: Arc<Shared>,
+    /// Starts the graceful shutdown.
+    trigger: ShutdownTrigger,
+    /// Sessions currently open.
+    active: Arc<AtomicUsize>,
+}
+
+/// Decrements the open-session count when a session task ends, however it ends.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Server {
+    /// Binds every listen address of `config`, with no filters.
+    pub async fn bind(config: Config) -> io::Result<Server> {
+        Server::bind_with_filters(config, FilterChain::new()).await
+    }
+
+    /// Binds every listen address of `config`; sessions run `filters`.
+    pub async fn bind_with_filters(config: Config, filters: FilterChain) -> io::Result<Server> {
+        let mut listeners = Vec::new();
+        for l in &config.listen {
+            let listener = TcpListener::bind(l.addr).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
+            })?;
+            listeners.push(listener);
+        }
+        let (trigger, signal) = shutdown::channel();
+        Ok(Server {
+            listeners,
+            shared: Shared::new(config, filters, signal),
+            trigger,
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// What the sessions share (configuration, filter chain), e.g. to swap
+    /// the filter chain on reload.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// A handle that starts the graceful shutdown when fired.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Accepts connections until shutdown, then waits for sessions to end
+    /// (at most `shutdown_grace_s`).
+    pub async fn run(self) {
+        let signal = self.shared.shutdown.clone();
+        let mut loops = Vec::new();
+        for listener in self.listeners {
+            let shared = self.shared.clone();
+            let active = self.active.clone();
+            loops.push(task::spawn(accept_loop(listener, shared, active)));
+        }
+        for l in loops {
+            l.await;
+        }
+        let grace = Duration::from_secs(self.shared.config.shutdown_grace_s);
+        drain(&self.active, grace, &signal).await;
+    }
+}
+
+/// Accepts connections on one listener until shutdown.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, active: Arc<AtomicUsize>) {
+    let addr = listener.local_addr().ok();
+    info!(
+        "listening on {}",
+        addr.map(|a| a.to_string()).unwrap_or_default()
+    );
+    let max = shared.config.limits.max_connections;
+    loop {
+        let accepted = {
+            let accept = listener.accept();
+            let stop = shared.shutdown.wait();
+            futures::pin_mut!(accept, stop);
+            match select(accept, stop).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => break,
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                error!("accept failed: {e}");
+                task::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let session = Session::new(stream, peer, shared.clone());
+        if active.fetch_add(1, Ordering::SeqCst) >= max {
+            active.fetch_sub(1, Ordering::SeqCst);
+            task::spawn(session.refuse_busy());
+            continue;
+        }
+        let guard = ActiveGuard(active.clone());
+        task::spawn(async move {
+            let _guard = guard;
+            serve(session).await;
+        });
+    }
+}
+
+/// Runs one client session.
+async fn serve(session: Session<TcpStream>) {
+    session.run().await;
+}
+
+/// Waits until no session is open or the grace period has passed.
+async fn drain(active: &AtomicUsize, grace: Duration, signal: &ShutdownSignal) {
+    if !signal.is_fired() {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    let open = active.load(Ordering::SeqCst);
+    if open > 0 {
+        info!(
+            "shutting down: waiting up to {}s for {open} session(s)",
+            grace.as_secs()
+        );
+    }
+    while active.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= deadline {
+            warn!(
+                "shutdown grace period over; {} session(s) cut off",
+                active.load(Ordering::SeqCst)
+            );
+            return;
+        }
+        task::sleep(Duration::from_millis(50)).await;
+    }
+    info!("shutdown complete");
+}

@@ -1,0 +1,110 @@
+//! The client connection's buffers: bytes read but not yet parsed, and
+//! replies queued but not yet written.
+//!
+//! Replies are queued and written only when the session is about to wait for
+//! the client, which is what PIPELINING (RFC 2920) asks of a server: a batch
+//! of commands gets its replies in one write.
+
+use crate::proto::Reply;
+use crate::stream::Stream;
+use async_std::io::timeout;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use std::io;
+use std::time::Duration;
+
+/// Read size while reading commands: small, so idle sessions stay small.
+const COMMAND_READ: usize = 4 * 1024;
+/// Read size while receiving a message body: large, for fewer syscalls.
+const DATA_READ: usize = 64 * 1024;
+
+/// A client stream with its read and write buffers.
+pub(crate) struct Conn<S> {
+    /// The client's stream (TCP, TLS or an in-memory pipe).
+    pub(crate) stream: S,
+    /// Read buffer; the unparsed input is `rbuf[start..end]`. Bytes past
+    /// `end` are scratch space, so a cancelled read leaves no garbage.
+    rbuf: Vec<u8>,
+    /// Start of the unparsed input.
+    start: usize,
+    /// End of the unparsed input.
+    end: usize,
+    /// Replies waiting for the next flush.
+    wbuf: Vec<u8>,
+}
+
+impl<S: Stream> Conn<S> {
+    /// Wraps a stream with empty buffers.
+    pub(crate) fn new(stream: S) -> Self {
+        Conn {
+            stream,
+            rbuf: Vec::new(),
+            start: 0,
+            end: 0,
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub(crate) fn input(&self) -> &[u8] {
+        &self.rbuf[self.start..self.end]
+    }
+
+    /// Marks `n` input bytes as consumed.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Queues a reply for the next flush.
+    pub(crate) fn push(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.wbuf);
+    }
+
+    /// Writes the queued replies.
+    pub(crate) async fn flush(&mut self, limit: Duration) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        timeout(limit, async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        })
+        .await?;
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 16 * 1024 {
+            self.wbuf.shrink_to(1024);
+        }
+        Ok(())
+    }
+
+    /// Reads more input; `Ok(0)` is the end of the stream. `body` selects
+    /// the larger read size used while a message is being received.
+    pub(crate) async fn fill(&mut self, body: bool) -> io::Result<usize> {
+        let want = if body { DATA_READ } else { COMMAND_READ };
+        if self.start > 0 {
+            self.rbuf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.rbuf.len() < self.end + want {
+            self.rbuf.resize(self.end + want, 0);
+        }
+        let n = self.stream.read(&mut self.rbuf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Gives back the large DATA read buffer once its input is drained, so
+    /// a session idling between messages stays small.
+    pub(crate) fn shrink(&mut self) {
+        if self.start == self.end && self.rbuf.len() > COMMAND_READ {
+            self.rbuf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}

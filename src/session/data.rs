@@ -1,0 +1,286 @@
+//! DATA (RFC 5321 §4.1.1.4): receive the whole message, check it, then
+//! deliver it (upstream in lockstep, or the local spool) and give the
+//! client the deliverer's verdict. A 2xx goes to the client only after the
+//! upstream's 2xx, or after the spool file is synced.
+
+use super::transaction::{Disposition, Transaction};
+use super::{replies, Flow, Session};
+use crate::body::Body;
+use crate::filter::{Message, Stage, Verdict};
+use crate::proto::{DataError, DataReceiver, Reply};
+use crate::spool;
+use crate::stream::Stream;
+use async_std::io::timeout;
+use log::{error, info, warn};
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// How receiving a message body ended.
+enum Received {
+    /// The end-of-data line arrived; the body and any problem found.
+    Complete(Body, Option<Problem>),
+    /// The client vanished or timed out; the session is over.
+    Lost(&'static str),
+}
+
+/// Why a received message cannot be delivered.
+enum Problem {
+    /// A line-ending or line-length problem in the bytes.
+    Data(DataError),
+    /// Over the size limit.
+    TooBig,
+    /// The body could not be buffered (temporary file failure).
+    Local(io::Error),
+}
+
+impl<S: Stream> Session<S> {
+    /// Answers DATA, receives the message and delivers it.
+    pub(super) async fn data(&mut self) -> Flow {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.client_error(replies::bad_sequence("Error: need MAIL command"));
+        };
+        if tx.upstream_failed {
+            self.abandon_transaction();
+            return self.reply(replies::upstream_failed());
+        }
+        if tx.rcpts.is_empty() {
+            return self.reply(replies::no_valid_recipients());
+        }
+        self.reply(replies::start_data());
+        if self.flush().await.is_err() {
+            return Flow::Stop;
+        }
+        let (mut body, problem) = match self.receive_body().await {
+            Received::Complete(body, problem) => (body, problem),
+            Received::Lost(why) => {
+                warn!("session {} lost during DATA: {why}", self.id);
+                self.abandon_transaction();
+                return Flow::Stop;
+            }
+        };
+        self.conn.shrink();
+        let Some(tx) = self.tx.take() else {
+            return self.reply(replies::local_error());
+        };
+        let mut disposition = tx.disposition;
+        let mut flow = Flow::Continue;
+        let reply = match problem {
+            Some(Problem::Data(e)) => replies::data_error(e),
+            Some(Problem::TooBig) => replies::too_big(),
+            Some(Problem::Local(e)) => {
+                error!("session {} cannot buffer message: {e}", self.id);
+                replies::local_error()
+            }
+            None => {
+                let verdict = self.filters.run(
+                    Stage::Data,
+                    &mut self.ctx,
+                    None,
+                    Some(&mut Message { body: &mut body }),
+                );
+                match verdict {
+                    Verdict::Reject(r) | Verdict::Tempfail(r) => r,
+                    Verdict::Disconnect(r) => {
+                        flow = Flow::Stop;
+                        r
+                    }
+                    Verdict::Discard => {
+                        disposition = Disposition::Discard;
+                        self.dispose(&tx, disposition, &mut body).await
+                    }
+                    Verdict::Quarantine => {
+                        disposition = Disposition::Quarantine;
+                        self.dispose(&tx, disposition, &mut body).await
+                    }
+                    Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {
+                        self.dispose(&tx, disposition, &mut body).await
+                    }
+                }
+            }
+        };
+        let relayed = disposition == Disposition::Relay && reply.is_positive();
+        if !relayed && self.upstream.is_some() {
+            // The upstream still holds MAIL/RCPT of a transaction it will
+            // never get DATA for.
+            self.upstream_dirty = true;
+        }
+        self.tx_count += 1;
+        let hits: Vec<String> = self
+            .ctx
+            .hits
+            .iter()
+            .map(|h| format!("{}:{}", h.rule, h.action))
+            .collect();
+        info!(
+            "tx {} peer={} from=<{}> rcpts=[{}] size={} disposition={:?} score={} hits=[{}] reply=\"{}\" duration={:.3}s",
+            tx.id,
+            self.peer,
+            tx.sender(),
+            tx.rcpt_summary(),
+            body.len(),
+            disposition,
+            self.ctx.score,
+            hits.join(","),
+            reply,
+            tx.started.elapsed().as_secs_f64()
+        );
+        self.ctx.reset_transaction();
+        self.reply(reply);
+        flow
+    }
+
+    /// Sends an accepted message where its disposition says.
+    async fn dispose(
+        &mut self,
+        tx: &Transaction,
+        disposition: Disposition,
+        body: &mut Body,
+    ) -> Reply {
+        match disposition {
+            Disposition::Relay => self.deliver(tx, body).await,
+            Disposition::Discard => replies::queued(&tx.id),
+            Disposition::Quarantine => {
+                let dir = self.shared.config.quarantine_dir.clone();
+                let prepend = self.prepend(tx);
+                match store_blocking(dir, tx.id.clone(), prepend, body).await {
+                    Ok(_) => replies::queued(&tx.id),
+                    Err(e) => {
+                        error!("tx {} cannot be quarantined: {e}", tx.id);
+                        replies::local_error()
+                    }
+                }
+            }
+        }
+    }
+
+    /// The headers the gateway adds in front of the message: Received (if
+    /// enabled), then whatever filters asked for.
+    fn prepend(&self, tx: &Transaction) -> Vec<u8> {
+        let mut out = if self.shared.config.message.received_header {
+            self.received_header(tx).into_bytes()
+        } else {
+            Vec::new()
+        };
+        for (name, value) in &self.ctx.add_headers {
+            let clean: String = value
+                .chars()
+                .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+                .collect();
+            out.extend_from_slice(format!("{name}: {clean}\r\n").as_bytes());
+        }
+        out
+    }
+
+    /// Reads the message to its end-of-data line, keeping at most the
+    /// size limit and spilling large bodies to disk.
+    async fn receive_body(&mut self) -> Received {
+        let limits = &self.shared.config.limits;
+        let max = limits.max_message_bytes;
+        let mut receiver = DataReceiver::new(
+            self.shared.config.message.bare_line_endings.into(),
+            limits.max_text_line,
+        );
+        let mut body = Body::new(limits.spill_threshold_bytes);
+        let mut out = Vec::new();
+        let mut problem = None;
+        let block = self.shared.config.timeouts.data_block();
+        loop {
+            let fed = receiver.feed(self.conn.input(), &mut out);
+            self.conn.consume(fed.consumed);
+            if problem.is_none() {
+                if body.len() + out.len() as u64 > max {
+                    problem = Some(Problem::TooBig);
+                } else if let Err(e) = body.append(&out) {
+                    problem = Some(Problem::Local(e));
+                }
+            }
+            out.clear();
+            if fed.done {
+                break;
+            }
+            match timeout(block, self.conn.fill(true)).await {
+                Ok(0) => return Received::Lost("client closed"),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    let host = self.shared.config.hostname.clone();
+                    self.conn.push(&replies::timeout(&host));
+                    return Received::Lost("timeout");
+                }
+                Err(_) => return Received::Lost("read failed"),
+            }
+        }
+        // A bad line ending is reported before the size: it is the one the
+        // client must fix.
+        let problem = match receiver.error() {
+            Some(e) => Some(Problem::Data(e)),
+            None => problem,
+        };
+        Received::Complete(body, problem)
+    }
+
+    /// Hands the message to the upstream or the spool; returns the client's reply.
+    async fn deliver(&mut self, tx: &Transaction, body: &mut Body) -> Reply {
+        let prepend = self.prepend(tx);
+        if self.shared.config.upstream.is_none() {
+            let dir = self.shared.config.spool_dir.clone();
+            return match store_blocking(dir, tx.id.clone(), prepend, body).await {
+                Ok(path) => {
+                    log::debug!("tx {} stored as {}", tx.id, path.display());
+                    replies::queued(&tx.id)
+                }
+                Err(e) => {
+                    error!("tx {} cannot be stored in the spool: {e}", tx.id);
+                    replies::local_error()
+                }
+            };
+        }
+        let Some(up) = self.upstream.as_mut() else {
+            return replies::upstream_failed();
+        };
+        match up.send_message(&prepend, body).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.upstream_lost(&e);
+                replies::upstream_failed()
+            }
+        }
+    }
+
+    /// The `Received:` trace header (RFC 5321 §4.4) naming smtpgate.
+    fn received_header(&self, tx: &Transaction) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let literal = match self.peer.ip() {
+            IpAddr::V4(ip) => format!("[{ip}]"),
+            IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+        };
+        let protocol = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let for_clause = match tx.rcpts.as_slice() {
+            [only] => format!("\r\n\tfor <{only}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ({literal})\r\n\tby {host} (smtpgate) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n",
+            host = self.shared.config.hostname,
+            id = tx.id,
+            date = chrono::Local::now().to_rfc2822(),
+        )
+    }
+}
+
+/// Stores a message file off the async threads (the fsyncs block).
+async fn store_blocking(
+    dir: PathBuf,
+    id: String,
+    prepend: Vec<u8>,
+    body: &mut Body,
+) -> io::Result<PathBuf> {
+    let mut owned = std::mem::replace(body, Body::new(0));
+    let (result, returned) = async_std::task::spawn_blocking(move || {
+        let result = spool::store(&dir, &id, &prepend, &mut owned);
+        (result, owned)
+    })
+    .await;
+    *body = returned;
+    result
+}

@@ -1,0 +1,48 @@
+//! EHLO and HELO (RFC 5321 §4.1.1.1): greet, reset, advertise extensions.
+
+use super::transaction::Disposition;
+use super::{Flow, Session};
+use crate::filter::{Stage, Verdict};
+use crate::proto::Reply;
+use crate::stream::Stream;
+
+impl<S: Stream> Session<S> {
+    /// Answers EHLO (`extended`) or HELO. Either one resets a transaction in
+    /// progress, like RSET.
+    pub(super) async fn ehlo(&mut self, name: String, extended: bool) -> Flow {
+        self.abandon_transaction();
+        let host = self.shared.config.hostname.clone();
+        let reply = if extended {
+            // Only what the relay path can honour: no CHUNKING, DSN or
+            // SMTPUTF8, which the upstream might not offer.
+            let lines = vec![
+                format!("{host} greets {name}"),
+                "PIPELINING".to_string(),
+                format!("SIZE {}", self.shared.config.limits.max_message_bytes),
+                "8BITMIME".to_string(),
+                "ENHANCEDSTATUSCODES".to_string(),
+            ];
+            Reply::multiline(250, None, lines)
+        } else {
+            Reply::plain(250, host)
+        };
+        self.ctx.helo = Some(name.clone());
+        match self.filters.run(Stage::Helo, &mut self.ctx, None, None) {
+            Verdict::Reject(r) | Verdict::Tempfail(r) => {
+                self.ctx.helo = None;
+                self.helo = None;
+                return self.reply(r);
+            }
+            Verdict::Disconnect(r) => {
+                self.reply(r);
+                return Flow::Stop;
+            }
+            Verdict::Discard => self.session_disposition = Disposition::Discard,
+            Verdict::Quarantine => self.session_disposition = Disposition::Quarantine,
+            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {}
+        }
+        self.helo = Some(name);
+        self.esmtp = extended;
+        self.reply(reply)
+    }
+}

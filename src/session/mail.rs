@@ -1,0 +1,165 @@
+//! MAIL FROM (RFC 5321 §4.1.1.2): starts a transaction and opens the
+//! upstream session in lockstep.
+
+use super::transaction::{Disposition, Transaction};
+use super::{replies, Flow, Session};
+use crate::filter::{Stage, Verdict};
+use crate::proto::{Mailbox, Param, Reply};
+use crate::stream::Stream;
+use crate::upstream::{Extensions, Upstream, UpstreamError};
+use log::{debug, warn};
+
+impl<S: Stream> Session<S> {
+    /// Answers MAIL FROM: local checks first, then the upstream's own reply.
+    pub(super) async fn mail(&mut self, from: Option<Mailbox>, params: Vec<Param>) -> Flow {
+        if self.helo.is_none() {
+            return self.client_error(replies::bad_sequence("Error: send HELO/EHLO first"));
+        }
+        if self.tx.is_some() {
+            return self.client_error(replies::bad_sequence("Error: nested MAIL command"));
+        }
+        let mut declared_size = None;
+        let mut eightbit = false;
+        for param in &params {
+            if !self.esmtp {
+                return self.client_error(replies::unsupported_parameter(&param.keyword));
+            }
+            let value = param.value.as_deref().unwrap_or("");
+            match param.keyword.as_str() {
+                "SIZE" => match value.parse::<u64>() {
+                    Ok(n) => declared_size = Some(n),
+                    Err(_) => {
+                        return self.client_error(replies::bad_parameter("Bad SIZE parameter"))
+                    }
+                },
+                "BODY" => match value.to_ascii_uppercase().as_str() {
+                    "7BIT" => eightbit = false,
+                    "8BITMIME" => eightbit = true,
+                    _ => return self.client_error(replies::bad_parameter("Bad BODY parameter")),
+                },
+                other => return self.client_error(replies::unsupported_parameter(other)),
+            }
+        }
+        if declared_size.is_some_and(|n| n > self.shared.config.limits.max_message_bytes) {
+            return self.reply(replies::too_big());
+        }
+        let id = format!("{}.{}", self.id, self.tx_count + 1);
+        let mut tx = Transaction::new(id, from.clone(), declared_size, eightbit);
+        tx.disposition = self.session_disposition;
+        self.ctx.reset_transaction();
+        self.ctx.mail_from = Some(from);
+        self.ctx.mail_params = params;
+        self.ctx.declared_size = declared_size;
+        match self.filters.run(Stage::Mail, &mut self.ctx, None, None) {
+            Verdict::Reject(r) | Verdict::Tempfail(r) => {
+                self.ctx.reset_transaction();
+                return self.reply(r);
+            }
+            Verdict::Disconnect(r) => {
+                self.ctx.reset_transaction();
+                self.reply(r);
+                return Flow::Stop;
+            }
+            Verdict::Discard => tx.disposition = Disposition::Discard,
+            Verdict::Quarantine => tx.disposition = Disposition::Quarantine,
+            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {}
+        }
+        if self.shared.config.upstream.is_none() || tx.disposition != Disposition::Relay {
+            self.tx = Some(tx);
+            return self.reply(replies::sender_ok());
+        }
+        match self.upstream_mail(&tx).await {
+            Ok(reply) => {
+                if reply.is_positive() {
+                    self.tx = Some(tx);
+                } else {
+                    debug!("session {} upstream refused MAIL: {reply}", self.id);
+                    self.ctx.reset_transaction();
+                }
+                self.reply(reply)
+            }
+            Err(e) => {
+                warn!("session {} upstream unavailable for MAIL: {e}", self.id);
+                self.ctx.reset_transaction();
+                self.reply(replies::upstream_failed())
+            }
+        }
+    }
+
+    /// Sends MAIL upstream, opening the connection first when there is
+    /// none. A reused connection that turns out dead is replaced once,
+    /// before the client sees anything.
+    async fn upstream_mail(&mut self, tx: &Transaction) -> Result<Reply, UpstreamError> {
+        let Some(cfg) = self.shared.config.upstream.clone() else {
+            return Err(UpstreamError::Closed);
+        };
+        for attempt in 0..2 {
+            let reused = self.upstream.is_some();
+            if !reused {
+                let helo = cfg.helo.as_deref().unwrap_or(&self.shared.config.hostname);
+                let up = Upstream::connect(&cfg.addr, helo, &self.shared.config.timeouts).await?;
+                self.upstream = Some(up);
+                self.upstream_dirty = false;
+            }
+            let dirty = self.upstream_dirty;
+            let Some(up) = self.upstream.as_mut() else {
+                return Err(UpstreamError::Closed);
+            };
+            let line = mail_line(tx, &up.extensions);
+            let result = send_mail(up, &line, dirty, cfg.pipelining).await;
+            match result {
+                Ok(reply) => {
+                    self.upstream_dirty = false;
+                    return Ok(reply);
+                }
+                Err(e) => {
+                    self.upstream = None;
+                    self.upstream_dirty = false;
+                    let stale = matches!(e, UpstreamError::Closed | UpstreamError::Io(_));
+                    if reused && stale && attempt == 0 {
+                        debug!(
+                            "session {} reused upstream was closed ({e}); reconnecting",
+                            self.id
+                        );
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(UpstreamError::Closed)
+    }
+}
+
+/// RSET (when the upstream holds an abandoned transaction) and MAIL, in one
+/// batch when the upstream allows pipelining.
+async fn send_mail(
+    up: &mut Upstream,
+    line: &str,
+    dirty: bool,
+    pipelining: bool,
+) -> Result<Reply, UpstreamError> {
+    if dirty {
+        if pipelining && up.extensions.pipelining {
+            up.queue("RSET");
+            up.queue(line);
+            up.flush().await?;
+            up.reply("RSET reply").await?;
+            return up.reply("MAIL reply").await;
+        }
+        up.command("RSET", "RSET reply").await?;
+    }
+    up.command(line, "MAIL reply").await
+}
+
+/// The MAIL command for the upstream, with only the parameters it offers.
+fn mail_line(tx: &Transaction, ext: &Extensions) -> String {
+    let mut line = format!("MAIL FROM:<{}>", tx.sender());
+    if let (Some(size), Some(_)) = (tx.declared_size, ext.size) {
+        line.push_str(&format!(" SIZE={size}"));
+    }
+    if tx.eightbit && ext.eightbitmime {
+        line.push_str(" BODY=8BITMIME");
+    }
+    line
+}

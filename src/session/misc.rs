@@ -1,0 +1,25 @@
+//! RSET (RFC 5321 §4.1.1.5); the other small commands are answered inline.
+
+use super::{replies, Flow, Session};
+use crate::stream::Stream;
+use log::debug;
+
+impl<S: Stream> Session<S> {
+    /// Aborts the transaction here and at the upstream.
+    pub(super) async fn rset(&mut self) -> Flow {
+        let had_tx = self.tx.take().is_some();
+        if had_tx || self.upstream_dirty {
+            if let Some(up) = self.upstream.as_mut() {
+                match up.command("RSET", "RSET reply").await {
+                    Ok(reply) if reply.is_positive() => self.upstream_dirty = false,
+                    Ok(reply) => {
+                        debug!("session {} upstream RSET answered {reply}", self.id);
+                        self.upstream_dirty = true;
+                    }
+                    Err(e) => self.upstream_lost(&e),
+                }
+            }
+        }
+        self.reply(replies::ok())
+    }
+}

@@ -1,0 +1,450 @@
+//! One inbound SMTP session: the command loop, its state, and the lockstep
+//! relay to the upstream.
+//!
+//! The session reads bytes, lets the sans-I/O codec in [`crate::proto`] turn
+//! them into commands, and answers each one. Command handlers live in one
+//! file per command (`ehlo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `misc.rs`).
+//! The session is written against `futures::io`, so plain TCP, TLS and
+//! in-memory pipes are the same to it.
+
+mod conn;
+mod data;
+mod ehlo;
+mod mail;
+mod misc;
+mod rcpt;
+pub(crate) mod replies;
+mod transaction;
+
+use crate::config::Config;
+use crate::filter::{Context, FilterChain, Stage, Verdict};
+use crate::proto::{parse_command, Command, LineError, LineReader, Recipient, Reply};
+use crate::shutdown::ShutdownSignal;
+use crate::stream::Stream;
+use crate::upstream::Upstream;
+use async_std::io::timeout;
+use conn::Conn;
+use futures::future::{select, Either};
+use log::{debug, info, warn};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use transaction::{Disposition, Transaction};
+
+/// What every session shares: configuration, the shutdown signal, id source.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// Fires when the gateway is shutting down.
+    pub shutdown: ShutdownSignal,
+    /// Prefix that makes ids unique across restarts (start time).
+    id_prefix: String,
+    /// Session counter, for ids.
+    next_session: AtomicU64,
+    /// The filter chain new sessions start with; swapped on reload while
+    /// sessions in flight keep the one they started with.
+    filters: RwLock<Arc<FilterChain>>,
+}
+
+impl Shared {
+    /// Shared state for sessions run with `config` and `filters`.
+    pub fn new(config: Config, filters: FilterChain, shutdown: ShutdownSignal) -> Arc<Shared> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Arc::new(Shared {
+            config,
+            shutdown,
+            id_prefix: format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
+            next_session: AtomicU64::new(1),
+            filters: RwLock::new(Arc::new(filters)),
+        })
+    }
+
+    /// The current filter chain (a snapshot: later swaps do not affect it).
+    pub fn filters(&self) -> Arc<FilterChain> {
+        match self.filters.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the filter chain for sessions that start from now on.
+    pub fn set_filters(&self, filters: FilterChain) {
+        let new = Arc::new(filters);
+        match self.filters.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    fn session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{}{:x}", self.id_prefix, n)
+    }
+}
+
+/// Whether the session goes on after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Flush what is queued and close the connection.
+    Stop,
+}
+
+/// A reply or upstream answer owed to the client, in command order.
+///
+/// RCPTs pipelined to the upstream are answered only when its replies are
+/// read; any reply of our own that follows them must wait its turn.
+enum Pending {
+    /// A RCPT sent to the upstream whose reply is still to be read.
+    Rcpt(Recipient),
+    /// A reply of our own, queued behind upstream replies.
+    Local(Reply),
+}
+
+/// One client connection from greeting to close.
+pub struct Session<S> {
+    /// The client connection and its buffers.
+    conn: Conn<S>,
+    /// Configuration and shutdown signal.
+    shared: Arc<Shared>,
+    /// Session id, in logs and transaction ids.
+    id: String,
+    /// The client's address.
+    peer: SocketAddr,
+    /// When the session started, for the closing log line.
+    started: Instant,
+    /// Splits the input into command lines.
+    lines: LineReader,
+    /// The HELO/EHLO name, once given.
+    helo: Option<String>,
+    /// The client greeted with EHLO (ESMTP parameters allowed).
+    esmtp: bool,
+    /// Bad commands so far; too many end the session.
+    errors: u32,
+    /// The transaction in progress, from MAIL to the end of DATA.
+    tx: Option<Transaction>,
+    /// Transactions finished in this session.
+    tx_count: u32,
+    /// The upstream connection, kept for the next transaction.
+    upstream: Option<Upstream>,
+    /// The upstream is in the middle of an abandoned transaction and needs RSET.
+    upstream_dirty: bool,
+    /// Answers owed to the client, in order.
+    pending: VecDeque<Pending>,
+    /// The filter chain this session started with.
+    filters: Arc<FilterChain>,
+    /// What filters see and accumulate.
+    ctx: Context,
+    /// A connect- or helo-stage `discard`/`quarantine` that applies to every transaction.
+    session_disposition: Disposition,
+}
+
+impl<S: Stream> Session<S> {
+    /// A session over `stream` with the client at `peer`.
+    pub fn new(stream: S, peer: SocketAddr, shared: Arc<Shared>) -> Self {
+        let lines = LineReader::new(shared.config.limits.max_command_line);
+        let filters = shared.filters();
+        Session {
+            filters,
+            ctx: Context::new(peer),
+            session_disposition: Disposition::Relay,
+            conn: Conn::new(stream),
+            id: shared.session_id(),
+            shared,
+            peer,
+            started: Instant::now(),
+            lines,
+            helo: None,
+            esmtp: false,
+            errors: 0,
+            tx: None,
+            tx_count: 0,
+            upstream: None,
+            upstream_dirty: false,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Refuses the connection at once with `421 4.7.0` (over the connection limit).
+    pub async fn refuse_busy(mut self) {
+        let reply = replies::too_many_connections(&self.shared.config.hostname);
+        self.conn.push(&reply);
+        let _ = self.conn.flush(self.shared.config.timeouts.command()).await;
+        info!(
+            "session {} peer={} refused: too many connections",
+            self.id, self.peer
+        );
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        debug!("session {} peer={} connected", self.id, self.peer);
+        let host = self.shared.config.hostname.clone();
+        let end = if self.shared.shutdown.is_fired() {
+            self.conn.push(&replies::shutting_down(&host));
+            "shutting down"
+        } else if let Some(refusal) = self.connect_stage() {
+            self.conn.push(&refusal);
+            "refused at connect"
+        } else {
+            self.conn
+                .push(&Reply::plain(220, format!("{host} ESMTP smtpgate ready")));
+            self.command_loop().await
+        };
+        let _ = self.conn.flush(self.shared.config.timeouts.command()).await;
+        if let Some(up) = self.upstream.take() {
+            up.quit().await;
+        }
+        info!(
+            "session {} peer={} helo={} duration={:.3}s transactions={} errors={} end={}",
+            self.id,
+            self.peer,
+            self.helo.as_deref().unwrap_or("-"),
+            self.started.elapsed().as_secs_f64(),
+            self.tx_count,
+            self.errors,
+            end
+        );
+    }
+
+    /// Asks the filters about the new connection; a refusal is the reply to
+    /// give instead of the greeting.
+    fn connect_stage(&mut self) -> Option<Reply> {
+        match self.filters.run(Stage::Connect, &mut self.ctx, None, None) {
+            Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => Some(r),
+            Verdict::Discard => {
+                self.session_disposition = Disposition::Discard;
+                None
+            }
+            Verdict::Quarantine => {
+                self.session_disposition = Disposition::Quarantine;
+                None
+            }
+            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => None,
+        }
+    }
+
+    /// Reads and answers commands until the session ends; returns why it ended.
+    async fn command_loop(&mut self) -> &'static str {
+        loop {
+            let (used, line) = self.lines.next_line(self.conn.input());
+            match line {
+                Some(Ok(range)) => {
+                    let bytes = self.conn.input()[range].to_vec();
+                    self.conn.consume(used);
+                    if self.handle_line(&bytes).await == Flow::Stop {
+                        return "closed";
+                    }
+                    continue;
+                }
+                Some(Err(LineError::TooLong)) => {
+                    self.conn.consume(used);
+                    self.resolve_pending().await;
+                    if self.client_error(replies::line_too_long()) == Flow::Stop {
+                        return "too many errors";
+                    }
+                    continue;
+                }
+                None => self.conn.consume(used),
+            }
+            // The input holds no complete command: answer what is owed
+            // before waiting for the client.
+            self.resolve_pending().await;
+            if self.flush().await.is_err() {
+                return "write failed";
+            }
+            match self.read_command_input().await {
+                Input::Data => {}
+                Input::Eof => return "client closed",
+                Input::Error => return "read failed",
+                Input::Timeout => {
+                    self.conn
+                        .push(&replies::timeout(&self.shared.config.hostname));
+                    return "timeout";
+                }
+                Input::Shutdown => {
+                    self.conn
+                        .push(&replies::shutting_down(&self.shared.config.hostname));
+                    return "shutdown";
+                }
+            }
+        }
+    }
+
+    /// Waits for more command input. Shutdown interrupts the wait only
+    /// between transactions: a transaction in flight may finish.
+    async fn read_command_input(&mut self) -> Input {
+        let limit = self.shared.config.timeouts.command();
+        let watch_shutdown = self.tx.is_none();
+        let read = timeout(limit, self.conn.fill(false));
+        let result = if watch_shutdown {
+            let stop = self.shared.shutdown.wait();
+            futures::pin_mut!(read, stop);
+            match select(read, stop).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => return Input::Shutdown,
+            }
+        } else {
+            read.await
+        };
+        Input::from(result)
+    }
+
+    /// Parses and answers one command line.
+    async fn handle_line(&mut self, line: &[u8]) -> Flow {
+        let smtputf8 = false;
+        let command = match parse_command(line, smtputf8) {
+            Ok(c) => c,
+            Err(e) => {
+                self.resolve_pending().await;
+                debug!("session {} bad command: {e}", self.id);
+                return self.client_error(replies::command_error(e));
+            }
+        };
+        // Only RCPTs may queue behind upstream replies still to be read.
+        if !matches!(command, Command::Rcpt { .. }) {
+            self.resolve_pending().await;
+        }
+        match command {
+            Command::Ehlo(name) => self.ehlo(name, true).await,
+            Command::Helo(name) => self.ehlo(name, false).await,
+            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Rcpt { to, params } => self.rcpt(to, params).await,
+            Command::Data => self.data().await,
+            Command::Rset => self.rset().await,
+            Command::Noop => self.reply(replies::ok()),
+            Command::Quit => {
+                self.reply(replies::bye());
+                Flow::Stop
+            }
+            Command::Help(_) => self.reply(replies::help()),
+            Command::Vrfy(_) => self.reply(replies::cannot_verify()),
+            Command::Expn(_) => self.reply(replies::expn_disabled()),
+            Command::StartTls => self.client_error(replies::not_offered("STARTTLS")),
+            Command::Auth { .. } => self.client_error(replies::not_offered("AUTH")),
+        }
+    }
+
+    /// Queues a reply in command order.
+    fn reply(&mut self, reply: Reply) -> Flow {
+        if self.pending.is_empty() {
+            self.conn.push(&reply);
+        } else {
+            self.pending.push_back(Pending::Local(reply));
+        }
+        Flow::Continue
+    }
+
+    /// Queues the reply to a bad command; too many of them end the session.
+    fn client_error(&mut self, reply: Reply) -> Flow {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.shared.config.limits.max_errors {
+            let host = self.shared.config.hostname.clone();
+            self.reply(replies::too_many_errors(&host));
+            warn!("session {} peer={} too many errors", self.id, self.peer);
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    /// Writes queued replies to the client.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.conn.flush(self.shared.config.timeouts.command()).await
+    }
+
+    /// Reads the upstream's replies to pipelined RCPTs and queues every
+    /// owed answer in order.
+    async fn resolve_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut alive = match self.upstream.as_mut() {
+            Some(up) => match up.flush().await {
+                Ok(()) => true,
+                Err(e) => {
+                    self.upstream_lost(&e);
+                    false
+                }
+            },
+            None => false,
+        };
+        while let Some(owed) = self.pending.pop_front() {
+            match owed {
+                Pending::Local(reply) => self.conn.push(&reply),
+                Pending::Rcpt(rcpt) => {
+                    let answer = match (alive, self.upstream.as_mut()) {
+                        (true, Some(up)) => up.reply("RCPT reply").await,
+                        _ => Err(crate::upstream::UpstreamError::Closed),
+                    };
+                    let reply = match answer {
+                        Ok(reply) => reply,
+                        Err(e) => {
+                            if alive {
+                                self.upstream_lost(&e);
+                                alive = false;
+                            }
+                            replies::upstream_failed()
+                        }
+                    };
+                    self.record_rcpt(rcpt, &reply);
+                    self.conn.push(&reply);
+                }
+            }
+        }
+    }
+
+    /// Drops a failed upstream connection; the transaction it carried cannot go on.
+    fn upstream_lost(&mut self, err: &crate::upstream::UpstreamError) {
+        let peer = self
+            .upstream
+            .as_ref()
+            .map(|u| u.peer.clone())
+            .unwrap_or_default();
+        warn!("session {} upstream {peer} failed: {err}", self.id);
+        self.upstream = None;
+        self.upstream_dirty = false;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.upstream_failed = true;
+        }
+    }
+
+    /// Ends the current transaction (if any) without delivering it.
+    fn abandon_transaction(&mut self) {
+        if self.tx.take().is_some() && self.upstream.is_some() {
+            self.upstream_dirty = true;
+        }
+        self.ctx.reset_transaction();
+    }
+}
+
+/// What waiting for client input produced.
+enum Input {
+    /// New bytes arrived.
+    Data,
+    /// The client closed the connection.
+    Eof,
+    /// The read failed.
+    Error,
+    /// The client said nothing for too long.
+    Timeout,
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+impl From<io::Result<usize>> for Input {
+    fn from(result: io::Result<usize>) -> Input {
+        match result {
+            Ok(0) => Input::Eof,
+            Ok(_) => Input::Data,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Input::Timeout,
+            Err(_) => Input::Error,
+        }
+    }
+}

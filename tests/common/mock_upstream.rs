@@ -1,0 +1,227 @@
+//! A small SMTP server that plays the upstream in tests and records what it
+//! receives, with knobs for the failures the gateway must survive.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the mock behaves.
+#[derive(Clone, Debug)]
+pub struct MockOptions {
+    /// Offer PIPELINING in EHLO.
+    pub pipelining: bool,
+    /// Reply lines for RCPT by recipient address (lowercase), e.g.
+    /// "550 5.1.1 No such user"; others get "250 2.1.5 Ok".
+    pub rcpt_replies: HashMap<String, String>,
+    /// Reply to the final dot.
+    pub data_reply: String,
+    /// Close the connection after this many body bytes instead of answering.
+    pub close_after_body_bytes: Option<usize>,
+    /// Refuse EHLO so the client must fall back to HELO.
+    pub refuse_ehlo: bool,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            pipelining: true,
+            rcpt_replies: HashMap::new(),
+            data_reply: "250 2.0.0 Ok: queued as MOCK".to_string(),
+            close_after_body_bytes: None,
+            refuse_ehlo: false,
+        }
+    }
+}
+
+/// One message the mock accepted at the final dot (or saw end, if it closed).
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub from: String,
+    pub rcpts: Vec<String>,
+    /// The message, dot-unstuffed, without the final ".\r\n".
+    pub data: Vec<u8>,
+    /// The DATA bytes exactly as they came over the wire, final dot included.
+    pub wire: Vec<u8>,
+    /// Which connection (0-based) carried it.
+    pub connection: usize,
+}
+
+/// What the mock recorded.
+#[derive(Default, Debug)]
+pub struct Recorded {
+    pub delivered: Vec<Delivered>,
+    /// Every command line, per connection.
+    pub commands: Vec<Vec<String>>,
+}
+
+/// A recording upstream on 127.0.0.1:0.
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub recorded: Arc<Mutex<Recorded>>,
+}
+
+impl MockUpstream {
+    pub fn start(options: MockOptions) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let rec = recorded.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let rec = rec.clone();
+                let options = options.clone();
+                let id = {
+                    let mut r = rec.lock().unwrap();
+                    r.commands.push(Vec::new());
+                    r.commands.len() - 1
+                };
+                std::thread::spawn(move || {
+                    let _ = serve(stream, id, &options, &rec);
+                });
+            }
+        });
+        MockUpstream { addr, recorded }
+    }
+
+    /// Messages delivered so far.
+    pub fn delivered(&self) -> Vec<Delivered> {
+        self.recorded.lock().unwrap().delivered.clone()
+    }
+
+    /// Command lines seen, per connection.
+    pub fn commands(&self) -> Vec<Vec<String>> {
+        self.recorded.lock().unwrap().commands.clone()
+    }
+
+    /// Waits (up to 5 s) until `n` messages were delivered.
+    pub fn wait_for(&self, n: usize) -> Vec<Delivered> {
+        for _ in 0..500 {
+            let d = self.delivered();
+            if d.len() >= n {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.delivered()
+    }
+}
+
+/// An address nothing listens on (bound, then closed).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn serve(
+    stream: TcpStream,
+    id: usize,
+    o: &MockOptions,
+    rec: &Mutex<Recorded>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    w.write_all(b"220 mock.test ESMTP mock\r\n")?;
+    let mut from = String::new();
+    let mut rcpts: Vec<String> = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let cmd = line.trim_end().to_string();
+        rec.lock().unwrap().commands[id].push(cmd.clone());
+        let upper = cmd.to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            if o.refuse_ehlo {
+                w.write_all(b"502 5.5.2 EHLO not supported\r\n")?;
+            } else if o.pipelining {
+                w.write_all(b"250-mock.test\r\n250-PIPELINING\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")?;
+            } else {
+                w.write_all(b"250-mock.test\r\n250-SIZE 100000000\r\n250 8BITMIME\r\n")?;
+            }
+        } else if upper.starts_with("HELO") {
+            w.write_all(b"250 mock.test\r\n")?;
+        } else if upper.starts_with("MAIL FROM:") {
+            from = between_brackets(&cmd);
+            rcpts.clear();
+            w.write_all(b"250 2.1.0 Ok\r\n")?;
+        } else if upper.starts_with("RCPT TO:") {
+            let to = between_brackets(&cmd);
+            match o.rcpt_replies.get(&to.to_ascii_lowercase()) {
+                Some(reply) => {
+                    if reply.starts_with('2') {
+                        rcpts.push(to);
+                    }
+                    w.write_all(format!("{reply}\r\n").as_bytes())?;
+                }
+                None => {
+                    rcpts.push(to);
+                    w.write_all(b"250 2.1.5 Ok\r\n")?;
+                }
+            }
+        } else if upper == "DATA" {
+            if rcpts.is_empty() {
+                w.write_all(b"554 5.5.1 Error: no valid recipients\r\n")?;
+                continue;
+            }
+            w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+            let mut wire = Vec::new();
+            let mut data = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                if r.read_until(b'\n', &mut l)? == 0 {
+                    return Ok(());
+                }
+                wire.extend_from_slice(&l);
+                if let Some(limit) = o.close_after_body_bytes {
+                    if wire.len() >= limit {
+                        return Ok(());
+                    }
+                }
+                if l == b".\r\n" {
+                    break;
+                }
+                if l.starts_with(b".") {
+                    data.extend_from_slice(&l[1..]);
+                } else {
+                    data.extend_from_slice(&l);
+                }
+            }
+            let accepted = o.data_reply.starts_with('2');
+            if accepted {
+                rec.lock().unwrap().delivered.push(Delivered {
+                    from: from.clone(),
+                    rcpts: rcpts.clone(),
+                    data,
+                    wire,
+                    connection: id,
+                });
+            }
+            rcpts.clear();
+            w.write_all(format!("{}\r\n", o.data_reply).as_bytes())?;
+        } else if upper == "RSET" {
+            rcpts.clear();
+            w.write_all(b"250 2.0.0 Ok\r\n")?;
+        } else if upper == "NOOP" {
+            w.write_all(b"250 2.0.0 Ok\r\n")?;
+        } else if upper == "QUIT" {
+            w.write_all(b"221 2.0.0 Bye\r\n")?;
+            return Ok(());
+        } else {
+            w.write_all(b"502 5.5.2 Error: command not recognized\r\n")?;
+        }
+    }
+}
+
+fn between_brackets(cmd: &str) -> String {
+    let start = cmd.find('<').map(|i| i + 1).unwrap_or(0);
+    let end = cmd[start..]
+        .find('>')
+        .map(|i| start + i)
+        .unwrap_or(cmd.len());
+    cmd[start..end].to_string()
+}
