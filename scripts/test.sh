@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh machine: installs the outside
+# tools the interop tests use (Debian packages), then runs the Rust tests and
+# the interop scripts. `cargo test` alone runs the Rust tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v swaks >/dev/null 2>&1 || need_pkgs+=(swaks)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "== installing ${need_pkgs[*]}"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+echo "== cargo test"
+cargo test
+
+echo "== interop scripts"
+passed=0
+failed=0
+for script in tests/interop/*.sh; do
+    echo "-- $script"
+    if bash "$script"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
