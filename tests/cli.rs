@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_smtpgate");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs the real binary in `dir` with `args`; killed on drop.
@@ -35,7 +39,10 @@ fn start(dir: &Path, args: &[&str], port: u16) -> Running {
         .expect("start smtpgate");
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "smtpgate did not start listening");
+        assert!(
+            Instant::now() < deadline,
+            "smtpgate did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Running(child)
@@ -45,27 +52,54 @@ fn start(dir: &Path, args: &[&str], port: u16) -> Running {
 fn check_reports_file_line_and_reason_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    std::fs::write(&path, "hostname: mx.example.com\nlimits:\n  max_recipients: 0\n").unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "hostname: mx.example.com\nlimits:\n  max_recipients: 0\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:3:"), "{err}");
     assert!(err.contains("max_recipients"), "{err}");
 
-    std::fs::write(&path, "hostname: mx.example.com\nlisten:\n  - { addr: \"127.0.0.1:25\", bogus: 1 }\n").unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "hostname: mx.example.com\nlisten:\n  - { addr: \"127.0.0.1:25\", bogus: 1 }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:3:") && err.contains("bogus"), "{err}");
+    assert!(
+        err.contains("bad.yaml:3:") && err.contains("bogus"),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_prints_a_summary_of_a_good_config() {
     let out = Command::new(BIN)
-        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.yaml")])
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.yaml"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("configuration OK"), "{text}");
     assert!(text.contains("127.0.0.1:2525"), "{text}");
@@ -76,7 +110,11 @@ fn running_with_a_bad_config_stops_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, "upstream: { addr: \"no-port\" }\n").unwrap();
-    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gateway.yaml:1:"));
 }
@@ -88,7 +126,9 @@ fn python_smtplib_delivers_into_the_spool_and_sigterm_stops_gracefully() {
     let config = dir.path().join("gateway.yaml");
     std::fs::write(
         &config,
-        format!("hostname: gate.test\nlisten: [{{ addr: \"127.0.0.1:{port}\" }}]\nspool_dir: spool\n"),
+        format!(
+            "hostname: gate.test\nlisten: [{{ addr: \"127.0.0.1:{port}\" }}]\nspool_dir: spool\n"
+        ),
     )
     .unwrap();
     let mut gw = start(dir.path(), &["--config", config.to_str().unwrap()], port);
@@ -109,18 +149,38 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
     print("sent")
 "#
     );
-    let out = Command::new("python3").arg("-c").arg(&script).output().expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("spool")).unwrap().collect();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .collect();
     assert_eq!(files.len(), 1);
     let content = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
-    assert!(content.starts_with("Received: from python.test ([127.0.0.1])"), "{content}");
-    assert!(content.contains("Subject: hello from smtplib\r\n"), "{content}");
-    assert!(content.contains("\r\n.a line with a leading dot\r\n"), "{content}");
+    assert!(
+        content.starts_with("Received: from python.test ([127.0.0.1])"),
+        "{content}"
+    );
+    assert!(
+        content.contains("Subject: hello from smtplib\r\n"),
+        "{content}"
+    );
+    assert!(
+        content.contains("\r\n.a line with a leading dot\r\n"),
+        "{content}"
+    );
 
     // An idle session is told 421 4.3.2 on SIGTERM and the process exits 0.
     let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reader = BufReader::new(idle.try_clone().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
@@ -133,7 +193,10 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
             break;
         }
     }
-    let status = Command::new("kill").args(["-TERM", &gw.0.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &gw.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     line.clear();
     reader.read_line(&mut line).unwrap();
@@ -144,7 +207,10 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
             assert!(status.success(), "{status}");
             break;
         }
-        assert!(Instant::now() < deadline, "smtpgate did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "smtpgate did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

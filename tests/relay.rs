@@ -334,3 +334,103 @@ fn null_sender_and_postmaster_are_relayed() {
     assert_eq!(d[0].from, "");
     assert_eq!(d[0].rcpts, vec!["postmaster"]);
 }
+
+#[test]
+fn upstream_refusing_the_session_gives_451() {
+    let up = MockUpstream::start(MockOptions {
+        greeting: "554 5.3.2 mock.test not accepting mail".into(),
+        ..MockOptions::default()
+    });
+    let gw = Gateway::with_upstream(&up, "");
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    assert!(c
+        .cmd("MAIL FROM:<a@example.com>", 451)
+        .starts_with("451 4.4.1"));
+}
+
+#[test]
+fn upstream_silent_after_the_final_dot_gives_451_never_250() {
+    let up = MockUpstream::start(MockOptions {
+        stall_after_data: true,
+        ..MockOptions::default()
+    });
+    let gw = Gateway::with_upstream(&up, "timeouts: { upstream_data_end_s: 1 }\n");
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    let r = c.send_message(
+        "a@example.com",
+        &["b@example.com"],
+        "Subject: x\r\n\r\ny\r\n",
+    );
+    assert!(r.raw.starts_with("451 4.4.1"), "{}", r.raw);
+    // The session goes on.
+    c.cmd("NOOP", 250);
+}
+
+#[test]
+fn a_large_message_spills_to_disk_and_arrives_intact() {
+    let up = MockUpstream::start(MockOptions::default());
+    let gw = Gateway::with_upstream(
+        &up,
+        "message: { received_header: false }\nlimits: { spill_threshold_bytes: 65536 }\n",
+    );
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    let mut body = String::from("Subject: large\r\n\r\n");
+    for i in 0..40_000 {
+        body.push_str(&format!(
+            "{i:06} the quick brown fox jumps over the lazy dog\r\n"
+        ));
+    }
+    let r = c.send_message("a@example.com", &["b@example.com"], &body);
+    assert_eq!(r.code, 250, "{}", r.raw);
+    let d = up.wait_for(1);
+    assert!(d[0].data.len() > 1_500_000);
+    assert!(
+        d[0].data == body.as_bytes(),
+        "large body changed in transit"
+    );
+}
+
+#[test]
+fn upstream_replies_without_enhanced_codes_get_the_generic_one() {
+    let mut options = MockOptions::default();
+    options
+        .rcpt_replies
+        .insert("old@example.com".into(), "550 No such user here".into());
+    let up = MockUpstream::start(options);
+    let gw = Gateway::with_upstream(&up, "");
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<a@example.com>", 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<old@example.com>", 550),
+        "550 5.0.0 No such user here\r\n"
+    );
+}
+
+#[test]
+fn upstream_421_becomes_451_and_our_session_goes_on() {
+    let mut options = MockOptions::default();
+    options.rcpt_replies.insert(
+        "b@example.com".into(),
+        "421 4.3.2 mock.test shutting down".into(),
+    );
+    let up = MockUpstream::start(options);
+    let gw = Gateway::with_upstream(&up, "");
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<a@example.com>", 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<b@example.com>", 451),
+        "451 4.3.2 mock.test shutting down\r\n"
+    );
+    // The transaction cannot be delivered any more, but the client may retry.
+    assert!(c
+        .cmd("RCPT TO:<c@example.com>", 451)
+        .starts_with("451 4.4.1"));
+    c.cmd("RSET", 250);
+    c.cmd("MAIL FROM:<a@example.com>", 250);
+    c.cmd("RCPT TO:<c@example.com>", 250);
+}

@@ -239,7 +239,7 @@ impl<S: Stream> Session<S> {
             return replies::upstream_failed();
         };
         match up.send_message(&prepend, body).await {
-            Ok(reply) => reply,
+            Ok(reply) => self.upstream_reply(reply),
             Err(e) => {
                 self.upstream_lost(&e);
                 replies::upstream_failed()

@@ -70,6 +70,7 @@ impl<S: Stream> Session<S> {
         }
         match self.upstream_mail(&tx).await {
             Ok(reply) => {
+                let reply = self.upstream_reply(reply);
                 if reply.is_positive() {
                     self.tx = Some(tx);
                 } else {

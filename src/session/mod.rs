@@ -18,7 +18,7 @@ mod transaction;
 
 use crate::config::Config;
 use crate::filter::{Context, FilterChain, Stage, Verdict};
-use crate::proto::{parse_command, Command, LineError, LineReader, Recipient, Reply};
+use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::shutdown::ShutdownSignal;
 use crate::stream::Stream;
 use crate::upstream::Upstream;
@@ -384,7 +384,7 @@ impl<S: Stream> Session<S> {
                         _ => Err(crate::upstream::UpstreamError::Closed),
                     };
                     let reply = match answer {
-                        Ok(reply) => reply,
+                        Ok(reply) => self.upstream_reply(reply),
                         Err(e) => {
                             if alive {
                                 self.upstream_lost(&e);
@@ -398,6 +398,30 @@ impl<S: Stream> Session<S> {
                 }
             }
         }
+    }
+
+    /// Adapts an upstream reply for the client. A `421` means the upstream
+    /// is closing its connection, not ours: the client gets it as `451` (so
+    /// it retries and our session goes on) and the connection is dropped. A
+    /// reply without an enhanced code gets the generic one of its class,
+    /// since we advertised ENHANCEDSTATUSCODES (RFC 2034).
+    fn upstream_reply(&mut self, mut reply: Reply) -> Reply {
+        if reply.code == 421 {
+            warn!("session {} upstream is closing: {reply}", self.id);
+            self.upstream = None;
+            self.upstream_dirty = false;
+            if let Some(tx) = self.tx.as_mut() {
+                tx.upstream_failed = true;
+            }
+            reply.code = 451;
+            if let Some(e) = reply.enhanced.as_mut() {
+                e.class = 4;
+            }
+        }
+        if reply.enhanced.is_none() && matches!(reply.class(), 2 | 4 | 5) {
+            reply.enhanced = Some(EnhancedCode::new(reply.class() as u8, 0, 0));
+        }
+        reply
     }
 
     /// Drops a failed upstream connection; the transaction it carried cannot go on.

@@ -67,7 +67,7 @@ impl<S: Stream> Session<S> {
             Err(e) => Err(e),
         };
         let reply = match reply {
-            Ok(reply) => reply,
+            Ok(reply) => self.upstream_reply(reply),
             Err(e) => {
                 self.upstream_lost(&e);
                 replies::upstream_failed()

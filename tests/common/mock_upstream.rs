@@ -21,6 +21,10 @@ pub struct MockOptions {
     pub close_after_body_bytes: Option<usize>,
     /// Refuse EHLO so the client must fall back to HELO.
     pub refuse_ehlo: bool,
+    /// The greeting line (a 554 greeting refuses the session).
+    pub greeting: String,
+    /// Read the whole message but never answer the final dot.
+    pub stall_after_data: bool,
 }
 
 impl Default for MockOptions {
@@ -31,6 +35,8 @@ impl Default for MockOptions {
             data_reply: "250 2.0.0 Ok: queued as MOCK".to_string(),
             close_after_body_bytes: None,
             refuse_ehlo: false,
+            greeting: "220 mock.test ESMTP mock".to_string(),
+            stall_after_data: false,
         }
     }
 }
@@ -124,7 +130,7 @@ fn serve(
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut w = stream.try_clone()?;
     let mut r = BufReader::new(stream);
-    w.write_all(b"220 mock.test ESMTP mock\r\n")?;
+    w.write_all(format!("{}\r\n", o.greeting).as_bytes())?;
     let mut from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
     loop {
@@ -190,6 +196,10 @@ fn serve(
                 } else {
                     data.extend_from_slice(&l);
                 }
+            }
+            if o.stall_after_data {
+                std::thread::sleep(Duration::from_secs(10));
+                return Ok(());
             }
             let accepted = o.data_reply.starts_with('2');
             if accepted {
