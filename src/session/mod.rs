@@ -419,7 +419,7 @@ impl<S: Stream> Session<S> {
             }
         }
         if reply.enhanced.is_none() && matches!(reply.class(), 2 | 4 | 5) {
-            reply.enhanced = Some(EnhancedCode::new(reply.class() as u8, 0, 0));
+            reply.enhanced = Some(EnhancedCode::new(reply.class(), 0, 0));
         }
         reply
     }
