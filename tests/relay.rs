@@ -441,12 +441,24 @@ fn quoted_local_parts_and_source_routes_are_relayed_correctly() {
     let gw = Gateway::with_upstream(&up, "");
     let mut c = gw.client();
     c.cmd("EHLO client.test", 250);
-    c.cmd("MAIL FROM:<@relay.example,@other.example:alice@example.com>", 250);
+    c.cmd(
+        "MAIL FROM:<@relay.example,@other.example:alice@example.com>",
+        250,
+    );
     c.cmd("RCPT TO:<\"john doe\"@example.com>", 250);
     c.cmd("RCPT TO:<@hop.example:bob@example.net>", 250);
     c.cmd("RSET", 250);
     let cmds = &up.commands()[0];
-    assert!(cmds.contains(&"MAIL FROM:<alice@example.com>".to_string()), "{cmds:?}");
-    assert!(cmds.contains(&"RCPT TO:<\"john doe\"@example.com>".to_string()), "{cmds:?}");
-    assert!(cmds.contains(&"RCPT TO:<bob@example.net>".to_string()), "{cmds:?}");
+    assert!(
+        cmds.contains(&"MAIL FROM:<alice@example.com>".to_string()),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(&"RCPT TO:<\"john doe\"@example.com>".to_string()),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(&"RCPT TO:<bob@example.net>".to_string()),
+        "{cmds:?}"
+    );
 }

@@ -9,6 +9,8 @@ pub mod command;
 pub mod data;
 pub mod line;
 pub mod reply;
+#[doc(hidden)]
+pub mod selfcheck;
 
 pub use address::{Mailbox, Recipient};
 pub use command::{parse_command, Command, CommandError, Param};

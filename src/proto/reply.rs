@@ -133,6 +133,7 @@ impl Reply {
         };
         let last = lines.len() - 1;
         for (i, text) in lines.iter().enumerate() {
+            let line_start = out.len();
             push_code(out, self.code);
             let bare = self.enhanced.is_none() && text.is_empty();
             if i < last {
@@ -151,13 +152,17 @@ impl Reply {
                 }
             }
             // TAB is legal in reply text (RFC 5321 §4.2 textstring) and kept;
-            // every other control byte could end or forge a line.
-            out.extend(text.bytes().map(|c| {
-                if (c < 0x20 && c != b'\t') || c == 0x7f {
-                    b' '
-                } else {
-                    c
-                }
+            // every other control byte could end or forge a line. Reply text
+            // is ASCII without SMTPUTF8, so all of those become '?', one
+            // byte per character, which also keeps a relayed line within
+            // the length it arrived with.
+            let room = MAX_TEXT.saturating_sub(out.len() - line_start);
+            out.extend(text.chars().take(room).map(|c| match c {
+                '\t' => b'\t',
+                ' '..='~' => c as u8,
+                // Not a space: a space could turn "2.5.6<ctl>x" into an
+                // enhanced code the upstream never sent.
+                _ => b'?',
             }));
             out.extend_from_slice(b"\r\n");
         }
@@ -239,6 +244,9 @@ impl std::error::Error for ReplyError {}
 /// Longest accepted reply line, line ending included (RFC 5321 says 512;
 /// real servers exceed it, so we are lenient but bounded).
 const MAX_LINE: usize = 1000;
+/// Longest reply line we write, CRLF excluded: RFC 5321 §4.5.3.1.5 allows
+/// 512 with CRLF; longer upstream texts are cut.
+const MAX_TEXT: usize = 510;
 /// Most lines in one reply (a long EHLO answer has about 20).
 const MAX_LINES: usize = 200;
 
@@ -371,6 +379,24 @@ mod tests {
     }
 
     #[test]
+    fn written_text_is_ascii_and_within_the_line_limit() {
+        let r = Reply::new(
+            550,
+            EnhancedCode::new(5, 1, 1),
+            "M\u{fc}ller \u{fffd} unknown",
+        );
+        assert_eq!(r.to_bytes(), b"550 5.1.1 M?ller ? unknown\r\n");
+        let long = Reply::plain(250, "x".repeat(3000));
+        let wire = long.to_bytes();
+        assert_eq!(
+            wire.len(),
+            512,
+            "a reply line is at most 512 bytes with CRLF"
+        );
+        assert!(wire.ends_with(b"xx\r\n"));
+    }
+
+    #[test]
     fn enhanced_code_text() {
         assert_eq!(EnhancedCode::new(5, 7, 1).to_string(), "5.7.1");
         assert_eq!("4.4.1".parse(), Ok(EnhancedCode::new(4, 4, 1)));
@@ -453,9 +479,9 @@ mod tests {
             EnhancedCode::new(5, 7, 1),
             "no\r\n250 2.0.0 yes\rx\ny\0z\x7f",
         );
-        assert_eq!(s(&r.to_bytes()), "550 5.7.1 no  250 2.0.0 yes x y z \r\n");
+        assert_eq!(s(&r.to_bytes()), "550 5.7.1 no??250 2.0.0 yes?x?y?z?\r\n");
         let r = Reply::multiline(250, None, vec!["a\r\n250 b".into(), "c".into()]);
-        assert_eq!(s(&r.to_bytes()), "250-a  250 b\r\n250 c\r\n");
+        assert_eq!(s(&r.to_bytes()), "250-a??250 b\r\n250 c\r\n");
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! Invariant checks over arbitrary input, shared by the fuzz targets in
+//! `fuzz/` and the corpus replay test, so both assert exactly the same
+//! things. Each function panics when an invariant is broken.
+
+use super::{parse_command, BareLineEndings, DataReceiver, DotStuffer, LineReader, ReplyParser};
+
+/// The line splitter and command parser never panic, and the splitter finds
+/// the same lines however the bytes arrive.
+pub fn check_commands(data: &[u8]) {
+    let whole = split_lines(data, data.len());
+    let split = split_lines(data, data.len() / 2 + 1);
+    assert_eq!(whole, split, "line splitting depends on how bytes arrive");
+    for line in whole.into_iter().flatten() {
+        let _ = parse_command(&line, false);
+        let _ = parse_command(&line, true);
+    }
+}
+
+/// Lines found in `data` delivered `chunk` bytes at a time (`None` for an
+/// over-long line).
+fn split_lines(data: &[u8], chunk: usize) -> Vec<Option<Vec<u8>>> {
+    let mut reader = LineReader::new(512);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for piece in data.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            let (used, line) = reader.next_line(&buf);
+            let found = match &line {
+                Some(Ok(range)) => Some(Some(buf[range.clone()].to_vec())),
+                Some(Err(_)) => Some(None),
+                None => None,
+            };
+            buf.drain(..used);
+            match found {
+                Some(l) => out.push(l),
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// The DATA receiver never panics, gives the same result however its input
+/// is split, and what the dot-stuffer makes of its output ends exactly once,
+/// at the real end: no input can smuggle an early end upstream.
+pub fn check_data(data: &[u8]) {
+    for policy in [BareLineEndings::Reject, BareLineEndings::Normalize] {
+        let whole = receive(policy, data, data.len().max(1));
+        let split = receive(policy, data, 3);
+        assert_eq!(whole, split, "DATA decoding depends on how bytes arrive");
+        let (message, consumed, done) = whole;
+        if !done {
+            assert_eq!(consumed, data.len());
+            continue;
+        }
+        let mut wire = Vec::new();
+        let mut stuffer = DotStuffer::new();
+        stuffer.encode(&message, &mut wire);
+        stuffer.finish(&mut wire);
+        let mut again = DataReceiver::new(BareLineEndings::Reject, 0);
+        let mut out = Vec::new();
+        let fed = again.feed(&wire, &mut out);
+        assert!(fed.done, "re-encoded message has no end");
+        assert_eq!(fed.consumed, wire.len(), "re-encoded message ends early");
+        assert_eq!(again.error(), None, "re-encoded message is not canonical");
+        assert_eq!(out, message, "re-encoded message changed");
+    }
+}
+
+/// Feeds `data` in `chunk`-sized pieces; returns (message, consumed, done).
+fn receive(policy: BareLineEndings, data: &[u8], chunk: usize) -> (Vec<u8>, usize, bool) {
+    let mut rx = DataReceiver::new(policy, 1000);
+    let mut out = Vec::new();
+    let mut consumed = 0;
+    for piece in data.chunks(chunk) {
+        let fed = rx.feed(piece, &mut out);
+        consumed += fed.consumed;
+        if fed.done {
+            return (out, consumed, true);
+        }
+    }
+    (out, consumed, false)
+}
+
+/// The reply parser never panics, never finds a reply complete before its
+/// end, and every reply it accepts writes back out as a reply that parses
+/// to the same code and enhanced code.
+pub fn check_reply(data: &[u8]) {
+    let parser = ReplyParser::new();
+    let Ok(Some((reply, used))) = parser.parse(data) else {
+        return;
+    };
+    assert!(used <= data.len());
+    if used > 1 {
+        if let Ok(Some((early, _))) = parser.parse(&data[..used - 1]) {
+            panic!("reply complete before its end: {early:?}");
+        }
+    }
+    let wire = reply.to_bytes();
+    let (again, n) = match parser.parse(&wire) {
+        Ok(Some(parsed)) => parsed,
+        other => panic!("our own reply does not parse: {other:?} for {wire:?}"),
+    };
+    assert_eq!(n, wire.len());
+    assert_eq!(again.code, reply.code);
+    assert_eq!(again.enhanced, reply.enhanced);
+}
