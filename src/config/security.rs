@@ -605,3 +605,211 @@ impl Config {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, super::super::ConfigError> {
+        Config::from_yaml(text, "test.yaml")
+    }
+
+    /// Every security check, with the line it must be reported on.
+    #[test]
+    fn security_errors_name_key_and_line() {
+        let tls = "tls: { cert: c.pem, key: k.pem }\n";
+        let auth = "auth: { users_file: users.yaml }\n";
+        let cases: Vec<(String, usize, &str)> = vec![
+            (
+                format!("{tls}listen:\n  - addr: \"0.0.0.0:465\"\n    tls: implicit\n    starttls: optional\n"),
+                5,
+                "listen[0].starttls: an implicit-TLS listener is encrypted from the start",
+            ),
+            (
+                "listen:\n  - addr: \"0.0.0.0:465\"\n    tls: implicit\n".into(),
+                3,
+                "listen[0].tls: implicit TLS needs a certificate",
+            ),
+            (
+                "listen:\n  - { addr: \"0.0.0.0:25\" }\n  - { addr: \"0.0.0.0:587\", starttls: required }\n".into(),
+                3,
+                "listen[1].starttls: STARTTLS needs a certificate",
+            ),
+            (
+                format!("{tls}listen:\n  - addr: \"0.0.0.0:587\"\n    auth: required\n"),
+                4,
+                "listen[0].auth: AUTH needs users",
+            ),
+            (
+                format!("{tls}{auth}listen:\n  - addr: \"0.0.0.0:25\"\n    starttls: none\n    auth: optional\n"),
+                6,
+                "listen[0].auth: AUTH is only offered under TLS",
+            ),
+            (
+                "listen:\n  - addr: \"127.0.0.1:2587\"\n    plaintext_auth: true\n".into(),
+                3,
+                "listen[0].plaintext_auth: has no effect",
+            ),
+            (
+                "auth:\n  users_file: u.yaml\n  max_failures: 0\n".into(),
+                3,
+                "auth.max_failures: must be at least 1",
+            ),
+            (
+                "relay:\n  local_domains:\n    - example.com\n    - \"exa mple.com\"\n".into(),
+                4,
+                "relay.local_domains[1]: \"exa mple.com\" is not a domain name",
+            ),
+            (
+                "relay:\n  trusted_networks: [10.0.0.0/8, \"10.0.0.0/33\"]\n".into(),
+                2,
+                "relay.trusted_networks: \"10.0.0.0/33\" is not a network",
+            ),
+            (
+                "upstream:\n  addr: \"mx:25\"\n  fallback: [\"mx2:25\", \"mx3\"]\n".into(),
+                3,
+                "upstream.fallback[1]: \"mx3\" has no port",
+            ),
+            (
+                "upstream:\n  addr: \"mx:465\"\n  tls: implicit\n  starttls: required\n".into(),
+                4,
+                "upstream.starttls: with `tls: implicit`",
+            ),
+            (
+                "upstream:\n  addr: \"mx:25\"\n  retry_after_s: 0\n".into(),
+                3,
+                "upstream.retry_after_s: must be between 1 and 86400",
+            ),
+            (
+                "upstream:\n  addr: \"mx:25\"\n  starttls: required\n  server_name: \"bad name\"\n".into(),
+                4,
+                "upstream.server_name: \"bad name\" is not a host name",
+            ),
+            (
+                "upstream:\n  addr: \"mx:25\"\n  starttls: required\n  tls_verify: false\n  ca_file: ca.pem\n".into(),
+                5,
+                "upstream.ca_file: is not used with `tls_verify: false`",
+            ),
+            (
+                "upstream:\n  addr: \"mx:25\"\n  starttls: opportunistic\n  auth: { user: u, password: p }\n".into(),
+                4,
+                "upstream.auth: the password would cross the wire in clear",
+            ),
+            (
+                "upstream:\n  addr: \"mx:465\"\n  tls: implicit\n  auth:\n    user: u\n    password: p\n    password_file: f\n".into(),
+                7,
+                "upstream.auth.password_file: give either password or password_file",
+            ),
+            (
+                "upstream:\n  addr: \"mx:465\"\n  tls: implicit\n  auth:\n    user: u\n".into(),
+                4,
+                "upstream.auth: needs `password` or `password_file`",
+            ),
+        ];
+        for (text, line, want) in cases {
+            let e = parse(&text).expect_err(&text);
+            assert!(e.reason.contains(want), "{text}\nwant {want:?}\ngot  {e}");
+            assert_eq!(e.line, Some(line), "{text}\n{e}");
+        }
+    }
+
+    #[test]
+    fn missing_files_are_reported_at_the_key_that_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let cases = [
+            (
+                format!("hostname: a.test\ntls:\n  cert: \"{0}\"\n  key: \"{0}\"\n", missing.display()),
+                3,
+                "tls.cert: cannot read certificates from",
+            ),
+            (
+                format!("auth:\n  users_file: \"{}\"\n", missing.display()),
+                2,
+                "auth.users_file: ",
+            ),
+            (
+                format!(
+                    "upstream:\n  addr: \"mx:465\"\n  tls: implicit\n  tls_verify: false\n  auth:\n    user: u\n    password_file: \"{}\"\n",
+                    missing.display()
+                ),
+                7,
+                "upstream.auth.password_file: cannot read",
+            ),
+            (
+                format!(
+                    "upstream:\n  addr: \"mx:25\"\n  starttls: required\n  ca_file: \"{}\"\n",
+                    missing.display()
+                ),
+                4,
+                "upstream.ca_file: cannot read certificates",
+            ),
+        ];
+        for (text, line, want) in cases {
+            let e = parse(&text).expect_err(&text);
+            assert!(e.reason.contains(want), "{text}\nwant {want:?}\ngot  {e}");
+            assert_eq!(e.line, Some(line), "{text}\n{e}");
+        }
+    }
+
+    #[test]
+    fn listener_defaults_follow_the_configuration() {
+        let l = |yaml: &str| serde_yaml::from_str::<Listener>(yaml).unwrap();
+        let mut c = Config::default();
+        let plain = l("{ addr: \"0.0.0.0:25\" }");
+        assert_eq!(c.listener_policy(&plain), ListenerPolicy::plain());
+        c.tls = Some(TlsFiles {
+            cert: "c".into(),
+            key: "k".into(),
+        });
+        let p = c.listener_policy(&plain);
+        assert_eq!((p.starttls, p.auth), (StartTls::Optional, AuthMode::None));
+        c.auth = Some(AuthOptions {
+            users_file: "u".into(),
+            max_failures: 3,
+        });
+        let p = c.listener_policy(&plain);
+        assert_eq!(
+            (p.starttls, p.auth),
+            (StartTls::Optional, AuthMode::Optional)
+        );
+        let p = c.listener_policy(&l("{ addr: \"0.0.0.0:465\", tls: implicit }"));
+        assert!(p.implicit_tls);
+        assert_eq!((p.starttls, p.auth), (StartTls::None, AuthMode::Optional));
+        let p = c.listener_policy(&l("{ addr: \"0.0.0.0:25\", starttls: none }"));
+        assert_eq!((p.starttls, p.auth), (StartTls::None, AuthMode::None));
+        let p = c.listener_policy(&l(
+            "{ addr: \"127.0.0.1:2587\", starttls: none, plaintext_auth: true }",
+        ));
+        assert_eq!(p.auth, AuthMode::Optional);
+    }
+
+    #[test]
+    fn networks_parse_with_or_without_a_prefix() {
+        assert_eq!(
+            "192.0.2.7".parse::<Network>().unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!("::1".parse::<Network>().unwrap().to_string(), "::1/128");
+        assert_eq!(
+            "10.1.2.3/8".parse::<Network>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!("10.0.0.0/8/8".parse::<Network>().is_err());
+        assert!("example.com".parse::<Network>().is_err());
+        let r: RelayOptions =
+            serde_yaml::from_str("trusted_networks: [10.0.0.0/8, 192.0.2.1]").unwrap();
+        assert_eq!(r.trusted_networks.len(), 2);
+        assert!(r.local_domains.is_empty());
+    }
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        let a = UpstreamAuth {
+            user: "u".into(),
+            password: Some("hunter2".into()),
+            password_file: None,
+        };
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
+}
