@@ -143,6 +143,27 @@ fn login_with_and_without_initial_response() {
 }
 
 #[test]
+fn long_sasl_responses_fit_after_a_challenge() {
+    let s = Setup::new();
+    let mut t = s.tls();
+    // 3000 characters of password: past the 512-octet command line, within
+    // the 12288 octets RFC 4954 asks for in a response.
+    let long = "x".repeat(3000);
+    t.cmd("AUTH LOGIN", 334);
+    t.cmd(&b64("alice"), 334);
+    t.cmd(&b64(&long), 535);
+    t.cmd("AUTH PLAIN", 334);
+    t.cmd(&plain_token("alice", &long), 535);
+    // Commands are held to the command line limit again.
+    let r = t.cmd(&format!("NOOP {}", "y".repeat(600)), 500);
+    assert!(r.contains("5.5.6"), "{r}");
+    t.cmd(
+        &format!("AUTH PLAIN {}", plain_token("alice", "wonderland")),
+        235,
+    );
+}
+
+#[test]
 fn bad_password_and_unknown_user_get_the_same_535() {
     let s = Setup::new();
     let mut t = s.tls();

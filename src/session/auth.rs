@@ -11,9 +11,13 @@ use super::{replies, Flow, Session};
 use crate::auth::{Credentials, Exchange, Mechanism, MechanismError, SaslError, Step};
 use crate::config::{AuthMode, StartTls};
 use crate::filter::{Stage, Verdict};
-use crate::proto::Mailbox;
+use crate::proto::{LineReader, Mailbox};
 use crate::stream::Stream;
 use log::{info, warn};
+
+/// Longest SASL response line accepted, CRLF included: RFC 4954 §4 asks
+/// servers to take at least 12288 octets, more than a command line.
+const SASL_LINE_MAX: usize = 12288;
 
 impl<S: Stream> Session<S> {
     /// True when AUTH is offered to this session now (advertised in EHLO).
@@ -74,12 +78,17 @@ impl<S: Stream> Session<S> {
 
     /// Acts on the next step of an exchange.
     async fn sasl_step(&mut self, exchange: Exchange, step: Step) -> Flow {
+        if let Step::Challenge(text) = step {
+            self.conn.push_raw(format!("334 {text}\r\n").as_bytes());
+            self.sasl = Some(exchange);
+            // The response is read with the longer SASL limit.
+            self.lines = LineReader::new(SASL_LINE_MAX.max(self.command_line_max()));
+            return Flow::Continue;
+        }
+        // The exchange is over: back to the command line limit.
+        self.lines = LineReader::new(self.command_line_max());
         match step {
-            Step::Challenge(text) => {
-                self.conn.push_raw(format!("334 {text}\r\n").as_bytes());
-                self.sasl = Some(exchange);
-                Flow::Continue
-            }
+            Step::Challenge(_) => Flow::Continue,
             Step::Failed(SaslError::Cancelled) => self.client_error(replies::auth_cancelled()),
             Step::Failed(SaslError::BadBase64 | SaslError::Malformed) => {
                 self.client_error(replies::auth_malformed())
@@ -169,6 +178,11 @@ impl<S: Stream> Session<S> {
             return Flow::Stop;
         }
         Flow::Continue
+    }
+
+    /// The configured command line limit.
+    fn command_line_max(&self) -> usize {
+        self.shared.config.limits.max_command_line
     }
 
     /// Whether the logged-in user (if any) may use `from` in MAIL FROM.

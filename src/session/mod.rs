@@ -338,7 +338,9 @@ impl<S: Stream> Session<S> {
                 Some(Err(LineError::TooLong)) => {
                     self.conn.consume(used);
                     // An over-long SASL response ends the AUTH exchange.
-                    self.sasl = None;
+                    if self.sasl.take().is_some() {
+                        self.lines = LineReader::new(self.shared.config.limits.max_command_line);
+                    }
                     self.resolve_pending().await;
                     if self.client_error(replies::line_too_long()) == Flow::Stop {
                         return "too many errors";
