@@ -11,7 +11,7 @@ use super::{replies, Flow, Session};
 use crate::config::StartTls;
 use crate::filter::Stage;
 use crate::stream::Stream;
-use log::{debug, info};
+use log::info;
 
 impl<S: Stream> Session<S> {
     /// True once the client's connection is under TLS.
@@ -99,7 +99,7 @@ impl<S: Stream> Session<S> {
         self.ctx.hits.retain(|h| h.stage == Stage::Connect);
         self.ctx.tls = self.conn.stream.tls_info();
         if let Some(info) = &self.ctx.tls {
-            debug!(
+            info!(
                 "session {} peer={} TLS established: {} {}",
                 self.id, self.peer, info.version, info.cipher
             );

@@ -23,6 +23,11 @@ for tool in swaks openssl; do
     fi
 done
 
+if ! swaks --support 2>&1 | grep -q "TLS supported"; then
+    echo "interop: swaks has no TLS support (Debian: apt-get install -y libnet-ssleay-perl)" >&2
+    exit 2
+fi
+
 WORK=$(mktemp -d -t smtpgate-interop.XXXXXX)
 PID=""
 cleanup() {
