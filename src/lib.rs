@@ -9,16 +9,22 @@
 //! - [`session`]: one inbound SMTP session over any `AsyncRead + AsyncWrite`.
 //! - [`upstream`]: the lockstep SMTP client to the upstream server.
 //! - [`server`]: listeners, connection limits and graceful shutdown.
+//! - [`tls`], [`auth`], [`relay`]: TLS in both directions, SMTP AUTH and
+//!   relay control.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod filter;
 pub mod proto;
+pub mod relay;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod signals;
 pub mod spool;
 pub mod stream;
+pub mod tls;
 pub mod upstream;

@@ -5,7 +5,7 @@
 //! than left waiting. On shutdown the loops stop accepting, idle sessions
 //! are told `421 4.3.2`, and transactions in flight get a grace period.
 
-use crate::config::Config;
+use crate::config::{Config, ListenerPolicy};
 use crate::filter::FilterChain;
 use crate::session::{Session, Shared};
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 /// A bound gateway, ready to run.
 pub struct Server {
-    /// Bound listening sockets, one per configured address.
-    listeners: Vec<TcpListener>,
+    /// Bound listening sockets, one per configured address, with what each
+    /// does (TLS, AUTH).
+    listeners: Vec<(TcpListener, ListenerPolicy)>,
     /// What every session shares.
     shared: Arc<Shared>,
     /// Starts the graceful shutdown.
@@ -53,12 +54,20 @@ impl Server {
             let listener = TcpListener::bind(l.addr).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
             })?;
-            listeners.push(listener);
+            let policy = config.listener_policy(l);
+            if policy.plaintext_auth && !l.addr.ip().is_loopback() {
+                warn!(
+                    "listener {} allows AUTH without TLS on a non-loopback address: \
+                     passwords may cross the network in clear",
+                    l.addr
+                );
+            }
+            listeners.push((listener, policy));
         }
         let (trigger, signal) = shutdown::channel();
         Ok(Server {
             listeners,
-            shared: Shared::new(config, filters, signal),
+            shared: Shared::new(config, filters, signal)?,
             trigger,
             active: Arc::new(AtomicUsize::new(0)),
         })
@@ -68,7 +77,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -88,10 +97,10 @@ impl Server {
     pub async fn run(self) {
         let signal = self.shared.shutdown.clone();
         let mut loops = Vec::new();
-        for listener in self.listeners {
+        for (listener, policy) in self.listeners {
             let shared = self.shared.clone();
             let active = self.active.clone();
-            loops.push(task::spawn(accept_loop(listener, shared, active)));
+            loops.push(task::spawn(accept_loop(listener, policy, shared, active)));
         }
         for l in loops {
             l.await;
@@ -102,7 +111,12 @@ impl Server {
 }
 
 /// Accepts connections on one listener until shutdown.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, active: Arc<AtomicUsize>) {
+async fn accept_loop(
+    listener: TcpListener,
+    policy: ListenerPolicy,
+    shared: Arc<Shared>,
+    active: Arc<AtomicUsize>,
+) {
     let addr = listener.local_addr().ok();
     info!(
         "listening on {}",
@@ -129,7 +143,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, active: Arc<Ato
             }
         };
         let _ = stream.set_nodelay(true);
-        let session = Session::new(stream, peer, shared.clone());
+        let session = Session::new(stream, peer, shared.clone()).on_listener(policy);
         if active.fetch_add(1, Ordering::SeqCst) >= max {
             active.fetch_sub(1, Ordering::SeqCst);
             task::spawn(session.refuse_busy());

@@ -6,17 +6,34 @@
 //! pipelined when the upstream offers PIPELINING), and streams a message
 //! body dot-stuffed in canonical CRLF. Every wait has a timeout after
 //! RFC 5321 §4.5.3.2.
+//!
+//! Opening a session ([`Upstream::open`]) also does TLS — implicit, or
+//! STARTTLS when the policy asks — and AUTH at a smarthost. Choosing
+//! which upstream server to open, with failover, is [`pool`]'s job.
+
+pub mod pool;
+
+pub use pool::UpstreamPool;
 
 use crate::body::Body;
 use crate::config::Timeouts;
+use crate::filter::TlsInfo;
 use crate::proto::{DotStuffer, Reply, ReplyError, ReplyParser};
 use crate::stream::BoxStream;
 use async_std::io::timeout;
 use async_std::net::TcpStream;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::rustls::pki_types::ServerName;
+use futures_rustls::rustls::ClientConfig;
+use futures_rustls::TlsConnector;
+use log::{debug, info};
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// What the upstream offered in its EHLO reply.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,6 +52,8 @@ pub struct Extensions {
     pub enhanced_status_codes: bool,
     /// SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// AUTH (RFC 4954): the SASL mechanisms offered, uppercased.
+    pub auth: Vec<String>,
 }
 
 impl Extensions {
@@ -54,6 +73,15 @@ impl Extensions {
                 "STARTTLS" => ext.starttls = true,
                 "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
                 "SMTPUTF8" => ext.smtputf8 = true,
+                "AUTH" => ext.auth.extend(words.map(str::to_ascii_uppercase)),
+                // The pre-RFC form some servers still send next to AUTH.
+                k if k.starts_with("AUTH=") => {
+                    ext.auth.extend(
+                        std::iter::once(&line.trim()[5..])
+                            .chain(words)
+                            .map(str::to_ascii_uppercase),
+                    );
+                }
                 _ => {}
             }
         }
@@ -76,6 +104,16 @@ pub enum UpstreamError {
     Protocol(ReplyError),
     /// The upstream refused the session itself (greeting or HELO).
     Refused(Reply),
+    /// The TLS handshake failed, e.g. the certificate did not verify.
+    Tls(io::Error),
+    /// TLS is required and the upstream does not offer or refused STARTTLS;
+    /// nothing was sent in clear.
+    TlsRequired(String),
+    /// The upstream refused our credentials.
+    Auth(Reply),
+    /// AUTH is configured but cannot be done safely or at all (no TLS, no
+    /// PLAIN or LOGIN offered).
+    AuthUnavailable(&'static str),
 }
 
 impl fmt::Display for UpstreamError {
@@ -87,6 +125,10 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Io(e) => write!(f, "I/O error: {e}"),
             UpstreamError::Protocol(e) => write!(f, "bad reply: {e}"),
             UpstreamError::Refused(r) => write!(f, "session refused: {r}"),
+            UpstreamError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            UpstreamError::TlsRequired(why) => write!(f, "TLS required but {why}"),
+            UpstreamError::Auth(r) => write!(f, "AUTH refused: {r}"),
+            UpstreamError::AuthUnavailable(why) => write!(f, "cannot AUTH: {why}"),
         }
     }
 }
@@ -99,7 +141,7 @@ const BODY_CHUNK: usize = 64 * 1024;
 
 /// One SMTP client connection to the upstream server.
 pub struct Upstream {
-    /// The connection (plain TCP today; TLS slots in as another `BoxStream`).
+    /// The connection: plain TCP, or TLS over it.
     stream: BoxStream,
     /// Bytes read but not yet parsed into a reply.
     rbuf: Vec<u8>,
@@ -113,16 +155,80 @@ pub struct Upstream {
     pub peer: String,
     /// Limits for every wait.
     timeouts: Timeouts,
+    /// Version and cipher once the session is under TLS.
+    pub tls: Option<TlsInfo>,
+}
+
+/// How the session to the upstream is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// No TLS.
+    Plain,
+    /// STARTTLS when offered.
+    Opportunistic,
+    /// STARTTLS, and no session without it.
+    Required,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// TLS settings for opening an upstream session.
+#[derive(Clone)]
+pub struct TlsClient {
+    /// When to use TLS.
+    pub policy: TlsPolicy,
+    /// Verification and protocol settings.
+    pub config: Arc<ClientConfig>,
+    /// SNI and certificate name; `None` means the host of the address.
+    pub server_name: Option<String>,
+}
+
+/// Credentials for AUTH at the upstream.
+#[derive(Clone)]
+pub struct UpstreamCredentials {
+    /// User name.
+    pub user: String,
+    /// Password; wiped from memory when dropped.
+    pub password: Zeroizing<String>,
+}
+
+/// Everything needed to open one upstream session.
+#[derive(Clone, Copy)]
+pub struct Opening<'a> {
+    /// Our EHLO name.
+    pub helo: &'a str,
+    /// Limits for every wait.
+    pub timeouts: &'a Timeouts,
+    /// TLS, if any.
+    pub tls: Option<&'a TlsClient>,
+    /// AUTH, if any (only ever done under TLS).
+    pub auth: Option<&'a UpstreamCredentials>,
 }
 
 impl Upstream {
     /// Connects to `addr` ("host:port", resolved now), reads the greeting
-    /// and introduces itself as `helo` (EHLO, falling back to HELO).
+    /// and introduces itself as `helo` (EHLO, falling back to HELO): a
+    /// plain-text session.
     pub async fn connect(
         addr: &str,
         helo: &str,
         timeouts: &Timeouts,
     ) -> Result<Upstream, UpstreamError> {
+        let opening = Opening {
+            helo,
+            timeouts,
+            tls: None,
+            auth: None,
+        };
+        Upstream::open(addr, &opening).await
+    }
+
+    /// Opens a session to `addr` ("host:port", resolved now): connects,
+    /// does implicit TLS or STARTTLS as the policy says, greets, and
+    /// authenticates. With TLS required, nothing but EHLO and STARTTLS is
+    /// ever sent in clear.
+    pub async fn open(addr: &str, opening: &Opening<'_>) -> Result<Upstream, UpstreamError> {
+        let timeouts = opening.timeouts;
         let tcp = match timeout(timeouts.upstream_connect(), TcpStream::connect(addr)).await {
             Ok(tcp) => tcp,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -143,15 +249,146 @@ impl Upstream {
             extensions: Extensions::default(),
             peer,
             timeouts: timeouts.clone(),
+            tls: None,
         };
+        let tls = opening.tls.filter(|t| t.policy != TlsPolicy::Plain);
+        if let Some(t) = tls.filter(|t| t.policy == TlsPolicy::Implicit) {
+            up.handshake(t, addr).await?;
+        }
         let greeting = up
             .read_reply(timeouts.upstream_greeting(), "greeting")
             .await?;
         if greeting.code != 220 {
             return Err(UpstreamError::Refused(greeting));
         }
-        up.greet(helo).await?;
+        up.greet(opening.helo).await?;
+        if let Some(t) = tls.filter(|t| t.policy != TlsPolicy::Implicit) {
+            up.starttls(t, addr, opening.helo).await?;
+        }
+        if let Some(creds) = opening.auth {
+            up.authenticate(creds).await?;
+        }
         Ok(up)
+    }
+
+    /// STARTTLS (RFC 3207) as the policy says, then EHLO again.
+    async fn starttls(
+        &mut self,
+        tls: &TlsClient,
+        addr: &str,
+        helo: &str,
+    ) -> Result<(), UpstreamError> {
+        let required = tls.policy == TlsPolicy::Required;
+        if !self.extensions.starttls {
+            if required {
+                return Err(UpstreamError::TlsRequired(
+                    "the upstream does not offer STARTTLS".to_string(),
+                ));
+            }
+            debug!(
+                "upstream {} offers no STARTTLS; going on in plain text",
+                self.peer
+            );
+            return Ok(());
+        }
+        let reply = self.command("STARTTLS", "STARTTLS reply").await?;
+        if reply.code != 220 {
+            if required {
+                return Err(UpstreamError::TlsRequired(format!(
+                    "the upstream refused STARTTLS: {reply}"
+                )));
+            }
+            info!(
+                "upstream {} refused STARTTLS ({reply}); going on in plain text",
+                self.peer
+            );
+            return Ok(());
+        }
+        // Anything the server sent after its 220 arrived before the
+        // handshake, in clear, and may have been injected: drop it
+        // (CVE-2011-0411, client side).
+        self.rbuf.clear();
+        self.handshake(tls, addr).await?;
+        // What the server offered before TLS is forgotten (RFC 3207 §4.2).
+        self.extensions = Extensions::default();
+        self.greet(helo).await
+    }
+
+    /// The client side of a TLS handshake over the current stream.
+    async fn handshake(&mut self, tls: &TlsClient, addr: &str) -> Result<(), UpstreamError> {
+        let name: ServerName<'static> =
+            crate::tls::server_name(tls.server_name.as_deref(), addr)
+                .map_err(|e| UpstreamError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let plain = std::mem::replace(
+            &mut self.stream,
+            Box::new(futures::io::Cursor::new(Vec::new())),
+        );
+        let connector = TlsConnector::from(tls.config.clone());
+        let stream = match timeout(
+            self.timeouts.upstream_greeting(),
+            connector.connect(name, plain),
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(UpstreamError::Timeout("TLS handshake"))
+            }
+            Err(e) => return Err(UpstreamError::Tls(e)),
+        };
+        let info = crate::tls::info(stream.get_ref().1);
+        debug!(
+            "upstream {} under TLS: {} {}",
+            self.peer, info.version, info.cipher
+        );
+        self.tls = Some(info);
+        self.stream = Box::new(stream);
+        Ok(())
+    }
+
+    /// AUTH PLAIN (or LOGIN when only that is offered) with `creds`. Never
+    /// without TLS: the password would cross the wire in clear.
+    async fn authenticate(&mut self, creds: &UpstreamCredentials) -> Result<(), UpstreamError> {
+        if self.tls.is_none() {
+            return Err(UpstreamError::AuthUnavailable(
+                "the session is not under TLS; the password is not sent in clear",
+            ));
+        }
+        let offers = |m: &str| self.extensions.auth.iter().any(|a| a == m);
+        let reply = if offers("PLAIN") {
+            let mut token = Zeroizing::new(Vec::new());
+            token.push(0);
+            token.extend_from_slice(creds.user.as_bytes());
+            token.push(0);
+            token.extend_from_slice(creds.password.as_bytes());
+            let line = Zeroizing::new(format!("AUTH PLAIN {}", STANDARD.encode(&token[..])));
+            self.command(&line, "AUTH reply").await?
+        } else if offers("LOGIN") {
+            let reply = self.command("AUTH LOGIN", "AUTH reply").await?;
+            if reply.code != 334 {
+                return Err(UpstreamError::Auth(reply));
+            }
+            let reply = self
+                .command(&STANDARD.encode(creds.user.as_bytes()), "AUTH reply")
+                .await?;
+            if reply.code != 334 {
+                return Err(UpstreamError::Auth(reply));
+            }
+            let line = Zeroizing::new(STANDARD.encode(creds.password.as_bytes()));
+            self.command(&line, "AUTH reply").await?
+        } else {
+            return Err(UpstreamError::AuthUnavailable(
+                "the upstream offers neither AUTH PLAIN nor LOGIN",
+            ));
+        };
+        // The command buffer held the password; wipe it.
+        zeroize::Zeroize::zeroize(&mut self.wbuf);
+        if reply.code == 235 {
+            debug!("upstream {} accepted AUTH as {}", self.peer, creds.user);
+            Ok(())
+        } else {
+            Err(UpstreamError::Auth(reply))
+        }
     }
 
     /// Sends EHLO (or HELO when EHLO is refused) and records the extensions.

@@ -13,10 +13,15 @@
 //! 127.0.0.1:2525 and store accepted mail under `./spool/`.
 
 mod error;
-mod locate;
+pub(crate) mod locate;
+mod security;
 mod validate;
 
 pub use error::{ConfigError, ValidationError};
+pub use security::{
+    AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
+    UpstreamAuth, UpstreamStartTls,
+};
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -57,6 +62,15 @@ pub struct Config {
     pub shutdown_grace_s: u64,
     /// Logging.
     pub log: LogOptions,
+    /// Certificate and key for STARTTLS and implicit-TLS listeners.
+    /// Default: none (no listener may use TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    /// SMTP AUTH users. Default: none (no listener offers AUTH).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthOptions>,
+    /// Relay control: local domains and trusted networks (deny by default).
+    pub relay: RelayOptions,
 }
 
 impl Default for Config {
@@ -72,6 +86,9 @@ impl Default for Config {
             message: MessageOptions::default(),
             shutdown_grace_s: 30,
             log: LogOptions::default(),
+            tls: None,
+            auth: None,
+            relay: RelayOptions::default(),
         }
     }
 }
@@ -85,13 +102,30 @@ pub fn default_hostname() -> String {
     }
 }
 
-/// One listening socket. YAML: `{ addr: "127.0.0.1:2525" }`.
+/// One listening socket. YAML: `{ addr: "127.0.0.1:2525" }`, or e.g.
+/// `{ addr: "0.0.0.0:587", starttls: required, auth: required }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// IP address and port to bind, e.g. `0.0.0.0:25` or `[::]:587`.
     /// Required; port 0 picks a free port (useful in tests).
     pub addr: SocketAddr,
+    /// STARTTLS: `none`, `optional` or `required`. Default: `optional`
+    /// when top-level `tls` is configured, else `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starttls: Option<StartTls>,
+    /// `implicit` for TLS from the first byte (port 465). Default `none`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tls: TlsMode,
+    /// SMTP AUTH: `none`, `optional` or `required`. Default: `optional`
+    /// when top-level `auth` is configured and the listener can do TLS
+    /// (or allows plaintext AUTH), else `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthMode>,
+    /// Offer AUTH without TLS. Passwords then cross the wire in clear: only
+    /// for listeners on a loopback address. Default false.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub plaintext_auth: bool,
 }
 
 impl Default for Listener {
@@ -99,8 +133,17 @@ impl Default for Listener {
     fn default() -> Self {
         Listener {
             addr: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            starttls: None,
+            tls: TlsMode::None,
+            auth: None,
+            plaintext_auth: false,
         }
     }
+}
+
+/// Serde helper: leaves default values out of serialized output.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// The upstream mail server: accepted mail is relayed to it in lockstep.
@@ -110,6 +153,36 @@ pub struct Upstream {
     /// `host:port` of the server (`10.0.0.5:25`, `mail.internal:25`,
     /// `[::1]:25`); the host is resolved at connect time. Required.
     pub addr: String,
+    /// Further servers (`host:port`), tried in order when the ones before
+    /// cannot be reached (like Postfix's `smtp_fallback_relay`). Failover,
+    /// never fan-out: each message goes to exactly one server. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+    /// Seconds a server that failed to connect or greet is skipped before it
+    /// is tried again. Default 60.
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u64,
+    /// STARTTLS towards the upstream: `none` (default), `opportunistic` or
+    /// `required`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub starttls: UpstreamStartTls,
+    /// `implicit` for TLS from the first byte (a smarthost on port 465).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tls: TlsMode,
+    /// Verify the upstream's certificate (chain and name). Default true;
+    /// `false` is an explicit, logged opt-out.
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// PEM file with the CA certificates to trust instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Name sent as SNI and checked against the certificate. Default: the
+    /// host of each address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// AUTH at the upstream (PLAIN or LOGIN, under TLS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<UpstreamAuth>,
     /// The name we give in our EHLO to the upstream. Default: none, which
     /// means [`Config::hostname`] (see [`Upstream::helo_name`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +198,14 @@ impl Upstream {
     pub fn new(addr: impl Into<String>) -> Self {
         Upstream {
             addr: addr.into(),
+            fallback: Vec::new(),
+            retry_after_s: default_retry_after_s(),
+            starttls: UpstreamStartTls::None,
+            tls: TlsMode::None,
+            tls_verify: true,
+            ca_file: None,
+            server_name: None,
+            auth: None,
             helo: None,
             pipelining: true,
         }
@@ -140,6 +221,11 @@ impl Upstream {
 /// Serde default for booleans that default to true.
 fn default_true() -> bool {
     true
+}
+
+/// Serde default of [`Upstream::retry_after_s`].
+fn default_retry_after_s() -> u64 {
+    60
 }
 
 /// Size and count limits (invariant 5: bounded resources).
@@ -190,7 +276,8 @@ pub struct Timeouts {
     pub command_s: u64,
     /// Waiting for the next chunk of the client's DATA. Default 180.
     pub data_block_s: u64,
-    /// Connecting to the upstream. Default 30.
+    /// Connecting to one upstream server. Default 10: short, so that
+    /// failover to the next server (`upstream.fallback`) is quick.
     pub upstream_connect_s: u64,
     /// Waiting for the upstream's greeting. Default 300.
     pub upstream_greeting_s: u64,
@@ -210,7 +297,7 @@ impl Default for Timeouts {
         Timeouts {
             command_s: 300,
             data_block_s: 180,
-            upstream_connect_s: 30,
+            upstream_connect_s: 10,
             upstream_greeting_s: 300,
             upstream_command_s: 300,
             upstream_data_init_s: 120,
@@ -343,11 +430,13 @@ impl Config {
         let parsed: Option<Config> =
             serde_yaml::from_str(text).map_err(|err| serde_error(err, text, origin))?;
         let config = parsed.unwrap_or_default();
-        config.validate().map_err(|err| ConfigError {
+        let locate = |err: ValidationError| ConfigError {
             file: origin.to_string(),
             line: locate::line_of(text, &err.path),
             reason: err.to_string(),
-        })?;
+        };
+        config.validate().map_err(locate)?;
+        config.check_files().map_err(locate)?;
         Ok(config)
     }
 
@@ -356,7 +445,15 @@ impl Config {
     /// and upstream `helo` are valid names, `spool_dir` not empty, the log
     /// filter parses. The error names the key path of the first bad value.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        validate::config(self)
+        validate::config(self)?;
+        security::check(self)
+    }
+
+    /// Opens the files the configuration names (TLS certificate and key,
+    /// users file, upstream CA and password files) and checks they can be
+    /// used. Relative paths are relative to the working directory.
+    pub fn check_files(&self) -> Result<(), ValidationError> {
+        security::check_files(self)
     }
 
     /// Human summary printed by `smtpgate check`: hostname, listeners,
@@ -366,7 +463,11 @@ impl Config {
         let mut s = String::new();
         let l = &self.limits;
         let t = &self.timeouts;
-        let listen: Vec<String> = self.listen.iter().map(|l| l.addr.to_string()).collect();
+        let listen: Vec<String> = self
+            .listen
+            .iter()
+            .map(|l| self.listener_summary(l))
+            .collect();
         // Writing to a String cannot fail.
         let _ = writeln!(s, "hostname:  {}", self.hostname);
         let _ = writeln!(s, "listen:    {}", listen.join(", "));
@@ -388,6 +489,7 @@ impl Config {
                 );
             }
         }
+        self.security_summary(&mut s);
         let _ = writeln!(
             s,
             "limits:    message {}, {} recipients, command line {} B, text line {} B, \

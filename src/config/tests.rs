@@ -64,12 +64,7 @@ fn defaults() {
     let c = Config::default();
     assert_eq!(c.hostname, default_hostname());
     assert!(super::validate::is_domain(&c.hostname));
-    assert_eq!(
-        c.listen,
-        vec![Listener {
-            addr: sa("127.0.0.1:2525")
-        }]
-    );
+    assert_eq!(c.listen, vec![Listener::at(sa("127.0.0.1:2525"))]);
     assert_eq!(c.upstream, None);
     assert_eq!(c.spool_dir, PathBuf::from("spool"));
     assert_eq!(
@@ -89,7 +84,7 @@ fn defaults() {
         Timeouts {
             command_s: 300,
             data_block_s: 180,
-            upstream_connect_s: 30,
+            upstream_connect_s: 10,
             upstream_greeting_s: 300,
             upstream_command_s: 300,
             upstream_data_init_s: 120,
@@ -149,21 +144,14 @@ fn full_config_parses_and_round_trips() {
     assert_eq!(c.hostname, "mx.example.com");
     assert_eq!(
         c.listen,
-        vec![
-            Listener {
-                addr: sa("0.0.0.0:25")
-            },
-            Listener {
-                addr: sa("[::]:587")
-            }
-        ]
+        vec![Listener::at(sa("0.0.0.0:25")), Listener::at(sa("[::]:587"))]
     );
     assert_eq!(
         c.upstream,
         Some(Upstream {
-            addr: "10.0.0.5:2525".into(),
             helo: Some("gw.example.com".into()),
             pipelining: false,
+            ..Upstream::new("10.0.0.5:2525")
         })
     );
     assert_eq!(c.spool_dir, PathBuf::from("/var/spool/smtpgate"));
@@ -365,9 +353,9 @@ fn parse_errors_name_key_and_line() {
         // Unknown keys, top level and nested (including inside Option<Upstream>).
         ("hostname: a\nlisten_on: x\n", 2, "unknown field `listen_on`"),
         ("limits:\n  max_recipients: 5\n  max_rcpt: 5\n", 3, "limits: unknown field `max_rcpt`"),
-        ("upstream:\n  addr: \"mx:25\"\n  starttls: required\n", 3, "upstream: unknown field `starttls`"),
+        ("upstream:\n  addr: \"mx:25\"\n  ssl: required\n", 3, "upstream: unknown field `ssl`"),
         ("upstream: { addr: \"mx:25\", port: 25 }\n", 1, "upstream: unknown field `port`"),
-        ("listen:\n  - addr: \"0.0.0.0:25\"\n  - addr: \"0.0.0.0:26\"\n    tls: implicit\n", 4, "listen[1]: unknown field `tls`"),
+        ("listen:\n  - addr: \"0.0.0.0:25\"\n  - addr: \"0.0.0.0:26\"\n    ssl: implicit\n", 4, "listen[1]: unknown field `ssl`"),
         ("timeouts:\n  idle_s: 3\n", 2, "timeouts: unknown field `idle_s`"),
         ("message:\n  dkim: true\n", 2, "message: unknown field `dkim`"),
         ("log:\n  file: x.log\n", 2, "log: unknown field `file`"),

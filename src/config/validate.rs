@@ -188,7 +188,7 @@ fn helo_name(s: &str) -> Result<(), String> {
 
 /// `upstream.addr`: `host:port`, the host a domain name, an IPv4 address
 /// or a bracketed IPv6 address, the port 1–65535.
-fn host_port(s: &str) -> Result<(), String> {
+pub(super) fn host_port(s: &str) -> Result<(), String> {
     let example = "e.g. \"10.0.0.5:25\", \"mail.internal:25\" or \"[::1]:25\"";
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let Some((v6, port)) = rest.split_once("]:") else {

@@ -7,8 +7,10 @@
 
 use crate::proto::Reply;
 use crate::stream::Stream;
+use crate::tls::MaybeTls;
 use async_std::io::timeout;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::TlsAcceptor;
 use std::io;
 use std::time::Duration;
 
@@ -19,8 +21,8 @@ const DATA_READ: usize = 64 * 1024;
 
 /// A client stream with its read and write buffers.
 pub(crate) struct Conn<S> {
-    /// The client's stream (TCP, TLS or an in-memory pipe).
-    pub(crate) stream: S,
+    /// The client's stream (TCP or an in-memory pipe), plain or under TLS.
+    pub(crate) stream: MaybeTls<S>,
     /// Read buffer; the unparsed input is `rbuf[start..end]`. Bytes past
     /// `end` are scratch space, so a cancelled read leaves no garbage.
     rbuf: Vec<u8>,
@@ -33,10 +35,10 @@ pub(crate) struct Conn<S> {
 }
 
 impl<S: Stream> Conn<S> {
-    /// Wraps a stream with empty buffers.
+    /// Wraps a plain stream with empty buffers.
     pub(crate) fn new(stream: S) -> Self {
         Conn {
-            stream,
+            stream: MaybeTls::Plain(stream),
             rbuf: Vec::new(),
             start: 0,
             end: 0,
@@ -62,6 +64,28 @@ impl<S: Stream> Conn<S> {
     /// Queues a reply for the next flush.
     pub(crate) fn push(&mut self, reply: &Reply) {
         reply.write_to(&mut self.wbuf);
+    }
+
+    /// Queues raw reply bytes (the `334 ` SASL challenges, whose trailing
+    /// space [`Reply`] does not write for an empty text).
+    pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Starts TLS: throws away every byte read but not yet used — in plain
+    /// text, it may have been injected before the handshake (CVE-2011-0411)
+    /// — and runs the handshake within `limit`. Queued replies must have
+    /// been flushed. On failure the connection is unusable.
+    pub(crate) async fn start_tls(
+        &mut self,
+        acceptor: TlsAcceptor,
+        limit: Duration,
+    ) -> io::Result<()> {
+        self.start = 0;
+        self.end = 0;
+        self.rbuf = Vec::new();
+        self.wbuf.clear();
+        timeout(limit, self.stream.upgrade(acceptor)).await
     }
 
     /// Writes the queued replies.

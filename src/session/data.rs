@@ -254,7 +254,7 @@ impl<S: Stream> Session<S> {
             IpAddr::V4(ip) => format!("[{ip}]"),
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
         };
-        let protocol = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let protocol = self.received_protocol();
         let for_clause = match tx.rcpts.as_slice() {
             [only] => format!("\r\n\tfor <{only}>"),
             _ => String::new(),

@@ -15,13 +15,21 @@ impl<S: Stream> Session<S> {
         let reply = if extended {
             // Only what the relay path can honour: no CHUNKING, DSN or
             // SMTPUTF8, which the upstream might not offer.
-            let lines = vec![
+            let mut lines = vec![
                 format!("{host} greets {name}"),
                 "PIPELINING".to_string(),
                 format!("SIZE {}", self.shared.config.limits.max_message_bytes),
                 "8BITMIME".to_string(),
                 "ENHANCEDSTATUSCODES".to_string(),
             ];
+            // STARTTLS only where configured and not yet under TLS; AUTH
+            // only where a password would not cross the wire in clear.
+            if self.starttls_offered() {
+                lines.push("STARTTLS".to_string());
+            }
+            if self.auth_offered() {
+                lines.push(Self::auth_keyword());
+            }
             Reply::multiline(250, None, lines)
         } else {
             Reply::plain(250, host)

@@ -3,6 +3,7 @@
 
 use super::transaction::{Disposition, Transaction};
 use super::{replies, Flow, Session};
+use crate::config::AuthMode;
 use crate::filter::{Stage, Verdict};
 use crate::proto::{Mailbox, Param, Reply};
 use crate::stream::Stream;
@@ -17,6 +18,12 @@ impl<S: Stream> Session<S> {
         }
         if self.tx.is_some() {
             return self.client_error(replies::bad_sequence("Error: nested MAIL command"));
+        }
+        if self.needs_starttls() {
+            return self.client_error(replies::must_starttls());
+        }
+        if self.listener.auth == AuthMode::Required && self.auth.is_none() {
+            return self.client_error(replies::auth_required());
         }
         let mut declared_size = None;
         let mut eightbit = false;
@@ -37,11 +44,27 @@ impl<S: Stream> Session<S> {
                     "8BITMIME" => eightbit = true,
                     _ => return self.client_error(replies::bad_parameter("Bad BODY parameter")),
                 },
+                // RFC 4954 §5: accepted and not passed on; the identity we
+                // vouch for is the session's own login, not the client's claim.
+                "AUTH" if param.value.is_some() => {}
                 other => return self.client_error(replies::unsupported_parameter(other)),
             }
         }
         if declared_size.is_some_and(|n| n > self.shared.config.limits.max_message_bytes) {
             return self.reply(replies::too_big());
+        }
+        if !self.sender_allowed(from.as_ref()) {
+            let user = self
+                .auth
+                .as_ref()
+                .map(|u| u.name.clone())
+                .unwrap_or_default();
+            let sender = from.as_ref().map(ToString::to_string).unwrap_or_default();
+            warn!(
+                "session {} peer={} user={user:?} may not send as <{sender}>",
+                self.id, self.peer
+            );
+            return self.client_error(replies::sender_not_owned(&sender, &user));
         }
         let id = format!("{}.{}", self.id, self.tx_count + 1);
         let mut tx = Transaction::new(id, from.clone(), declared_size, eightbit);
@@ -94,11 +117,15 @@ impl<S: Stream> Session<S> {
         let Some(cfg) = self.shared.config.upstream.clone() else {
             return Err(UpstreamError::Closed);
         };
+        let shared = self.shared.clone();
+        let Some(pool) = shared.upstreams() else {
+            return Err(UpstreamError::Closed);
+        };
         for attempt in 0..2 {
             let reused = self.upstream.is_some();
             if !reused {
                 let helo = cfg.helo.as_deref().unwrap_or(&self.shared.config.hostname);
-                let up = Upstream::connect(&cfg.addr, helo, &self.shared.config.timeouts).await?;
+                let up = pool.connect(helo, &self.shared.config.timeouts).await?;
                 self.upstream = Some(up);
                 self.upstream_dirty = false;
             }

@@ -3,10 +3,12 @@
 //!
 //! The session reads bytes, lets the sans-I/O codec in [`crate::proto`] turn
 //! them into commands, and answers each one. Command handlers live in one
-//! file per command (`ehlo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `misc.rs`).
+//! file per command (`ehlo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `misc.rs`,
+//! `starttls.rs`, `auth.rs`).
 //! The session is written against `futures::io`, so plain TCP, TLS and
 //! in-memory pipes are the same to it.
 
+mod auth;
 mod conn;
 mod data;
 mod ehlo;
@@ -14,14 +16,18 @@ mod mail;
 mod misc;
 mod rcpt;
 pub(crate) mod replies;
+mod starttls;
 mod transaction;
 
-use crate::config::Config;
+use crate::auth::{Exchange, User, UserStore};
+use crate::config::{Config, ListenerPolicy};
 use crate::filter::{Context, FilterChain, Stage, Verdict};
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
+use crate::relay::RelayPolicy;
 use crate::shutdown::ShutdownSignal;
 use crate::stream::Stream;
-use crate::upstream::Upstream;
+use crate::tls::TlsServer;
+use crate::upstream::{Upstream, UpstreamPool};
 use async_std::io::timeout;
 use conn::Conn;
 use futures::future::{select, Either};
@@ -47,21 +53,73 @@ pub struct Shared {
     /// The filter chain new sessions start with; swapped on reload while
     /// sessions in flight keep the one they started with.
     filters: RwLock<Arc<FilterChain>>,
+    /// The listener certificate, when TLS is configured (reloadable).
+    tls: Option<TlsServer>,
+    /// The AUTH users, when AUTH is configured (reloadable).
+    users: Option<UserStore>,
+    /// Local domains and trusted networks.
+    relay: RelayPolicy,
+    /// The upstream servers with failover, when there is an upstream.
+    upstreams: Option<UpstreamPool>,
 }
 
 impl Shared {
-    /// Shared state for sessions run with `config` and `filters`.
-    pub fn new(config: Config, filters: FilterChain, shutdown: ShutdownSignal) -> Arc<Shared> {
+    /// Shared state for sessions run with `config` and `filters`: loads
+    /// the TLS certificate, the users file and the upstream settings.
+    pub fn new(
+        config: Config,
+        filters: FilterChain,
+        shutdown: ShutdownSignal,
+    ) -> io::Result<Arc<Shared>> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let tls = match &config.tls {
+            Some(files) => Some(TlsServer::load(files).map_err(|e| invalid(format!("tls: {e}")))?),
+            None => None,
+        };
+        let users = match &config.auth {
+            Some(a) => {
+                Some(UserStore::load(&a.users_file).map_err(|e| invalid(format!("auth: {e}")))?)
+            }
+            None => None,
+        };
+        let upstreams = match &config.upstream {
+            Some(up) => Some(UpstreamPool::new(up).map_err(|e| invalid(format!("upstream: {e}")))?),
+            None => None,
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        Arc::new(Shared {
+        Ok(Arc::new(Shared {
+            relay: RelayPolicy::new(&config.relay),
             config,
             shutdown,
             id_prefix: format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
             next_session: AtomicU64::new(1),
             filters: RwLock::new(Arc::new(filters)),
-        })
+            tls,
+            users,
+            upstreams,
+        }))
+    }
+
+    /// The listener certificate, when TLS is configured.
+    pub fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
+    }
+
+    /// The AUTH users, when AUTH is configured.
+    pub fn users(&self) -> Option<&UserStore> {
+        self.users.as_ref()
+    }
+
+    /// The relay policy.
+    pub fn relay(&self) -> &RelayPolicy {
+        &self.relay
+    }
+
+    /// The upstream servers, when there is an upstream.
+    pub fn upstreams(&self) -> Option<&UpstreamPool> {
+        self.upstreams.as_ref()
     }
 
     /// The current filter chain (a snapshot: later swaps do not affect it).
@@ -143,6 +201,16 @@ pub struct Session<S> {
     ctx: Context,
     /// A connect- or helo-stage `discard`/`quarantine` that applies to every transaction.
     session_disposition: Disposition,
+    /// What the listener this client came in on does (TLS, AUTH).
+    listener: ListenerPolicy,
+    /// The client is in a trusted network: it may relay anywhere.
+    trusted: bool,
+    /// The user the client authenticated as.
+    auth: Option<Arc<User>>,
+    /// Failed AUTH attempts; too many end the session.
+    auth_failures: u32,
+    /// An AUTH exchange waiting for the client's next response line.
+    sasl: Option<Exchange>,
 }
 
 impl<S: Stream> Session<S> {
@@ -151,6 +219,11 @@ impl<S: Stream> Session<S> {
         let lines = LineReader::new(shared.config.limits.max_command_line);
         let filters = shared.filters();
         Session {
+            listener: ListenerPolicy::plain(),
+            trusted: shared.relay().is_trusted(peer.ip()),
+            auth: None,
+            auth_failures: 0,
+            sasl: None,
             filters,
             ctx: Context::new(peer),
             session_disposition: Disposition::Relay,
@@ -171,8 +244,23 @@ impl<S: Stream> Session<S> {
         }
     }
 
+    /// Sets what the listener does (TLS, AUTH); a session starts as a
+    /// plain listener's.
+    pub fn on_listener(mut self, policy: ListenerPolicy) -> Self {
+        self.listener = policy;
+        self
+    }
+
     /// Refuses the connection at once with `421 4.7.0` (over the connection limit).
     pub async fn refuse_busy(mut self) {
+        if self.listener.implicit_tls {
+            // The client expects a TLS handshake, not text: just close.
+            info!(
+                "session {} peer={} refused: too many connections",
+                self.id, self.peer
+            );
+            return;
+        }
         let reply = replies::too_many_connections(&self.shared.config.hostname);
         self.conn.push(&reply);
         let _ = self.conn.flush(self.shared.config.timeouts.command()).await;
@@ -186,6 +274,9 @@ impl<S: Stream> Session<S> {
     pub async fn run(mut self) {
         debug!("session {} peer={} connected", self.id, self.peer);
         let host = self.shared.config.hostname.clone();
+        if self.listener.implicit_tls && !self.implicit_tls().await {
+            return;
+        }
         let end = if self.shared.shutdown.is_fired() {
             self.conn.push(&replies::shutting_down(&host));
             "shutting down"
@@ -245,6 +336,10 @@ impl<S: Stream> Session<S> {
                 }
                 Some(Err(LineError::TooLong)) => {
                     self.conn.consume(used);
+                    // An over-long SASL response ends the AUTH exchange.
+                    if self.sasl.take().is_some() {
+                        self.lines = LineReader::new(self.shared.config.limits.max_command_line);
+                    }
                     self.resolve_pending().await;
                     if self.client_error(replies::line_too_long()) == Flow::Stop {
                         return "too many errors";
@@ -298,6 +393,9 @@ impl<S: Stream> Session<S> {
 
     /// Parses and answers one command line.
     async fn handle_line(&mut self, line: &[u8]) -> Flow {
+        if self.sasl.is_some() {
+            return self.auth_response(line).await;
+        }
         let smtputf8 = false;
         let command = match parse_command(line, smtputf8) {
             Ok(c) => c,
@@ -326,8 +424,11 @@ impl<S: Stream> Session<S> {
             Command::Help(_) => self.reply(replies::help()),
             Command::Vrfy(_) => self.reply(replies::cannot_verify()),
             Command::Expn(_) => self.reply(replies::expn_disabled()),
-            Command::StartTls => self.client_error(replies::not_offered("STARTTLS")),
-            Command::Auth { .. } => self.client_error(replies::not_offered("AUTH")),
+            Command::StartTls => self.starttls().await,
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response).await,
         }
     }
 

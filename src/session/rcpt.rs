@@ -6,6 +6,7 @@ use super::{replies, Flow, Pending, Session};
 use crate::filter::{Stage, Verdict};
 use crate::proto::{Param, Recipient, Reply};
 use crate::stream::Stream;
+use log::info;
 
 impl<S: Stream> Session<S> {
     /// Answers RCPT TO. With an upstream that offers PIPELINING the command
@@ -21,6 +22,20 @@ impl<S: Stream> Session<S> {
         };
         if let Some(param) = params.first() {
             return self.client_error(replies::unsupported_parameter(&param.keyword));
+        }
+        let authenticated = self.auth.is_some();
+        if !self
+            .shared
+            .relay()
+            .may_relay(&to, self.trusted, authenticated)
+        {
+            info!(
+                "session {} peer={} relay denied: <{to}>",
+                self.id, self.peer
+            );
+            let reply = replies::relay_denied(&to.to_string());
+            self.record_rcpt(to, &reply);
+            return self.client_error(reply);
         }
         if tx.rcpts.len() + in_flight >= self.shared.config.limits.max_recipients {
             return self.reply(replies::too_many_recipients());

@@ -184,3 +184,96 @@ pub(crate) fn help() -> Reply {
         ],
     )
 }
+
+/// STARTTLS accepted: the handshake follows.
+pub(crate) fn ready_to_start_tls() -> Reply {
+    r(220, 2, 0, 0, "Ready to start TLS")
+}
+
+/// STARTTLS inside TLS.
+pub(crate) fn tls_already_active() -> Reply {
+    r(503, 5, 5, 1, "Error: TLS already active")
+}
+
+/// MAIL or AUTH on a `starttls: required` listener before STARTTLS.
+pub(crate) fn must_starttls() -> Reply {
+    r(530, 5, 7, 0, "Must issue a STARTTLS command first")
+}
+
+/// MAIL on an `auth: required` listener before AUTH.
+pub(crate) fn auth_required() -> Reply {
+    r(530, 5, 7, 0, "Authentication required")
+}
+
+/// AUTH in plain text where TLS is available (RFC 4954 §6).
+pub(crate) fn encryption_required() -> Reply {
+    r(
+        538,
+        5,
+        7,
+        11,
+        "Encryption required for requested authentication mechanism",
+    )
+}
+
+/// AUTH with a mechanism we do not know.
+pub(crate) fn unknown_mechanism() -> Reply {
+    r(504, 5, 5, 4, "Unrecognized authentication type")
+}
+
+/// AUTH with a mechanism refused on purpose (CRAM-MD5, DIGEST-MD5, ANONYMOUS).
+pub(crate) fn weak_mechanism() -> Reply {
+    r(534, 5, 7, 9, "Authentication mechanism is too weak")
+}
+
+/// The client cancelled AUTH with `*`.
+pub(crate) fn auth_cancelled() -> Reply {
+    r(501, 5, 7, 0, "Authentication cancelled")
+}
+
+/// An AUTH response that is not base64 or not shaped as the mechanism needs.
+pub(crate) fn auth_malformed() -> Reply {
+    r(501, 5, 5, 2, "Cannot decode authentication response")
+}
+
+/// Login succeeded.
+pub(crate) fn auth_ok() -> Reply {
+    r(235, 2, 7, 0, "Authentication successful")
+}
+
+/// Wrong user name or password (the same reply for both).
+pub(crate) fn auth_failed() -> Reply {
+    r(535, 5, 7, 8, "Authentication credentials invalid")
+}
+
+/// The users could not be consulted.
+pub(crate) fn auth_unavailable() -> Reply {
+    r(454, 4, 7, 0, "Temporary authentication failure")
+}
+
+/// Too many failed logins in one session.
+pub(crate) fn too_many_auth_failures(host: &str) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        &format!("{host} Error: too many authentication failures, closing connection"),
+    )
+}
+
+/// A recipient this client may not send to (deny by default).
+pub(crate) fn relay_denied(rcpt: &str) -> Reply {
+    r(554, 5, 7, 1, &format!("<{rcpt}>: Relay access denied"))
+}
+
+/// A logged-in user used a sender address that is not theirs.
+pub(crate) fn sender_not_owned(sender: &str, user: &str) -> Reply {
+    r(
+        553,
+        5,
+        7,
+        1,
+        &format!("<{sender}>: Sender address rejected: not owned by user {user}"),
+    )
+}

@@ -2,38 +2,59 @@
 //! upstream SMTP server, and a raw SMTP client for byte-level dialogues.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod mock_upstream;
+pub mod tls_client;
+pub mod tls_upstream;
 
 use smtpgate::config::Config;
+use smtpgate::filter::FilterChain;
 use smtpgate::server::Server;
+use smtpgate::session::Shared;
 use smtpgate::shutdown::ShutdownTrigger;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use mock_upstream::{MockOptions, MockUpstream};
 
 /// A gateway running in-process on a loopback port; shut down on drop.
 pub struct Gateway {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's address, in config order.
+    pub addrs: Vec<SocketAddr>,
+    /// What the sessions share (for reloads).
+    pub shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     stopped: mpsc::Receiver<()>,
 }
 
 impl Gateway {
-    /// Starts a gateway from YAML; the listen address is forced to 127.0.0.1:0.
+    /// Starts a gateway from YAML; every listen address is forced to
+    /// 127.0.0.1:0 (other listener settings stay).
     pub fn start(yaml: &str) -> Gateway {
         let config = Config::from_yaml(yaml, "test.yaml").expect("test config is valid");
         Gateway::start_config(config)
     }
 
-    /// Starts a gateway from a parsed config (listen forced to 127.0.0.1:0).
-    pub fn start_config(mut config: Config) -> Gateway {
-        let one = Config::from_yaml("listen: [{addr: \"127.0.0.1:0\"}]", "listen").unwrap();
-        config.listen = one.listen;
-        let server = async_std::task::block_on(Server::bind(config)).expect("bind");
-        let addr = server.local_addrs()[0];
+    /// Starts a gateway from a parsed config (listen addresses forced to 127.0.0.1:0).
+    pub fn start_config(config: Config) -> Gateway {
+        Gateway::start_with_filters(config, FilterChain::new())
+    }
+
+    /// Like [`Gateway::start_config`], with sessions running `filters`.
+    pub fn start_with_filters(mut config: Config, filters: FilterChain) -> Gateway {
+        for l in &mut config.listen {
+            l.addr = "127.0.0.1:0".parse().unwrap();
+        }
+        let server =
+            async_std::task::block_on(Server::bind_with_filters(config, filters)).expect("bind");
+        let addrs = server.local_addrs();
+        let addr = addrs[0];
+        let shared = server.shared();
         let trigger = server.shutdown_trigger();
         let (tx, stopped) = mpsc::channel();
         std::thread::spawn(move || {
@@ -42,6 +63,8 @@ impl Gateway {
         });
         Gateway {
             addr,
+            addrs,
+            shared,
             trigger,
             stopped,
         }

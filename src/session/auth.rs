@@ -1,0 +1,195 @@
+//! AUTH (RFC 4954) with PLAIN and LOGIN, and what a logged-in user may do.
+//!
+//! AUTH is offered only under TLS (unless the listener allows plaintext
+//! AUTH), once per session, outside a transaction. Passwords are checked
+//! off the async threads; every failure is logged with the client's IP —
+//! never the password — in one fixed format for fail2ban:
+//! `auth failed: client=192.0.2.7 user="alice" mechanism=PLAIN session=...`.
+//! After `auth.max_failures` failures the session ends with `421 4.7.0`.
+
+use super::{replies, Flow, Session};
+use crate::auth::{Credentials, Exchange, Mechanism, MechanismError, SaslError, Step};
+use crate::config::{AuthMode, StartTls};
+use crate::filter::{Stage, Verdict};
+use crate::proto::{LineReader, Mailbox};
+use crate::stream::Stream;
+use log::{info, warn};
+
+/// Longest SASL response line accepted, CRLF included: RFC 4954 §4 asks
+/// servers to take at least 12288 octets, more than a command line.
+const SASL_LINE_MAX: usize = 12288;
+
+impl<S: Stream> Session<S> {
+    /// True when AUTH is offered to this session now (advertised in EHLO).
+    pub(super) fn auth_offered(&self) -> bool {
+        self.listener.auth != AuthMode::None
+            && self.shared.users().is_some()
+            && self.auth.is_none()
+            && (self.is_tls() || self.listener.plaintext_auth)
+    }
+
+    /// The mechanisms for the EHLO `AUTH` line.
+    pub(super) fn auth_keyword() -> String {
+        let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+        format!("AUTH {}", names.join(" "))
+    }
+
+    /// Answers AUTH: checks that it may happen now, then starts the exchange.
+    pub(super) async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Flow {
+        if self.listener.auth == AuthMode::None || self.shared.users().is_none() {
+            return self.client_error(replies::not_offered("AUTH"));
+        }
+        if self.helo.is_none() || !self.esmtp {
+            return self.client_error(replies::bad_sequence("Error: send EHLO first"));
+        }
+        if self.auth.is_some() {
+            return self.client_error(replies::bad_sequence("Error: already authenticated"));
+        }
+        if self.tx.is_some() {
+            return self.client_error(replies::bad_sequence("Error: MAIL transaction in progress"));
+        }
+        if !self.is_tls() && !self.listener.plaintext_auth {
+            return self.client_error(if self.listener.starttls == StartTls::Required {
+                replies::must_starttls()
+            } else {
+                replies::encryption_required()
+            });
+        }
+        let mechanism = match Mechanism::parse(&mechanism) {
+            Ok(m) => m,
+            Err(MechanismError::Unknown) => return self.client_error(replies::unknown_mechanism()),
+            Err(MechanismError::TooWeak) => return self.client_error(replies::weak_mechanism()),
+        };
+        let (exchange, step) = Exchange::start(mechanism, initial.as_deref());
+        self.sasl_step(exchange, step).await
+    }
+
+    /// One response line of an AUTH exchange in progress.
+    pub(super) async fn auth_response(&mut self, line: &[u8]) -> Flow {
+        let Some(mut exchange) = self.sasl.take() else {
+            return Flow::Continue;
+        };
+        let step = match std::str::from_utf8(line) {
+            Ok(text) => exchange.next(text),
+            Err(_) => Step::Failed(SaslError::BadBase64),
+        };
+        self.sasl_step(exchange, step).await
+    }
+
+    /// Acts on the next step of an exchange.
+    async fn sasl_step(&mut self, exchange: Exchange, step: Step) -> Flow {
+        if let Step::Challenge(text) = step {
+            self.conn.push_raw(format!("334 {text}\r\n").as_bytes());
+            self.sasl = Some(exchange);
+            // The response is read with the longer SASL limit.
+            self.lines = LineReader::new(SASL_LINE_MAX.max(self.command_line_max()));
+            return Flow::Continue;
+        }
+        // The exchange is over: back to the command line limit.
+        self.lines = LineReader::new(self.command_line_max());
+        match step {
+            Step::Challenge(_) => Flow::Continue,
+            Step::Failed(SaslError::Cancelled) => self.client_error(replies::auth_cancelled()),
+            Step::Failed(SaslError::BadBase64 | SaslError::Malformed) => {
+                self.client_error(replies::auth_malformed())
+            }
+            Step::Done(credentials) => {
+                self.check_credentials(exchange.mechanism, credentials)
+                    .await
+            }
+        }
+    }
+
+    /// Checks the credentials and answers 235 or 535.
+    async fn check_credentials(&mut self, mechanism: Mechanism, creds: Credentials) -> Flow {
+        let Some(store) = self.shared.users() else {
+            return self.reply(replies::auth_unavailable());
+        };
+        let name = creds.user.clone();
+        let user = store.check(creds.user, creds.password).await;
+        // Proxy authorization (acting as someone else) is not supported:
+        // an authorization identity must name the user who logged in.
+        let user = user.filter(|u| {
+            creds.authzid.is_empty()
+                || creds.authzid == name
+                || creds.authzid.eq_ignore_ascii_case(&u.name)
+        });
+        let Some(user) = user else {
+            return self.auth_failed(&name, mechanism);
+        };
+        self.auth = Some(user.clone());
+        self.ctx.auth_user = Some(user.name.clone());
+        match self.filters.run(Stage::Auth, &mut self.ctx, None, None) {
+            Verdict::Reject(r) | Verdict::Tempfail(r) => {
+                self.auth = None;
+                self.ctx.auth_user = None;
+                return self.reply(r);
+            }
+            Verdict::Disconnect(r) => {
+                self.reply(r);
+                return Flow::Stop;
+            }
+            Verdict::Discard => {
+                self.session_disposition = super::transaction::Disposition::Discard;
+            }
+            Verdict::Quarantine => {
+                self.session_disposition = super::transaction::Disposition::Quarantine;
+            }
+            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {}
+        }
+        info!(
+            "session {} peer={} authenticated user={:?} mechanism={}",
+            self.id,
+            self.peer,
+            user.name,
+            mechanism.name()
+        );
+        self.reply(replies::auth_ok())
+    }
+
+    /// A failed login: logged for fail2ban, counted, and after too many the
+    /// session ends.
+    fn auth_failed(&mut self, user: &str, mechanism: Mechanism) -> Flow {
+        self.auth_failures += 1;
+        warn!(
+            "auth failed: client={} user={:?} mechanism={} session={} failures={}",
+            self.peer.ip(),
+            user,
+            mechanism.name(),
+            self.id,
+            self.auth_failures
+        );
+        self.reply(replies::auth_failed());
+        let max = self
+            .shared
+            .config
+            .auth
+            .as_ref()
+            .map_or(3, |a| a.max_failures);
+        if self.auth_failures >= max {
+            let host = self.shared.config.hostname.clone();
+            self.reply(replies::too_many_auth_failures(&host));
+            warn!(
+                "auth failures: client={} closed after {} failed attempts session={}",
+                self.peer.ip(),
+                self.auth_failures,
+                self.id
+            );
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    /// The configured command line limit.
+    fn command_line_max(&self) -> usize {
+        self.shared.config.limits.max_command_line
+    }
+
+    /// Whether the logged-in user (if any) may use `from` in MAIL FROM.
+    pub(super) fn sender_allowed(&self, from: Option<&Mailbox>) -> bool {
+        match &self.auth {
+            Some(user) => user.may_send_as(from),
+            None => true,
+        }
+    }
+}
