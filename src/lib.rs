@@ -9,16 +9,24 @@
 //! - [`session`]: one inbound SMTP session over any `AsyncRead + AsyncWrite`.
 //! - [`upstream`]: the lockstep SMTP client to the upstream server.
 //! - [`server`]: listeners, connection limits and graceful shutdown.
+//! - [`filter`]: the filter chain asked at each stage; [`rules`] is the
+//!   YAML rule set, one filter of it; [`message`] the parsed message view
+//!   data-stage filters share.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod filter;
+pub mod message;
 pub mod proto;
+pub mod reload;
+pub mod rules;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod signals;
+pub mod simulate;
 pub mod spool;
 pub mod stream;
 pub mod upstream;

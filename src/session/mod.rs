@@ -7,6 +7,7 @@
 //! The session is written against `futures::io`, so plain TCP, TLS and
 //! in-memory pipes are the same to it.
 
+mod audit;
 mod conn;
 mod data;
 mod ehlo;
@@ -16,8 +17,9 @@ mod rcpt;
 pub(crate) mod replies;
 mod transaction;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::filter::{Context, FilterChain, Stage, Verdict};
+use crate::filter::{Context, FilterChain, Outcome, Stage};
 use crate::proto::{parse_command, Command, LineError, LineReader, Recipient, Reply};
 use crate::shutdown::ShutdownSignal;
 use crate::stream::Stream;
@@ -31,7 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use transaction::{Disposition, Transaction};
 
 /// What every session shares: configuration, the shutdown signal, id source.
@@ -47,11 +49,19 @@ pub struct Shared {
     /// The filter chain new sessions start with; swapped on reload while
     /// sessions in flight keep the one they started with.
     filters: RwLock<Arc<FilterChain>>,
+    /// The audit trail writer, when `audit` is configured.
+    audit: Option<AuditLog>,
 }
 
 impl Shared {
-    /// Shared state for sessions run with `config` and `filters`.
-    pub fn new(config: Config, filters: FilterChain, shutdown: ShutdownSignal) -> Arc<Shared> {
+    /// Shared state for sessions run with `config` and `filters`, writing
+    /// audit records to `audit` when given.
+    pub fn new(
+        config: Config,
+        filters: FilterChain,
+        shutdown: ShutdownSignal,
+        audit: Option<AuditLog>,
+    ) -> Arc<Shared> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -61,7 +71,13 @@ impl Shared {
             id_prefix: format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
             next_session: AtomicU64::new(1),
             filters: RwLock::new(Arc::new(filters)),
+            audit,
         })
+    }
+
+    /// The audit trail writer, when one is configured.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
     }
 
     /// The current filter chain (a snapshot: later swaps do not affect it).
@@ -143,6 +159,14 @@ pub struct Session<S> {
     ctx: Context,
     /// A connect- or helo-stage `discard`/`quarantine` that applies to every transaction.
     session_disposition: Disposition,
+    /// Time spent in the filter chain during the current transaction (audit).
+    tx_rules_time: Duration,
+    /// Transaction records written; a session without any gets a session record.
+    audit_records: u32,
+    /// Failed AUTH attempts, for the session record (counted by AUTH).
+    auth_failures: u32,
+    /// The last refusal outside a transaction and who gave it (session record).
+    refusal: Option<(Reply, String)>,
 }
 
 impl<S: Stream> Session<S> {
@@ -154,6 +178,10 @@ impl<S: Stream> Session<S> {
             filters,
             ctx: Context::new(peer),
             session_disposition: Disposition::Relay,
+            tx_rules_time: Duration::ZERO,
+            audit_records: 0,
+            auth_failures: 0,
+            refusal: None,
             conn: Conn::new(stream),
             id: shared.session_id(),
             shared,
@@ -201,6 +229,10 @@ impl<S: Stream> Session<S> {
         if let Some(up) = self.upstream.take() {
             up.quit().await;
         }
+        if let Some(tx) = self.tx.take() {
+            self.audit_aborted(&tx);
+        }
+        self.audit_session(end);
         info!(
             "session {} peer={} helo={} duration={:.3}s transactions={} errors={} end={}",
             self.id,
@@ -216,17 +248,20 @@ impl<S: Stream> Session<S> {
     /// Asks the filters about the new connection; a refusal is the reply to
     /// give instead of the greeting.
     fn connect_stage(&mut self) -> Option<Reply> {
-        match self.filters.run(Stage::Connect, &mut self.ctx, None, None) {
-            Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => Some(r),
-            Verdict::Discard => {
+        match self.run_filters(Stage::Connect, None, None).outcome() {
+            Outcome::Refuse(r) | Outcome::Close(r) => {
+                self.note_refusal(&r);
+                Some(r)
+            }
+            Outcome::Discard => {
                 self.session_disposition = Disposition::Discard;
                 None
             }
-            Verdict::Quarantine => {
+            Outcome::Quarantine => {
                 self.session_disposition = Disposition::Quarantine;
                 None
             }
-            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => None,
+            Outcome::Proceed => None,
         }
     }
 
@@ -383,17 +418,17 @@ impl<S: Stream> Session<S> {
                         (true, Some(up)) => up.reply("RCPT reply").await,
                         _ => Err(crate::upstream::UpstreamError::Closed),
                     };
-                    let reply = match answer {
-                        Ok(reply) => reply,
+                    let (reply, by) = match answer {
+                        Ok(reply) => (reply, audit::BY_UPSTREAM),
                         Err(e) => {
                             if alive {
                                 self.upstream_lost(&e);
                                 alive = false;
                             }
-                            replies::upstream_failed()
+                            (replies::upstream_failed(), audit::BY_GATEWAY)
                         }
                     };
-                    self.record_rcpt(rcpt, &reply);
+                    self.record_rcpt(rcpt, &reply, by);
                     self.conn.push(&reply);
                 }
             }
@@ -417,8 +452,11 @@ impl<S: Stream> Session<S> {
 
     /// Ends the current transaction (if any) without delivering it.
     fn abandon_transaction(&mut self) {
-        if self.tx.take().is_some() && self.upstream.is_some() {
-            self.upstream_dirty = true;
+        if let Some(tx) = self.tx.take() {
+            self.audit_aborted(&tx);
+            if self.upstream.is_some() {
+                self.upstream_dirty = true;
+            }
         }
         self.ctx.reset_transaction();
     }
