@@ -44,7 +44,10 @@ impl<S: Stream> Session<S> {
         if declared_size.is_some_and(|n| n > self.shared.config.limits.max_message_bytes) {
             return self.reply(replies::too_big());
         }
-        let id = format!("{}.{}", self.id, self.tx_count + 1);
+        // Every MAIL that gets this far has its own id (audit records of
+        // refused transactions must not share one with the next).
+        self.tx_seq += 1;
+        let id = format!("{}.{}", self.id, self.tx_seq);
         let mut tx = Transaction::new(id, from.clone(), declared_size, eightbit);
         tx.disposition = self.session_disposition;
         tx.params.clone_from(&params);

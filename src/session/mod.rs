@@ -147,6 +147,8 @@ pub struct Session<S> {
     tx: Option<Transaction>,
     /// Transactions finished in this session.
     tx_count: u32,
+    /// Transactions started (MAIL past the gateway's checks), for ids.
+    tx_seq: u32,
     /// The upstream connection, kept for the next transaction.
     upstream: Option<Upstream>,
     /// The upstream is in the middle of an abandoned transaction and needs RSET.
@@ -193,6 +195,7 @@ impl<S: Stream> Session<S> {
             errors: 0,
             tx: None,
             tx_count: 0,
+            tx_seq: 0,
             upstream: None,
             upstream_dirty: false,
             pending: VecDeque::new(),

@@ -5,11 +5,14 @@
 pub mod mock_upstream;
 
 use smtpgate::config::Config;
+use smtpgate::filter::FilterChain;
 use smtpgate::server::Server;
+use smtpgate::session::Shared;
 use smtpgate::shutdown::ShutdownTrigger;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use mock_upstream::{MockOptions, MockUpstream};
@@ -17,6 +20,8 @@ pub use mock_upstream::{MockOptions, MockUpstream};
 /// A gateway running in-process on a loopback port; shut down on drop.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// What the sessions share (filter chain, audit log), e.g. to reload.
+    pub shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     stopped: mpsc::Receiver<()>,
 }
@@ -28,12 +33,21 @@ impl Gateway {
         Gateway::start_config(config)
     }
 
-    /// Starts a gateway from a parsed config (listen forced to 127.0.0.1:0).
-    pub fn start_config(mut config: Config) -> Gateway {
+    /// Starts a gateway from a parsed config (listen forced to 127.0.0.1:0),
+    /// with the filter chain the binary builds for it (its `rules_dir`).
+    pub fn start_config(config: Config) -> Gateway {
+        let chain = smtpgate::rules::chain_for(&config).unwrap_or_else(|e| panic!("rules: {e}"));
+        Gateway::start_with_chain(config, chain)
+    }
+
+    /// Starts a gateway from a parsed config running `chain`.
+    pub fn start_with_chain(mut config: Config, chain: FilterChain) -> Gateway {
         let one = Config::from_yaml("listen: [{addr: \"127.0.0.1:0\"}]", "listen").unwrap();
         config.listen = one.listen;
-        let server = async_std::task::block_on(Server::bind(config)).expect("bind");
+        let server =
+            async_std::task::block_on(Server::bind_with_filters(config, chain)).expect("bind");
         let addr = server.local_addrs()[0];
+        let shared = server.shared();
         let trigger = server.shutdown_trigger();
         let (tx, stopped) = mpsc::channel();
         std::thread::spawn(move || {
@@ -42,6 +56,7 @@ impl Gateway {
         });
         Gateway {
             addr,
+            shared,
             trigger,
             stopped,
         }
@@ -180,6 +195,38 @@ impl Client {
         self.send(".\r\n");
         self.reply()
     }
+}
+
+/// A directory of rule files (name, text), for `rules_dir`.
+pub fn rules_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// The `rules_dir:` line for a directory.
+pub fn rules_line(dir: &std::path::Path) -> String {
+    format!("rules_dir: \"{}\"\n", dir.display())
+}
+
+/// Reads the JSON lines of an audit file, waiting (up to 5 s) until there
+/// are at least `n`.
+pub fn audit_records(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let mut records = Vec::new();
+    for _ in 0..500 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        records = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if records.len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    records
 }
 
 /// A short RFC 5322 message.
