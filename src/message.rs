@@ -56,30 +56,24 @@ impl<'a> Message<'a> {
         Ok(self.headers.get_or_insert_with(Headers::default))
     }
 
-    /// Calls `f` with each body line (after the header block), without its
-    /// line ending, until `f` returns false. A message on disk is read in
-    /// bounded chunks.
-    pub fn for_each_body_line(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+    /// Calls `f` with the body (after the header block) in blocks of whole
+    /// lines, line endings included, until `f` returns false: one block for
+    /// a message in memory, blocks of about 64 KiB read in turn for one on
+    /// disk. A matcher can then test a whole block at once and look at its
+    /// lines only when the block matches.
+    pub fn for_each_body_block(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
         let offset = self.headers()?.body_offset();
         if !self.body.is_spilled() {
             let data = self.body.head();
             let start = (offset as usize).min(data.len());
-            let rest = &data[start..];
-            // The empty piece after a final line break is not a line.
-            let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
-            if rest.is_empty() && start == data.len() {
-                return Ok(());
-            }
-            for line in rest.split(|&b| b == b'\n') {
-                if !f(trim_cr(line)) {
-                    break;
-                }
+            if start < data.len() {
+                f(&data[start..]);
             }
             return Ok(());
         }
         let mut chunks = self.body.chunks(CHUNK)?;
         let mut buf = Vec::new();
-        let mut carry: Vec<u8> = Vec::new();
+        let mut block: Vec<u8> = Vec::new();
         let mut seen: u64 = 0;
         while chunks.next_into(&mut buf)? {
             let chunk_start = seen;
@@ -88,35 +82,40 @@ impl<'a> Message<'a> {
                 continue;
             }
             let skip = offset.saturating_sub(chunk_start) as usize;
-            let mut rest = &buf[skip..];
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-                let keep_going = if carry.is_empty() {
-                    f(trim_cr(&rest[..pos]))
-                } else {
-                    carry.extend_from_slice(&rest[..pos]);
-                    let go = f(trim_cr(&carry));
-                    carry.clear();
-                    go
-                };
-                if !keep_going {
-                    return Ok(());
-                }
-                rest = &rest[pos + 1..];
+            block.extend_from_slice(&buf[skip..]);
+            // Hand out whole lines; keep the partial last one for the next
+            // block. Lines are bounded on receipt (limits.max_text_line);
+            // a block without any line break is handed out as it is.
+            let cut = match block.iter().rposition(|&b| b == b'\n') {
+                Some(pos) => pos + 1,
+                None if block.len() > CHUNK => block.len(),
+                None => continue,
+            };
+            if !f(&block[..cut]) {
+                return Ok(());
             }
-            carry.extend_from_slice(rest);
-            // Lines are bounded on receipt (limits.max_text_line); this
-            // only guards against a body that bypassed that check.
-            if carry.len() > CHUNK {
-                if !f(&carry) {
-                    return Ok(());
-                }
-                carry.clear();
-            }
+            block.drain(..cut);
         }
-        if !carry.is_empty() {
-            f(trim_cr(&carry));
+        if !block.is_empty() {
+            f(&block);
         }
         Ok(())
+    }
+
+    /// Calls `f` with each body line (after the header block), without its
+    /// line ending, until `f` returns false. A message on disk is read in
+    /// bounded chunks.
+    pub fn for_each_body_line(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+        let mut go = true;
+        self.for_each_body_block(|block| {
+            for line in lines(block) {
+                if !f(line) {
+                    go = false;
+                    break;
+                }
+            }
+            go
+        })
     }
 
     /// The whole message in memory, or `None` when it is larger than
@@ -138,9 +137,15 @@ impl<'a> Message<'a> {
     }
 }
 
-/// A line without a trailing CR.
-fn trim_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
+/// The lines of a block of whole lines, without their line endings (and
+/// without the empty piece after a final line break).
+pub fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let block = block.strip_suffix(b"\n").unwrap_or(block);
+    let empty = block.is_empty();
+    block
+        .split(|&b| b == b'\n')
+        .filter(move |_| !empty)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
 /// The header block of a message and where its body starts.
@@ -243,6 +248,9 @@ pub struct Headers {
     fields: Vec<HeaderField>,
     /// Offset of the first body byte in the message.
     body_offset: u64,
+    /// The message is one text part whose decoded text is its body as is
+    /// (see [`Headers::is_plain_text`]).
+    plain_text: bool,
 }
 
 impl Headers {
@@ -275,9 +283,19 @@ impl Headers {
             }
         }
         Headers {
+            plain_text: plain_text(block),
             fields,
             body_offset,
         }
+    }
+
+    /// True when the message is a single text part (no MIME type, or
+    /// `text/*`), without a file name, not base64 or quoted-printable
+    /// (7bit, 8bit or binary), in US-ASCII or UTF-8: its decoded text is
+    /// then its body as it is, and it has no attachment, so rules that look
+    /// at MIME structure need not parse it.
+    pub fn is_plain_text(&self) -> bool {
+        self.plain_text
     }
 
     /// Every field, in message order.
@@ -303,6 +321,36 @@ impl Headers {
     pub fn body_offset(&self) -> u64 {
         self.body_offset
     }
+}
+
+/// See [`Headers::is_plain_text`]; the MIME fields are read with
+/// `mail-parser`'s own parsers.
+fn plain_text(block: &[u8]) -> bool {
+    let Some(parsed) = MessageParser::new().parse_headers(block) else {
+        return true;
+    };
+    let part = parsed.root_part();
+    if let Some(ct) = part.content_type() {
+        let charset_ok = ct.attribute("charset").is_none_or(|c| {
+            ["us-ascii", "ascii", "utf-8", "utf8"]
+                .iter()
+                .any(|ok| c.eq_ignore_ascii_case(ok))
+        });
+        if !ct.c_type.eq_ignore_ascii_case("text") || !charset_ok || ct.attribute("name").is_some()
+        {
+            return false;
+        }
+    }
+    if let Some(cd) = part.content_disposition() {
+        if cd.attribute("filename").is_some() {
+            return false;
+        }
+    }
+    part.content_transfer_encoding().is_none_or(|cte| {
+        ["7bit", "8bit", "binary"]
+            .iter()
+            .any(|ok| cte.trim().eq_ignore_ascii_case(ok))
+    })
 }
 
 /// Removes folding (a line break followed by white space keeps the white
@@ -395,6 +443,40 @@ line one\r\nline two\r\n\r\nlast";
             })
             .unwrap();
             assert_eq!(lines, ["line one", "line two", "", "last"], "{threshold}");
+        }
+    }
+
+    #[test]
+    fn plain_text_is_recognised() {
+        let cases: &[(&str, bool)] = &[
+            ("Subject: x\r\n\r\n", true),
+            (
+                "Content-Type: text/plain; charset=\"US-ASCII\"\r\n\r\n",
+                true,
+            ),
+            (
+                "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+                true,
+            ),
+            (
+                "Content-Type: text/plain; charset=iso-8859-1\r\n\r\n",
+                false,
+            ),
+            (
+                "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+                false,
+            ),
+            ("Content-Type: multipart/mixed; boundary=b\r\n\r\n", false),
+            ("Content-Type: application/pdf\r\n\r\n", false),
+            ("Content-Type: text/plain; name=a.txt\r\n\r\n", false),
+            (
+                "Content-Disposition: attachment; filename=run.exe\r\n\r\n",
+                false,
+            ),
+        ];
+        for (block, want) in cases {
+            let h = Headers::parse(block.as_bytes(), block.len() as u64);
+            assert_eq!(h.is_plain_text(), *want, "{block}");
         }
     }
 

@@ -9,8 +9,8 @@
 use super::lists::{CidrTable, DomainSet, Entry, ListFiles};
 use super::model::{self, ActionName, OneOrMany, StageName};
 use super::{
-    Action, AddressMatcher, Cond, NameMatcher, Range, Rule, Scoring, StagePatterns, Template,
-    TemplatePart, Test, Var,
+    Action, AddressMatcher, Cond, NameMatcher, Range, Rule, Scoring, Source, StagePatterns,
+    Template, TemplatePart, Test, Var,
 };
 use crate::config::{locate, ConfigError};
 use crate::filter::{Stage, Verdict};
@@ -34,6 +34,8 @@ pub(crate) struct FileCompiler<'a> {
     pub base: &'a Path,
     /// List files read so far in this load.
     pub lists: &'a mut ListFiles,
+    /// The file, shared by its compiled rules.
+    pub source: Arc<Source>,
 }
 
 /// Where in the file a rule is, for its errors.
@@ -115,8 +117,8 @@ impl FileCompiler<'_> {
         let action = self.action(&at, def)?;
         Ok(Rule {
             name: def.name.clone(),
-            file: Arc::new(self.file.to_path_buf()),
-            line: self.rule_line(index),
+            source: self.source.clone(),
+            index,
             description: def.description.clone(),
             cond,
             action,

@@ -79,10 +79,9 @@ pub(super) fn run_stage(
             }
             Err(e) => {
                 error!(
-                    "rule {} ({}:{}) cannot be evaluated: {e}; failing closed (451 4.3.0)",
+                    "rule {} ({}) cannot be evaluated: {e}; failing closed (451 4.3.0)",
                     rule.name,
-                    rule.file.display(),
-                    rule.line.unwrap_or(0)
+                    rule.place()
                 );
                 hit(ctx, &rule.name, stage, "error", 0.0);
                 ctx.decided_by = Some(rule.name.clone());
@@ -333,31 +332,40 @@ fn test(t: &Test, ctx: &Context, env: &mut Env<'_, '_>) -> Result<bool, String> 
 /// on first need, for every body rule of the stage.
 fn raw_hits<'c>(env: &'c mut Env<'_, '_>) -> Result<&'c [bool], String> {
     if env.cache.raw.is_none() {
-        let hits = match (&env.stage.raw_body, env.message.as_deref_mut()) {
-            (Some(set), Some(message)) => {
-                let mut hits = vec![false; set.len()];
-                let mut left = set.len();
-                message
-                    .for_each_body_line(|line| {
-                        if set.is_match(line) {
-                            for i in set.matches(line).iter() {
-                                if !hits[i] {
-                                    hits[i] = true;
-                                    left -= 1;
-                                }
-                            }
-                        }
-                        // Every pattern matched: no need to read further.
-                        left > 0
-                    })
-                    .map_err(|e| format!("cannot read the message body: {e}"))?;
-                hits
-            }
-            _ => Vec::new(),
-        };
-        env.cache.raw = Some(hits);
+        scan_body(env)?;
     }
     Ok(env.cache.raw.as_deref().unwrap_or(&[]))
+}
+
+/// Reads the body once for the raw patterns, and for the decoded ones too
+/// when the message is plain text (its decoded text is its raw body).
+fn scan_body(env: &mut Env<'_, '_>) -> Result<(), String> {
+    let Some(message) = env.message.as_deref_mut() else {
+        env.cache.raw = Some(Vec::new());
+        return Ok(());
+    };
+    let plain = message
+        .headers()
+        .map_err(|e| format!("cannot read the message headers: {e}"))?
+        .is_plain_text();
+    let (set, split) = match (&env.stage.combined_body, &env.stage.raw_body) {
+        (Some(both), Some(raw)) if plain && env.cache.decoded.is_none() => (both, Some(raw.len())),
+        (_, Some(raw)) => (raw, None),
+        (_, None) => {
+            env.cache.raw = Some(Vec::new());
+            return Ok(());
+        }
+    };
+    let mut scan = Scan::new(set);
+    message
+        .for_each_body_block(|block| scan.block(block))
+        .map_err(|e| format!("cannot read the message body: {e}"))?;
+    let mut hits = scan.hits;
+    if let Some(n) = split {
+        env.cache.decoded = Some(hits.split_off(n));
+    }
+    env.cache.raw = Some(hits);
+    Ok(())
 }
 
 /// Which decoded-text patterns match some line of a decoded text part.
@@ -366,29 +374,99 @@ fn decoded_hits<'c>(env: &'c mut Env<'_, '_>) -> Result<&'c [bool], String> {
         let Some(set) = env.stage.decoded_body.as_ref() else {
             return Ok(&[]);
         };
-        let mut hits = vec![false; set.len()];
-        if let Some(facts) = mime(env)? {
-            for text in &facts.texts {
-                for line in text.lines() {
-                    let line = line.as_bytes();
-                    if set.is_match(line) {
-                        for i in set.matches(line).iter() {
-                            hits[i] = true;
-                        }
+        let plain = match env.message.as_deref_mut() {
+            Some(m) => m
+                .headers()
+                .map_err(|e| format!("cannot read the message headers: {e}"))?
+                .is_plain_text(),
+            None => false,
+        };
+        if plain && env.stage.combined_body.is_some() && env.cache.raw.is_none() {
+            scan_body(env)?;
+        } else if plain {
+            // No MIME parsing: the decoded text is the raw body.
+            let mut scan = Scan::new(set);
+            if let Some(message) = env.message.as_deref_mut() {
+                message
+                    .for_each_body_block(|block| scan.block(block))
+                    .map_err(|e| format!("cannot read the message body: {e}"))?;
+            }
+            env.cache.decoded = Some(scan.hits);
+        } else {
+            let mut scan = Scan::new(set);
+            if let Some(facts) = mime(env)? {
+                for text in &facts.texts {
+                    if !scan.block(text.as_bytes()) {
+                        break;
                     }
                 }
             }
+            env.cache.decoded = Some(scan.hits);
         }
-        env.cache.decoded = Some(hits);
     }
     Ok(env.cache.decoded.as_deref().unwrap_or(&[]))
+}
+
+/// Matching a body set over blocks of lines.
+struct Scan<'s> {
+    /// The set.
+    set: &'s super::BodySet,
+    /// Which patterns matched some line.
+    hits: Vec<bool>,
+    /// Patterns not matched yet.
+    left: usize,
+}
+
+impl<'s> Scan<'s> {
+    /// Nothing matched yet.
+    fn new(set: &'s super::BodySet) -> Self {
+        Scan {
+            set,
+            hits: vec![false; set.len()],
+            left: set.len(),
+        }
+    }
+
+    /// Looks at one block of whole lines; false once every pattern
+    /// matched (nothing more to learn).
+    fn block(&mut self, block: &[u8]) -> bool {
+        // Most blocks of most messages match nothing: one search says so.
+        if let Some(blocks) = &self.set.blocks {
+            if !blocks.is_match(block) {
+                return true;
+            }
+        }
+        for line in crate::message::lines(block) {
+            if self.set.lines.is_match(line) {
+                for i in self.set.lines.matches(line).iter() {
+                    if !self.hits[i] {
+                        self.hits[i] = true;
+                        self.left -= 1;
+                    }
+                }
+                if self.left == 0 {
+                    return false;
+                }
+            }
+        }
+        true
+    }
 }
 
 /// The MIME facts of the message, parsed on first need; `None` when it is
 /// over the MIME limit (noted for the audit record).
 fn mime<'c>(env: &'c mut Env<'_, '_>) -> Result<Option<&'c MimeFacts>, String> {
     if env.cache.mime.is_none() {
+        let plain = match env.message.as_deref_mut() {
+            Some(m) => m
+                .headers()
+                .map_err(|e| format!("cannot read the message headers: {e}"))?
+                .is_plain_text(),
+            None => true,
+        };
         let facts = match env.message.as_deref_mut() {
+            // One text part (or no message): no attachment, nothing to decode.
+            _ if plain => Some(MimeFacts::default()),
             None => Some(MimeFacts::default()),
             Some(message) => {
                 let size = message.size();

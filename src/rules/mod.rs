@@ -72,9 +72,34 @@ pub(crate) struct StageRules {
     /// The rules, in file-name order, then file order.
     pub rules: Vec<Rule>,
     /// All raw-body regexes of the stage, as one set.
-    pub raw_body: Option<regex::bytes::RegexSet>,
+    pub raw_body: Option<BodySet>,
     /// All decoded-body regexes of the stage, as one set.
-    pub decoded_body: Option<regex::bytes::RegexSet>,
+    pub decoded_body: Option<BodySet>,
+    /// Raw then decoded regexes, as one set: for a plain-text message the
+    /// decoded text is the raw body, so one pass serves both.
+    pub combined_body: Option<BodySet>,
+}
+
+/// The body regexes of a stage, compiled twice: for lines, and for whole
+/// blocks of lines. Matching a block at once is much cheaper than matching
+/// each line (one search instead of one per line), and a pattern that
+/// matches a line also matches the block that holds it (`^`, `$` match at
+/// line ends there), so a block where the block set finds nothing needs no
+/// line-by-line look at all.
+pub(crate) struct BodySet {
+    /// Matched against each line (without its line ending).
+    pub lines: regex::bytes::RegexSet,
+    /// Matched against blocks of whole lines, multi-line and CRLF-aware;
+    /// `None` when some pattern anchors to the start or end of the text
+    /// (`\A`, `\z`, `(?-m)^`), which would make it miss.
+    pub blocks: Option<regex::bytes::RegexSet>,
+}
+
+impl BodySet {
+    /// Number of patterns.
+    pub(crate) fn len(&self) -> usize {
+        self.lines.len()
+    }
 }
 
 /// Body regex patterns of a stage while compiling; each distinct pattern
@@ -107,17 +132,63 @@ impl Patterns {
         self.list.len() - 1
     }
 
-    /// One set of all the patterns; `None` when there are none.
-    fn build(&self) -> Result<Option<regex::bytes::RegexSet>, regex::Error> {
+    /// The sets of all the patterns; `None` when there are none.
+    fn build(&self) -> Result<Option<BodySet>, regex::Error> {
         if self.list.is_empty() {
             return Ok(None);
         }
-        regex::bytes::RegexSetBuilder::new(&self.list)
+        let lines = regex::bytes::RegexSetBuilder::new(&self.list)
             .size_limit(compile::REGEX_SIZE_LIMIT)
             .dfa_size_limit(64 << 20)
-            .build()
-            .map(Some)
+            .build()?;
+        let blocks = if self.list.iter().all(|p| block_safe(p)) {
+            Some(
+                regex::bytes::RegexSetBuilder::new(&self.list)
+                    .multi_line(true)
+                    .crlf(true)
+                    .size_limit(compile::REGEX_SIZE_LIMIT)
+                    .dfa_size_limit(64 << 20)
+                    .build()?,
+            )
+        } else {
+            None
+        };
+        Ok(Some(BodySet { lines, blocks }))
     }
+}
+
+/// A rule file as read, kept so that a rule's line can be found when it
+/// is needed (errors, summaries) rather than for every rule at load time,
+/// which would re-read the file once per rule.
+pub(crate) struct Source {
+    /// The file.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+/// Whether a pattern that matches a line surely matches a block of lines
+/// holding it: true unless it anchors to the very start or end of the text
+/// (which, in a block, is not the start or end of each line).
+fn block_safe(pattern: &str) -> bool {
+    use regex_syntax::hir::{Hir, HirKind, Look};
+    fn walk(h: &Hir) -> bool {
+        match h.kind() {
+            HirKind::Look(Look::Start | Look::End) => false,
+            HirKind::Repetition(r) => walk(&r.sub),
+            HirKind::Capture(c) => walk(&c.sub),
+            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().all(walk),
+            _ => true,
+        }
+    }
+    regex_syntax::ParserBuilder::new()
+        .multi_line(true)
+        .crlf(true)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map(|h| walk(&h))
+        .unwrap_or(false)
 }
 
 /// One compiled rule.
@@ -125,9 +196,9 @@ pub(crate) struct Rule {
     /// Unique name.
     pub name: String,
     /// The file it came from.
-    pub file: Arc<PathBuf>,
-    /// The line it starts on.
-    pub line: Option<usize>,
+    pub source: Arc<Source>,
+    /// Its index in the file's `rules` list.
+    pub index: usize,
     /// Free text for people.
     pub description: Option<String>,
     /// When it matches; `None` is always.
@@ -201,6 +272,25 @@ pub(crate) enum Test {
         /// Extensions, lowercase, without dot.
         extensions: HashSet<String>,
     },
+}
+
+impl Rule {
+    /// The line the rule starts on (re-reads the file: for errors and
+    /// summaries only).
+    pub(crate) fn line(&self) -> Option<usize> {
+        crate::config::locate::line_of(&self.source.text, &format!("rules[{}]", self.index))
+    }
+
+    /// `file:line` for messages.
+    pub(crate) fn place(&self) -> String {
+        format!(
+            "{}:{}",
+            self.source.path.display(),
+            self.line()
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "?".into())
+        )
+    }
 }
 
 /// A min/max range, inclusive.
@@ -423,36 +513,41 @@ impl RuleSet {
             .map(|_| StagePatterns::default())
             .collect();
         let mut scoring = Scoring::default();
-        let mut seen: HashMap<String, (PathBuf, Option<usize>)> = HashMap::new();
+        let mut seen: HashMap<String, (Arc<Source>, usize)> = HashMap::new();
         let mut lists = ListFiles::default();
         for (path, text) in files {
             let parsed: Option<model::RuleFile> =
                 serde_yaml::from_str(text).map_err(|e| yaml_error(e, path))?;
             let parsed = parsed.unwrap_or_default();
             let base = path.parent().unwrap_or(Path::new("."));
+            let source = Arc::new(Source {
+                path: path.clone(),
+                text: text.clone(),
+            });
             let mut compiler = FileCompiler {
                 file: path,
                 text,
                 base,
                 lists: &mut lists,
+                source: source.clone(),
             };
             for (i, def) in parsed.rules.iter().enumerate() {
-                let line = compiler.rule_line(i);
-                if let Some((first, first_line)) = seen.get(&def.name) {
+                if let Some((first, first_index)) = seen.get(&def.name) {
+                    let first_line = config_line(&first.text, &format!("rules[{first_index}]"));
                     return Err(ConfigError {
                         file: path.display().to_string(),
-                        line,
+                        line: compiler.rule_line(i),
                         reason: format!(
                             "rule {:?}: the name is already used at {}:{}",
                             def.name,
-                            first.display(),
+                            first.path.display(),
                             first_line
                                 .map(|l| l.to_string())
                                 .unwrap_or_else(|| "?".into())
                         ),
                     });
                 }
-                seen.insert(def.name.clone(), (path.clone(), line));
+                seen.insert(def.name.clone(), (source.clone(), i));
                 let stage = compile::stage_of(def.stage);
                 let idx = stage_index(stage);
                 let rule = compiler.rule(i, def, &mut patterns[idx])?;
@@ -487,6 +582,19 @@ impl RuleSet {
             };
             stage.raw_body = build(&pats.raw)?;
             stage.decoded_body = build(&pats.decoded)?;
+            if !pats.raw.list.is_empty() && !pats.decoded.list.is_empty() {
+                let both = Patterns {
+                    list: pats
+                        .raw
+                        .list
+                        .iter()
+                        .chain(&pats.decoded.list)
+                        .cloned()
+                        .collect(),
+                    index: HashMap::new(),
+                };
+                stage.combined_body = build(&both)?;
+            }
         }
         Ok(RuleSet {
             stages,
@@ -553,13 +661,14 @@ impl RuleSet {
             let _ = writeln!(s, "  {stage}:");
             for r in rules {
                 let file = r
-                    .file
+                    .source
+                    .path
                     .file_name()
                     .map(|f| f.to_string_lossy().to_string())
                     .unwrap_or_default();
                 let at = format!(
                     "{file}:{}",
-                    r.line.map(|l| l.to_string()).unwrap_or_default()
+                    r.line().map(|l| l.to_string()).unwrap_or_default()
                 );
                 let action = match &r.action {
                     Action::Reject(rep) | Action::Tempfail(rep) | Action::Disconnect(rep) => {

@@ -313,6 +313,31 @@ Content-Transfer-Encoding: base64\r\n\r\nQ2hlYXAgcGlsbHMgaGVyZQ==\r\n";
 }
 
 #[test]
+fn plain_text_shares_one_pass_for_raw_and_decoded_and_anchors_still_work() {
+    let rs = set("rules:
+  - { name: raw, stage: data, when: { body: { regex: '^second line$' } }, action: score, score: 1 }
+  - { name: dec, stage: data, when: { body: { regex: 'first', decoded: true } }, action: score, score: 10 }
+  - { name: start, stage: data, when: { body: { regex: '\\Asecond' } }, action: score, score: 100 }
+  - { name: across, stage: data, when: { body: { regex: 'line\\s+second' } }, action: score, score: 1000 }
+");
+    let st = rs.stage(Stage::Data);
+    assert!(st.combined_body.is_some());
+    assert!(
+        st.raw_body.as_ref().unwrap().blocks.is_none(),
+        "\\A disables the block prefilter"
+    );
+    let c = chain(rs);
+    let mut x = mail_ctx("a@b.c");
+    run_data(
+        &c,
+        &mut x,
+        b"Subject: x\r\n\r\nfirst line\r\nsecond line\r\n",
+    );
+    // \A is the start of each line; nothing matches across lines.
+    assert_eq!(x.score, 111.0);
+}
+
+#[test]
 fn body_on_a_spilled_message_and_many_rules() {
     let mut yaml = String::from("rules:\n");
     for i in 0..300 {
@@ -370,11 +395,14 @@ fn mime_limit_skips_and_notes_it() {
     .unwrap();
     let c = chain(rs);
     let mut x = mail_ctx("a@b.c");
-    assert_eq!(
-        run_data(&c, &mut x, b"Subject: x\r\n\r\nbig enough\r\n"),
-        Verdict::Continue
-    );
+    let multipart = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nhi\r\n--b--\r\n";
+    assert_eq!(run_data(&c, &mut x, multipart), Verdict::Continue);
     assert_eq!(x.hits[0].action, "not_evaluated");
+    // A plain text message needs no MIME parsing: nothing is skipped.
+    let mut x = mail_ctx("a@b.c");
+    let plain = b"Subject: x\r\n\r\nbig enough\r\n";
+    assert_eq!(run_data(&c, &mut x, plain), Verdict::Continue);
+    assert!(x.hits.is_empty());
 }
 
 #[test]
