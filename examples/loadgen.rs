@@ -33,7 +33,18 @@
 //!
 //! # extra gateway settings (rules, limits, ...) added to the generated config
 //! cargo run --release --example loadgen -- --compare --gateway-extra-yaml bench.yaml
+//!
+//! # the cost of rules: smtpgate without rules, with the example rules, and
+//! # with 1,000 generated body-regex rules, 100 KB messages, 3 rounds each
+//! echo "rules_dir: $PWD/rules" > /tmp/example-rules.yaml
+//! cargo run --release --example loadgen -- --compare --size 102400 \
+//!     --variant-yaml /tmp/example-rules.yaml --body-rules 1000 --rounds 3
 //! ```
+//!
+//! With `--variant-yaml` or `--body-rules`, `--compare` then measures
+//! smtpgate once per variant and once without, in turn, for `--rounds`
+//! rounds, and prints each variant's median throughput as a ratio to the
+//! median without it.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -82,6 +93,19 @@ struct Args {
     /// A YAML file whose lines are appended to the generated gateway config.
     #[arg(long, value_name = "FILE")]
     gateway_extra_yaml: Option<PathBuf>,
+    /// With --compare: also measure smtpgate with this YAML appended (e.g.
+    /// `rules_dir: /abs/path/rules`), against smtpgate without it; repeat
+    /// for several variants.
+    #[arg(long = "variant-yaml", value_name = "FILE")]
+    variant_yaml: Vec<PathBuf>,
+    /// With --compare: also measure smtpgate with N generated data-stage
+    /// body-regex rules, none of which matches the generated messages (so
+    /// every rule is evaluated on every message).
+    #[arg(long, value_name = "N")]
+    body_rules: Option<usize>,
+    /// Rounds of the variant comparison; medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = positive)]
+    rounds: u64,
     /// Concurrent client sessions (threads).
     #[arg(long, default_value_t = 10, value_parser = positive)]
     sessions: u64,
@@ -184,7 +208,11 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
     let (direct, direct_check) = measured_phase(&sink, || run_load(sink.addr, &spec));
     print_result("direct", &direct);
 
-    let mut gateway = Gateway::start(&gateway_bin, sink.addr, args.gateway_extra_yaml.as_deref())?;
+    let base_extra = match &args.gateway_extra_yaml {
+        Some(path) => read_yaml(path)?,
+        None => String::new(),
+    };
+    let mut gateway = Gateway::start(&gateway_bin, sink.addr, &base_extra)?;
     println!(
         "smtpgate pid {} listening on {}",
         gateway.pid(),
@@ -212,15 +240,209 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
         checks: [("direct", direct_check), ("via smtpgate", via_check)],
     };
     cmp.print_table();
+    let variants = variant_list(args)?;
+    let (variant_table, variants_ok) = if variants.variants.is_empty() {
+        (None, true)
+    } else {
+        let table = run_variants(
+            &gateway_bin,
+            &sink,
+            &spec,
+            &base_extra,
+            &variants.variants,
+            args.rounds,
+        )?;
+        let ok = table.checks_ok;
+        (Some(table), ok)
+    };
     if args.json {
         let mut obj = cmp.to_json();
         obj["load"] = spec.to_json();
+        if let Some(t) = &variant_table {
+            obj["variants"] = t.to_json();
+        }
         println!("{obj}");
     }
-    Ok(if cmp.checks_ok() {
+    Ok(if cmp.checks_ok() && variants_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// The variants to compare, with what keeps their generated files alive.
+struct Variants {
+    /// (label, YAML appended to the gateway config).
+    variants: Vec<(String, String)>,
+    /// Generated rule directories, removed on drop.
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// The variants asked for on the command line.
+fn variant_list(args: &Args) -> Result<Variants, String> {
+    let mut variants = Vec::new();
+    let mut dirs = Vec::new();
+    for path in &args.variant_yaml {
+        variants.push((path.display().to_string(), read_yaml(path)?));
+    }
+    if let Some(n) = args.body_rules {
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        std::fs::write(dir.path().join("body.yaml"), body_rules_yaml(n))
+            .map_err(|e| format!("cannot write generated rules: {e}"))?;
+        variants.push((
+            format!("{n} body-regex rules"),
+            format!("rules_dir: \"{}\"\n", dir.path().display()),
+        ));
+        dirs.push(dir);
+    }
+    Ok(Variants {
+        variants,
+        _dirs: dirs,
+    })
+}
+
+/// `n` data-stage rules, each with one body regex. Four shapes of pattern
+/// (case-insensitive words with boundaries, alternations, character
+/// classes, a phrase with flexible spacing), each with a number so no two
+/// are alike and none matches the generated bodies.
+fn body_rules_yaml(n: usize) -> String {
+    let mut y = String::from("rules:\n");
+    for i in 0..n {
+        let pattern = match i % 4 {
+            0 => format!("(?i)\\bcasino{i}\\b"),
+            1 => format!("(?i)(free|cheap|discount)-offer-{i}"),
+            2 => format!("[a-z0-9._%+-]+@spam{i}\\.example"),
+            _ => format!("(?i)click\\s+here\\s+now\\s+{i}"),
+        };
+        let _ = writeln!(
+            y,
+            "  - {{ name: body-{i}, stage: data, when: {{ body: {{ regex: '{pattern}' }} }}, action: score, score: 1 }}"
+        );
+    }
+    y
+}
+
+/// Reads an extra-YAML file.
+fn read_yaml(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Medians of the variant comparison.
+struct VariantTable {
+    /// (label, median msgs/s, median CPU s per 1,000 messages), baseline first.
+    rows: Vec<(String, f64, Option<f64>)>,
+    /// Every phase's sink count matched.
+    checks_ok: bool,
+}
+
+impl VariantTable {
+    /// The table as JSON.
+    fn to_json(&self) -> Value {
+        let base = self.rows.first().map(|r| r.1).unwrap_or(0.0);
+        Value::Array(
+            self.rows
+                .iter()
+                .map(|(label, rate, cpu)| {
+                    json!({
+                        "variant": label,
+                        "msgs_per_s_median": rate,
+                        "ratio_to_no_rules": if base > 0.0 { Some(rate / base) } else { None },
+                        "cpu_s_per_1000_median": cpu,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Measures smtpgate without the variants and with each, in turn, for
+/// `rounds` rounds (alternating, so drift in the machine's load hits all
+/// alike); prints and returns the medians.
+fn run_variants(
+    bin: &Path,
+    sink: &Sink,
+    spec: &LoadSpec,
+    base_extra: &str,
+    variants: &[(String, String)],
+    rounds: u64,
+) -> Result<VariantTable, String> {
+    let mut all: Vec<(String, String)> =
+        vec![("smtpgate, no rules".to_string(), base_extra.to_string())];
+    for (label, yaml) in variants {
+        all.push((
+            format!("smtpgate + {label}"),
+            format!("{base_extra}\n{yaml}"),
+        ));
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); all.len()];
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); all.len()];
+    let mut checks_ok = true;
+    for round in 1..=rounds {
+        for (i, (label, yaml)) in all.iter().enumerate() {
+            let mut gateway = Gateway::start(bin, sink.addr, yaml)?;
+            let cpu_before = gateway.cpu_seconds();
+            let (result, check) = measured_phase(sink, || run_load(gateway.addr, spec));
+            let cpu_after = gateway.cpu_seconds();
+            gateway.stop();
+            print_result(&format!("round {round} {label}"), &result);
+            if !check.ok() || result.tally.ok != result.attempted() {
+                checks_ok = false;
+                eprintln!(
+                    "*** {label}: sink received {} messages, client got {} 2xx of {} ***",
+                    check.received,
+                    check.accepted,
+                    result.attempted()
+                );
+            }
+            rates[i].push(result.rate());
+            if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
+                if result.attempted() > 0 {
+                    cpus[i].push((a - b) * 1000.0 / result.attempted() as f64);
+                }
+            }
+        }
+    }
+    let rows: Vec<(String, f64, Option<f64>)> = all
+        .iter()
+        .enumerate()
+        .map(|(i, (label, _))| {
+            (
+                label.clone(),
+                median(&rates[i]).unwrap_or(0.0),
+                median(&cpus[i]),
+            )
+        })
+        .collect();
+    let base = rows[0].1;
+    println!();
+    println!(
+        "{:<36} {:>10} {:>9} {:>14}",
+        "median of rounds", "msgs/s", "ratio", "CPU s/1000"
+    );
+    for (label, rate, cpu) in &rows {
+        let ratio = if base > 0.0 {
+            format!("{:.3}", rate / base)
+        } else {
+            "-".into()
+        };
+        let cpu = cpu.map_or("-".into(), |c| format!("{c:.3}"));
+        println!("{label:<36} {rate:>10.0} {ratio:>9} {cpu:>14}");
+    }
+    Ok(VariantTable { rows, checks_ok })
+}
+
+/// The median of some figures.
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let mid = s.len() / 2;
+    Some(if s.len() % 2 == 0 {
+        (s[mid - 1] + s[mid]) / 2.0
+    } else {
+        s[mid]
     })
 }
 
@@ -1160,7 +1382,7 @@ struct Gateway {
 impl Gateway {
     /// Writes a config pointing at `upstream`, starts `bin` (an absolute path,
     /// see [`gateway_binary`]) and waits until it answers SMTP.
-    fn start(bin: &Path, upstream: SocketAddr, extra_yaml: Option<&Path>) -> Result<Self, String> {
+    fn start(bin: &Path, upstream: SocketAddr, extra_yaml: &str) -> Result<Self, String> {
         let addr = free_local_addr().map_err(|e| format!("cannot find a free port: {e}"))?;
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
         let config = dir.path().join("gateway.yaml");
@@ -1299,11 +1521,11 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
-/// The generated gateway config, with `extra_yaml`'s lines appended.
+/// The generated gateway config, with `extra_yaml` appended.
 fn gateway_config(
     listen: SocketAddr,
     upstream: SocketAddr,
-    extra_yaml: Option<&Path>,
+    extra_yaml: &str,
 ) -> Result<String, String> {
     let mut yaml = String::new();
     let _ = write!(
@@ -1311,13 +1533,9 @@ fn gateway_config(
         "hostname: bench.test\nlisten:\n  - {{ addr: \"{listen}\" }}\n\
          upstream: {{ addr: \"{upstream}\" }}\n"
     );
-    if let Some(path) = extra_yaml {
-        let extra = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        yaml.push_str(&extra);
-        if !yaml.ends_with('\n') {
-            yaml.push('\n');
-        }
+    yaml.push_str(extra_yaml);
+    if !yaml.ends_with('\n') {
+        yaml.push('\n');
     }
     Ok(yaml)
 }

@@ -5,12 +5,17 @@
 //! [`Verdict::Continue`] (in the spirit of pingora's phases). Filters are
 //! synchronous functions over an in-memory [`Context`]; anything slow happens
 //! outside them. The YAML rule set is one implementation; a library user can
-//! add their own and run the gateway with it.
+//! add their own and run the gateway with it (see `examples/custom_filter.rs`).
+//!
+//! [`Verdict::outcome`] is the one mapping from a verdict to what the client
+//! is told; live sessions and the rule simulator both use it.
 
-use crate::body::Body;
+pub use crate::message::Message;
 use crate::proto::{EnhancedCode, Mailbox, Param, Recipient, Reply};
+use log::error;
 use std::fmt;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 /// The stages of a session at which filters are asked.
@@ -52,6 +57,12 @@ impl Stage {
             Stage::Data => "data",
         }
     }
+
+    /// True for the stages of a mail transaction (mail, rcpt, data); the
+    /// others belong to the session.
+    pub fn in_transaction(self) -> bool {
+        matches!(self, Stage::Mail | Stage::Rcpt | Stage::Data)
+    }
 }
 
 impl fmt::Display for Stage {
@@ -81,10 +92,62 @@ pub enum Verdict {
     Quarantine,
 }
 
+/// What a verdict means for the client and the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on: the command gets its normal answer (the gateway's or the
+    /// upstream's).
+    Proceed,
+    /// Answer this reply instead; the session goes on.
+    Refuse(Reply),
+    /// Answer this reply, then close the connection.
+    Close(Reply),
+    /// Answer as if accepted; forward nothing.
+    Discard,
+    /// Answer as if accepted; store the message in the quarantine directory.
+    Quarantine,
+}
+
 impl Verdict {
+    /// What the session does with this verdict: the one mapping, shared by
+    /// live sessions and the rule simulator.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => Outcome::Proceed,
+            Verdict::Reject(r) | Verdict::Tempfail(r) => Outcome::Refuse(r),
+            Verdict::Disconnect(r) => Outcome::Close(r),
+            Verdict::Discard => Outcome::Discard,
+            Verdict::Quarantine => Outcome::Quarantine,
+        }
+    }
+
+    /// A short name for logs and audit records: `continue`, `reject`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Continue => "continue",
+            Verdict::Accept => "accept",
+            Verdict::AcceptTransaction => "accept_transaction",
+            Verdict::Reject(_) => "reject",
+            Verdict::Tempfail(_) => "tempfail",
+            Verdict::Disconnect(_) => "disconnect",
+            Verdict::Discard => "discard",
+            Verdict::Quarantine => "quarantine",
+        }
+    }
+
     /// True for verdicts that end the stage.
     pub fn is_terminal(&self) -> bool {
         !matches!(self, Verdict::Continue)
+    }
+
+    /// The default reply for `reject` rules at the connect stage: 554, the
+    /// code RFC 5321 §3.1 gives for refusing a connection at the greeting.
+    pub fn default_reject_connect() -> Reply {
+        Reply::new(
+            554,
+            EnhancedCode::new(5, 7, 1),
+            "Connection refused by policy",
+        )
     }
 
     /// The default reply for `reject` rules.
@@ -171,6 +234,17 @@ pub struct Context {
     pub hits: Vec<Hit>,
     /// Set by `accept_transaction`: no more filtering in this transaction.
     pub accepted_transaction: bool,
+    /// Set by `accept_transaction` at a session stage (connect, helo,
+    /// auth): no more filtering in this session.
+    pub accepted_session: bool,
+    /// Who gave the terminal verdict of the last [`FilterChain::run`]: a
+    /// filter may name the rule that decided; otherwise the chain puts the
+    /// filter's name. For the audit record.
+    pub decided_by: Option<String>,
+    /// Score gathered at the session stages; each transaction starts from it.
+    pub session_score: f64,
+    /// Headers asked for at the session stages; each transaction starts with them.
+    pub session_headers: Vec<(String, String)>,
 }
 
 impl Context {
@@ -189,28 +263,28 @@ impl Context {
             add_headers: Vec::new(),
             hits: Vec::new(),
             accepted_transaction: false,
+            accepted_session: false,
+            decided_by: None,
+            session_score: 0.0,
+            session_headers: Vec::new(),
         }
     }
 
     /// Clears the transaction part (after the end of DATA, RSET or EHLO);
-    /// session facts (client, HELO, TLS, auth) stay.
+    /// session facts (client, HELO, TLS, auth) stay, and so do the score,
+    /// headers and hits of the session stages.
     pub fn reset_transaction(&mut self) {
         self.mail_from = None;
         self.mail_params.clear();
         self.declared_size = None;
         self.rcpts.clear();
-        self.score = 0.0;
-        self.add_headers.clear();
+        self.score = self.session_score;
+        self.add_headers.clone_from(&self.session_headers);
+        self.decided_by = None;
         self.hits
             .retain(|h| matches!(h.stage, Stage::Connect | Stage::Helo | Stage::Auth));
         self.accepted_transaction = false;
     }
-}
-
-/// The received message, for data-stage filters.
-pub struct Message<'a> {
-    /// The message bytes (dot-unstuffed, CRLF); may live in a temporary file.
-    pub body: &'a mut Body,
 }
 
 /// A filter: one method per stage, each defaulting to "continue".
@@ -277,8 +351,26 @@ impl FilterChain {
         self.filters.is_empty()
     }
 
+    /// A copy of this chain with the filter named `name` replaced by
+    /// `filter` (appended when there is none): how a reload swaps the rule
+    /// set while keeping any other filters.
+    pub fn replacing(&self, name: &str, filter: Arc<dyn Filter>) -> FilterChain {
+        let mut filters = self.filters.clone();
+        match filters.iter().position(|f| f.name() == name) {
+            Some(i) => filters[i] = filter,
+            None => filters.push(filter),
+        }
+        FilterChain { filters }
+    }
+
+    /// The filter named `name`, if the chain has one.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Filter>> {
+        self.filters.iter().find(|f| f.name() == name)
+    }
+
     /// Asks every filter at `stage` until one gives a terminal verdict.
-    /// `Accept` ends the stage as `Continue` for the caller.
+    /// `Accept` ends the stage as `Continue` for the caller. A filter that
+    /// panics fails closed, temporarily: `451 4.3.0`, and the session goes on.
     pub fn run(
         &self,
         stage: Stage,
@@ -286,12 +378,30 @@ impl FilterChain {
         rcpt: Option<&Recipient>,
         message: Option<&mut Message<'_>>,
     ) -> Verdict {
-        if ctx.accepted_transaction && matches!(stage, Stage::Mail | Stage::Rcpt | Stage::Data) {
+        ctx.decided_by = None;
+        let verdict = self.ask(stage, ctx, rcpt, message);
+        if !stage.in_transaction() {
+            // Before any transaction: what was gathered belongs to the session.
+            ctx.session_score = ctx.score;
+            ctx.session_headers.clone_from(&ctx.add_headers);
+        }
+        verdict
+    }
+
+    /// The loop behind [`run`](Self::run).
+    fn ask(
+        &self,
+        stage: Stage,
+        ctx: &mut Context,
+        rcpt: Option<&Recipient>,
+        message: Option<&mut Message<'_>>,
+    ) -> Verdict {
+        if ctx.accepted_session || (ctx.accepted_transaction && stage.in_transaction()) {
             return Verdict::Continue;
         }
         let mut message = message;
         for filter in &self.filters {
-            let verdict = match stage {
+            let asked = catch_unwind(AssertUnwindSafe(|| match stage {
                 Stage::Connect => filter.connect(ctx),
                 Stage::Helo => filter.helo(ctx),
                 Stage::Auth => filter.auth(ctx),
@@ -304,15 +414,39 @@ impl FilterChain {
                     Some(m) => filter.data(ctx, m),
                     None => Verdict::Continue,
                 },
+            }));
+            let verdict = match asked {
+                Ok(v) => v,
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    error!(
+                        "filter {} panicked at stage {stage}: {why}; failing closed (451 4.3.0)",
+                        filter.name()
+                    );
+                    ctx.decided_by = Some(filter.name().to_string());
+                    return Verdict::Tempfail(Verdict::filter_failed());
+                }
             };
             match verdict {
                 Verdict::Continue => {}
                 Verdict::Accept => return Verdict::Continue,
                 Verdict::AcceptTransaction => {
                     ctx.accepted_transaction = true;
+                    if !stage.in_transaction() {
+                        ctx.accepted_session = true;
+                    }
                     return Verdict::Continue;
                 }
-                terminal => return terminal,
+                terminal => {
+                    if ctx.decided_by.is_none() {
+                        ctx.decided_by = Some(filter.name().to_string());
+                    }
+                    return terminal;
+                }
             }
         }
         Verdict::Continue
@@ -405,5 +539,96 @@ mod tests {
             chain.run(Stage::Rcpt, &mut c, Some(&rcpt), None),
             Verdict::Reject(_)
         ));
+        assert_eq!(c.decided_by.as_deref(), Some("b"));
+    }
+
+    struct Panics;
+
+    impl Filter for Panics {
+        fn name(&self) -> &str {
+            "panics"
+        }
+        fn mail(&self, _ctx: &mut Context) -> Verdict {
+            panic!("broken filter")
+        }
+    }
+
+    #[test]
+    fn a_panicking_filter_fails_closed_with_451() {
+        let mut chain = FilterChain::new();
+        chain.push(Arc::new(Panics));
+        let mut c = ctx();
+        let v = chain.run(Stage::Mail, &mut c, None, None);
+        assert_eq!(v, Verdict::Tempfail(Verdict::filter_failed()));
+        assert_eq!(v.outcome(), Outcome::Refuse(Verdict::filter_failed()));
+        assert_eq!(c.decided_by.as_deref(), Some("panics"));
+    }
+
+    struct Scores(f64);
+
+    impl Filter for Scores {
+        fn name(&self) -> &str {
+            "scores"
+        }
+        fn connect(&self, ctx: &mut Context) -> Verdict {
+            ctx.score += self.0;
+            ctx.add_headers.push(("X-Connect".into(), "yes".into()));
+            Verdict::Continue
+        }
+        fn mail(&self, ctx: &mut Context) -> Verdict {
+            ctx.score += self.0;
+            Verdict::Continue
+        }
+    }
+
+    #[test]
+    fn session_stage_score_and_headers_carry_into_every_transaction() {
+        let mut chain = FilterChain::new();
+        chain.push(Arc::new(Scores(2.0)));
+        let mut c = ctx();
+        chain.run(Stage::Connect, &mut c, None, None);
+        c.reset_transaction();
+        chain.run(Stage::Mail, &mut c, None, None);
+        assert_eq!(c.score, 4.0);
+        c.reset_transaction();
+        assert_eq!(c.score, 2.0);
+        assert_eq!(c.add_headers.len(), 1);
+    }
+
+    #[test]
+    fn accept_transaction_at_connect_covers_the_session() {
+        let mut chain = FilterChain::new();
+        chain.push(Arc::new(Fixed("a", Stage::Connect, Verdict::Continue)));
+        struct AcceptAll;
+        impl Filter for AcceptAll {
+            fn name(&self) -> &str {
+                "trusted"
+            }
+            fn connect(&self, _ctx: &mut Context) -> Verdict {
+                Verdict::AcceptTransaction
+            }
+        }
+        let mut chain2 = FilterChain::new();
+        chain2.push(Arc::new(AcceptAll));
+        chain2.push(Arc::new(Fixed(
+            "b",
+            Stage::Mail,
+            Verdict::Reject(Verdict::default_reject()),
+        )));
+        let mut c = ctx();
+        chain2.run(Stage::Connect, &mut c, None, None);
+        c.reset_transaction();
+        assert_eq!(
+            chain2.run(Stage::Mail, &mut c, None, None),
+            Verdict::Continue
+        );
+        c.reset_transaction();
+        assert_eq!(
+            chain2.run(Stage::Mail, &mut c, None, None),
+            Verdict::Continue
+        );
+        let swapped = chain2.replacing("b", Arc::new(Fixed("b", Stage::Mail, Verdict::Discard)));
+        assert_eq!(swapped.len(), 2);
+        assert!(chain.get("a").is_some() && chain.get("zzz").is_none());
     }
 }

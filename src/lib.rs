@@ -11,19 +11,26 @@
 //! - [`server`]: listeners, connection limits and graceful shutdown.
 //! - [`tls`], [`auth`], [`relay`]: TLS in both directions, SMTP AUTH and
 //!   relay control.
+//! - [`filter`]: the filter chain asked at each stage; [`rules`] is the
+//!   YAML rule set, one filter of it; [`message`] the parsed message view
+//!   data-stage filters share; [`audit`] the JSON audit trail.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod filter;
+pub mod message;
 pub mod proto;
 pub mod relay;
 pub mod reload;
+pub mod rules;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod signals;
+pub mod simulate;
 pub mod spool;
 pub mod stream;
 pub mod tls;

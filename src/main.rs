@@ -1,8 +1,12 @@
-//! The `smtpgate` command: run the gateway, or check a configuration.
+//! The `smtpgate` command: run the gateway, check a configuration and its
+//! rules, or simulate a transaction through the rules.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use smtpgate::config::Config;
+use smtpgate::rules;
 use smtpgate::server::Server;
+use smtpgate::simulate::{simulate, Simulation};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +15,8 @@ use std::process::ExitCode;
 #[command(version, about)]
 struct Cli {
     /// Configuration file (gateway.yaml). Without it, the embedded default:
-    /// listen on 127.0.0.1:2525 and store mail under ./spool/.
+    /// listen on 127.0.0.1:2525, store mail under ./spool/, and use the
+    /// rules in ./rules/ when that directory exists.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -22,11 +27,40 @@ struct Cli {
 enum Cmd {
     /// Run the gateway (the default).
     Run,
-    /// Validate the configuration and print a summary.
+    /// Validate the configuration and the rules, and print them.
     Check,
     /// Read a password from stdin (without echo on a terminal) and print
     /// its argon2id hash, for `password_hash` in the users file.
     HashPassword,
+    /// Run one transaction through the rules offline and print, stage by
+    /// stage, what matched and what the client would be told. Exit status:
+    /// 0 accepted, 1 rejected or tempfailed, 2 error.
+    TestRules(TestRules),
+}
+
+/// Arguments of `smtpgate test-rules`.
+#[derive(Args)]
+struct TestRules {
+    /// Envelope sender (empty for the null sender <>).
+    #[arg(long, allow_hyphen_values = true)]
+    from: String,
+    /// Envelope recipient; repeat for several.
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    /// The client's IP address.
+    #[arg(long)]
+    client_ip: IpAddr,
+    /// The HELO/EHLO name (default: the client IP as an address literal).
+    #[arg(long)]
+    helo: Option<String>,
+    /// Simulate a client authenticated as this user.
+    #[arg(long)]
+    auth_user: Option<String>,
+    /// Simulate a session under TLS.
+    #[arg(long)]
+    tls: bool,
+    /// The message (an .eml file; "-" reads standard input).
+    message: PathBuf,
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -49,14 +83,122 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Cmd::Run) {
-        Cmd::Check => {
-            print!("{}", config.summary());
-            println!("configuration OK");
-            ExitCode::SUCCESS
-        }
+        Cmd::Check => check(&config),
         Cmd::Run => run(config),
+        Cmd::TestRules(args) => test_rules(&config, args),
         Cmd::HashPassword => hash_password(),
     }
+}
+
+/// `smtpgate check`: the configuration summary, then the rules per stage.
+fn check(config: &Config) -> ExitCode {
+    print!("{}", config.summary());
+    match rules::load_for(config) {
+        Ok(Some(set)) => print!("{}", set.summary()),
+        Ok(None) => println!("rules:     none (no rules_dir)"),
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    println!("configuration OK");
+    ExitCode::SUCCESS
+}
+
+/// `smtpgate test-rules`.
+fn test_rules(config: &Config, args: TestRules) -> ExitCode {
+    let chain = match rules::chain_for(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let read = if args.message.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(&args.message)
+    };
+    let message = match read {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("smtpgate: cannot read {}: {e}", args.message.display());
+            return ExitCode::from(2);
+        }
+    };
+    let helo = args.helo.unwrap_or_else(|| match args.client_ip {
+        IpAddr::V4(ip) => format!("[{ip}]"),
+        IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+    });
+    let sim = Simulation {
+        client_ip: args.client_ip,
+        helo,
+        auth_user: args.auth_user,
+        tls: args.tls,
+        from: args.from,
+        to: args.to,
+        message,
+    };
+    match rules::rules_dir(config) {
+        Some(dir) => println!("rules from {}", dir.display()),
+        None => println!("no rules (no rules_dir)"),
+    }
+    match simulate(config, &chain, &sim) {
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let level = config
+        .log
+        .level
+        .clone()
+        .unwrap_or_else(|| "info".to_string());
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let chain = match rules::chain_for(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    async_std::task::block_on(async {
+        let server = match Server::bind_with_filters(config, chain).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        let for_reload = server.shared();
+        let for_reopen = server.shared();
+        let installed = smtpgate::signals::install(
+            server.shutdown_trigger(),
+            move || {
+                let _ = smtpgate::reload::reload(&for_reload);
+            },
+            move || {
+                if let Some(audit) = for_reopen.audit() {
+                    audit.reopen();
+                }
+            },
+        );
+        if let Err(e) = installed {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+        server.run().await;
+        ExitCode::SUCCESS
+    })
 }
 
 /// `smtpgate hash-password`: on a terminal, asks twice without echo;
@@ -102,32 +244,4 @@ fn hash_password() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn run(config: Config) -> ExitCode {
-    let level = config
-        .log
-        .level
-        .clone()
-        .unwrap_or_else(|| "info".to_string());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-    async_std::task::block_on(async {
-        let server = match Server::bind(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("{e}");
-                return ExitCode::from(1);
-            }
-        };
-        if let Err(e) = smtpgate::signals::install(server.shutdown_trigger()) {
-            log::error!("cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-        if let Err(e) = smtpgate::reload::install_sighup(server.shared()) {
-            log::error!("cannot install the SIGHUP handler: {e}");
-            return ExitCode::from(1);
-        }
-        server.run().await;
-        ExitCode::SUCCESS
-    })
 }

@@ -1,18 +1,49 @@
-//! Reloading the security files of a running gateway: the listener
-//! certificate and key, and the AUTH users file.
+//! Reloading on SIGHUP: the one entry point for everything a running
+//! gateway re-reads without a restart — the rules and their list files,
+//! the listener certificate and key, and the AUTH users file.
 //!
-//! [`reload_security`] is what SIGHUP does. Sessions already under TLS keep
-//! their session; new handshakes and new logins use the new files. A file
-//! that fails to load is reported and the previous one stays in use, so a
-//! half-finished certificate renewal never takes TLS down.
+//! Each part is loaded completely before anything changes, then swapped in:
+//! sessions in flight finish with what they started with, new sessions get
+//! the new files. A part that fails to load is reported and its previous
+//! version stays in use, so a half-finished edit or certificate renewal
+//! never takes the gateway down.
 
+use crate::config::ConfigError;
+use crate::rules::{RuleOptions, RuleSet};
 use crate::session::Shared;
-use futures::StreamExt;
 use log::{error, info};
-use signal_hook::consts::SIGHUP;
-use signal_hook_async_std::Signals;
-use std::io;
 use std::sync::Arc;
+
+/// Re-reads everything that can be reloaded; logs what happened. Returns
+/// the rule error when the new rules were refused (the old ones stay).
+pub fn reload(shared: &Shared) -> Result<(), ConfigError> {
+    reload_security(shared);
+    reload_rules(shared)
+}
+
+/// Re-reads the rules directory and swaps the rule set in the chain.
+pub fn reload_rules(shared: &Shared) -> Result<(), ConfigError> {
+    let Some(dir) = shared.config.rules_dir.as_deref() else {
+        info!("reload: no rules_dir configured; no rules to reload");
+        return Ok(());
+    };
+    match RuleSet::load_dir(dir, RuleOptions::from_config(&shared.config)) {
+        Ok(set) => {
+            let count = set.len();
+            let chain = shared.filters().replacing(RuleSet::NAME, Arc::new(set));
+            shared.set_filters(chain);
+            info!(
+                "reload: {count} rules loaded from {}; new sessions use them",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            error!("reload: the new rules are invalid, keeping the old ones: {e}");
+            Err(e)
+        }
+    }
+}
 
 /// Reloads the certificate and the users file; true when everything that
 /// is configured reloaded.
@@ -35,16 +66,4 @@ pub fn reload_security(shared: &Shared) -> bool {
         }
     }
     ok
-}
-
-/// Starts a task that runs [`reload_security`] on every SIGHUP.
-pub fn install_sighup(shared: Arc<Shared>) -> io::Result<()> {
-    let mut signals = Signals::new([SIGHUP])?;
-    async_std::task::spawn(async move {
-        while signals.next().await.is_some() {
-            info!("SIGHUP: reloading certificates and users");
-            reload_security(&shared);
-        }
-    });
-    Ok(())
 }

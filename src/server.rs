@@ -5,6 +5,7 @@
 //! than left waiting. On shutdown the loops stop accepting, idle sessions
 //! are told `421 4.3.2`, and transactions in flight get a grace period.
 
+use crate::audit::AuditLog;
 use crate::config::{Config, ListenerPolicy};
 use crate::filter::FilterChain;
 use crate::session::{Session, Shared};
@@ -47,7 +48,8 @@ impl Server {
         Server::bind_with_filters(config, FilterChain::new()).await
     }
 
-    /// Binds every listen address of `config`; sessions run `filters`.
+    /// Binds every listen address of `config` and opens its audit file;
+    /// sessions run `filters`.
     pub async fn bind_with_filters(config: Config, filters: FilterChain) -> io::Result<Server> {
         let mut listeners = Vec::new();
         for l in &config.listen {
@@ -64,10 +66,14 @@ impl Server {
             }
             listeners.push((listener, policy));
         }
+        let audit = match &config.audit {
+            Some(options) => Some(AuditLog::open(options)?),
+            None => None,
+        };
         let (trigger, signal) = shutdown::channel();
         Ok(Server {
             listeners,
-            shared: Shared::new(config, filters, signal)?,
+            shared: Shared::new(config, filters, signal, audit)?,
             trigger,
             active: Arc::new(AtomicUsize::new(0)),
         })
@@ -107,6 +113,10 @@ impl Server {
         }
         let grace = Duration::from_secs(self.shared.config.shutdown_grace_s);
         drain(&self.active, grace, &signal).await;
+        if let Some(audit) = self.shared.audit() {
+            // Records of the last sessions reach the file before exit.
+            audit.flush(Duration::from_secs(5));
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //! at least 1`.
 //!
 //! With no file at all, [`Config::embedded`] is used: listen on
-//! 127.0.0.1:2525 and store accepted mail under `./spool/`.
+//! 127.0.0.1:2525, store accepted mail under `./spool/`, and load the rules
+//! in `./rules/` when that directory exists.
 
 mod error;
 pub(crate) mod locate;
@@ -71,6 +72,31 @@ pub struct Config {
     pub auth: Option<AuthOptions>,
     /// Relay control: local domains and trusted networks (deny by default).
     pub relay: RelayOptions,
+    /// Directory of rule files (every `*.yaml` in it, in file-name order).
+    /// Default: none, so no rules; a path given here must exist. (The
+    /// embedded default, with no configuration file at all, uses `rules`
+    /// when that directory exists.) Relative to the working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_dir: Option<PathBuf>,
+    /// The JSON audit trail, one record per transaction. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditOptions>,
+}
+
+/// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditOptions {
+    /// The file records are appended to (created if missing, reopened on
+    /// SIGUSR1 for log rotation), or `-` for standard output. Required.
+    pub path: PathBuf,
+}
+
+impl AuditOptions {
+    /// True when the records go to standard output.
+    pub fn is_stdout(&self) -> bool {
+        self.path.as_os_str() == "-"
+    }
 }
 
 impl Default for Config {
@@ -89,6 +115,8 @@ impl Default for Config {
             tls: None,
             auth: None,
             relay: RelayOptions::default(),
+            rules_dir: None,
+            audit: None,
         }
     }
 }
@@ -251,6 +279,11 @@ pub struct Limits {
     /// A message body larger than this many bytes is kept in a temporary
     /// file instead of memory. Default 1048576 (1 MiB); 0 spills every body.
     pub spill_threshold_bytes: usize,
+    /// Largest message that rules looking at MIME structure (attachment
+    /// names, decoded text parts) parse, in memory; larger messages do not
+    /// match those rules (logged, and noted in the audit record). Default
+    /// 10485760 (10 MiB).
+    pub max_mime_scan_bytes: u64,
 }
 
 impl Default for Limits {
@@ -263,6 +296,7 @@ impl Default for Limits {
             max_connections: 1000,
             max_errors: 20,
             spill_threshold_bytes: 1024 * 1024,
+            max_mime_scan_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -404,9 +438,17 @@ impl LogOptions {
 
 impl Config {
     /// The embedded default (no file): what `smtpgate` with no arguments
-    /// runs. Same as [`Config::default`].
+    /// runs. [`Config::default`], plus `rules_dir: rules` when a `rules`
+    /// directory exists in the working directory, so the example rules of a
+    /// checkout are live at once. (Only here: a configuration file names its
+    /// rules directory explicitly, and tests built from YAML never pick up
+    /// the repository's examples by accident.)
     pub fn embedded() -> Config {
-        Config::default()
+        let rules = PathBuf::from("rules");
+        Config {
+            rules_dir: rules.is_dir().then_some(rules),
+            ..Config::default()
+        }
     }
 
     /// Reads, parses and validates a file; errors name the file and line.
@@ -524,6 +566,24 @@ impl Config {
             "message:   bare CR/LF {}, Received header {}",
             bare,
             on_off(self.message.received_header)
+        );
+        let _ = writeln!(
+            s,
+            "rules:     {}; MIME scanned up to {}",
+            match &self.rules_dir {
+                Some(d) => format!("from {}", d.display()),
+                None => "none".to_string(),
+            },
+            bytes(l.max_mime_scan_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "audit:     {}",
+            match &self.audit {
+                Some(a) if a.is_stdout() => "standard output".to_string(),
+                Some(a) => a.path.display().to_string(),
+                None => "off".to_string(),
+            }
         );
         let _ = writeln!(s, "shutdown:  {}s grace", self.shutdown_grace_s);
         let _ = writeln!(

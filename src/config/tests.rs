@@ -42,6 +42,7 @@ limits:
   max_connections: 200
   max_errors: 5
   spill_threshold_bytes: 65536
+  max_mime_scan_bytes: 2097152
 timeouts:
   command_s: 301
   data_block_s: 181
@@ -57,6 +58,8 @@ message:
 shutdown_grace_s: 5
 log:
   level: "info,smtpgate=debug"
+rules_dir: /etc/smtpgate/rules
+audit: { path: /var/log/smtpgate/audit.jsonl }
 "#;
 
 #[test]
@@ -77,6 +80,7 @@ fn defaults() {
             max_connections: 1000,
             max_errors: 20,
             spill_threshold_bytes: 1_048_576,
+            max_mime_scan_bytes: 10_485_760,
         }
     );
     assert_eq!(
@@ -111,7 +115,15 @@ fn bare_line_endings_map_to_the_codec_policy() {
 #[test]
 fn embedded_default_listens_on_2525_and_spools() {
     let c = Config::embedded();
-    assert_eq!(c, Config::default());
+    // The only difference: the rules directory, when the working directory has one.
+    let rules = Path::new("rules").is_dir().then(|| PathBuf::from("rules"));
+    assert_eq!(
+        c,
+        Config {
+            rules_dir: rules,
+            ..Config::default()
+        }
+    );
     assert_eq!(c.listen.len(), 1);
     assert_eq!(c.listen[0].addr, sa("127.0.0.1:2525"));
     assert!(c.upstream.is_none());
@@ -165,6 +177,7 @@ fn full_config_parses_and_round_trips() {
             max_connections: 200,
             max_errors: 5,
             spill_threshold_bytes: 65536,
+            max_mime_scan_bytes: 2_097_152,
         }
     );
     let t = &c.timeouts;
@@ -471,6 +484,8 @@ fn summary_mentions_everything() {
         "bare CR/LF normalize, Received header off",
         "shutdown:  5s grace",
         "log:       info,smtpgate=debug",
+        "rules:     from /etc/smtpgate/rules; MIME scanned up to 2097152 B (2 MiB)",
+        "audit:     /var/log/smtpgate/audit.jsonl",
     ] {
         assert!(s.contains(want), "missing {want:?} in\n{s}");
     }
@@ -499,6 +514,7 @@ fn example_file_loads() {
         log: LogOptions {
             level: Some("info".to_string()),
         },
+        rules_dir: Some(PathBuf::from("rules")),
         ..Config::default()
     };
     assert_eq!(c, want);

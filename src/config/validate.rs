@@ -120,6 +120,29 @@ pub(super) fn config(c: &Config) -> Result<(), ValidationError> {
         ));
     }
 
+    if let Some(dir) = &c.rules_dir {
+        if dir.as_os_str().is_empty() {
+            return Err(err("rules_dir", "must not be empty"));
+        }
+        if dir.to_string_lossy().starts_with('~') {
+            return Err(err(
+                "rules_dir",
+                "a leading '~' is not expanded; write the full path",
+            ));
+        }
+    }
+    if let Some(audit) = &c.audit {
+        if audit.path.as_os_str().is_empty() {
+            return Err(err(
+                "audit.path",
+                "must not be empty (use \"-\" for standard output)",
+            ));
+        }
+    }
+    if c.limits.max_mime_scan_bytes < 1024 {
+        return Err(err("limits.max_mime_scan_bytes", "must be at least 1024"));
+    }
+
     if let Some(level) = &c.log.level {
         if let Err(reason) = log_filter(level) {
             return Err(err("log.level", reason));

@@ -263,7 +263,7 @@ fn parse_params(s: &str, smtputf8: bool) -> Result<Vec<Param>, CommandError> {
         let key_ok = kb.first().is_some_and(u8::is_ascii_alphanumeric)
             && kb.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-');
         // esmtp-value = 1*(%d33-60 / %d62-126), widened to UTF-8 by RFC 6531.
-        let value_ok = value.map_or(true, |v| {
+        let value_ok = value.is_none_or(|v| {
             !v.is_empty()
                 && v.bytes()
                     .all(|c| ((33..=126).contains(&c) && c != b'=') || (smtputf8 && c >= 0x80))

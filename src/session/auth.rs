@@ -7,10 +7,11 @@
 //! `auth failed: client=192.0.2.7 user="alice" mechanism=PLAIN session=...`.
 //! After `auth.max_failures` failures the session ends with `421 4.7.0`.
 
+use super::transaction::Disposition;
 use super::{replies, Flow, Session};
 use crate::auth::{Credentials, Exchange, Mechanism, MechanismError, SaslError, Step};
 use crate::config::{AuthMode, StartTls};
-use crate::filter::{Stage, Verdict};
+use crate::filter::{Outcome, Stage};
 use crate::proto::{LineReader, Mailbox};
 use crate::stream::Stream;
 use log::{info, warn};
@@ -119,23 +120,21 @@ impl<S: Stream> Session<S> {
         };
         self.auth = Some(user.clone());
         self.ctx.auth_user = Some(user.name.clone());
-        match self.filters.run(Stage::Auth, &mut self.ctx, None, None) {
-            Verdict::Reject(r) | Verdict::Tempfail(r) => {
+        match self.run_filters(Stage::Auth, None, None).outcome() {
+            Outcome::Refuse(r) => {
+                self.note_refusal(&r);
                 self.auth = None;
                 self.ctx.auth_user = None;
                 return self.reply(r);
             }
-            Verdict::Disconnect(r) => {
+            Outcome::Close(r) => {
+                self.note_refusal(&r);
                 self.reply(r);
                 return Flow::Stop;
             }
-            Verdict::Discard => {
-                self.session_disposition = super::transaction::Disposition::Discard;
-            }
-            Verdict::Quarantine => {
-                self.session_disposition = super::transaction::Disposition::Quarantine;
-            }
-            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {}
+            Outcome::Discard => self.session_disposition = Disposition::Discard,
+            Outcome::Quarantine => self.session_disposition = Disposition::Quarantine,
+            Outcome::Proceed => {}
         }
         info!(
             "session {} peer={} authenticated user={:?} mechanism={}",

@@ -3,10 +3,12 @@
 //! client the deliverer's verdict. A 2xx goes to the client only after the
 //! upstream's 2xx, or after the spool file is synced.
 
+use super::audit::{data_verdict, TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::transaction::{Disposition, Transaction};
 use super::{replies, Flow, Session};
+use crate::audit::truncate;
 use crate::body::Body;
-use crate::filter::{Message, Stage, Verdict};
+use crate::filter::{Message, Outcome, Stage};
 use crate::proto::{DataError, DataReceiver, Reply};
 use crate::spool;
 use crate::stream::Stream;
@@ -60,11 +62,14 @@ impl<S: Stream> Session<S> {
             }
         };
         self.conn.shrink();
-        let Some(tx) = self.tx.take() else {
+        let Some(mut tx) = self.tx.take() else {
             return self.reply(replies::local_error());
         };
         let mut disposition = tx.disposition;
         let mut flow = Flow::Continue;
+        // Who gave the final reply: a rule, or (default) the gateway.
+        let mut by = Some(BY_GATEWAY.to_string());
+        let mut delivery = None;
         let reply = match problem {
             Some(Problem::Data(e)) => replies::data_error(e),
             Some(Problem::TooBig) => replies::too_big(),
@@ -73,28 +78,39 @@ impl<S: Stream> Session<S> {
                 replies::local_error()
             }
             None => {
-                let verdict = self.filters.run(
-                    Stage::Data,
-                    &mut self.ctx,
-                    None,
-                    Some(&mut Message { body: &mut body }),
-                );
-                match verdict {
-                    Verdict::Reject(r) | Verdict::Tempfail(r) => r,
-                    Verdict::Disconnect(r) => {
+                let mut message = Message::new(&mut body);
+                let verdict = self.run_filters(Stage::Data, None, Some(&mut message));
+                if self.shared.audit().is_some() {
+                    if let Ok(headers) = message.headers() {
+                        tx.message_id = headers.first("Message-ID").map(|f| truncate(&f.raw));
+                        tx.subject = headers.first("Subject").map(|f| truncate(&f.decoded));
+                    }
+                }
+                let outcome = verdict.outcome();
+                if outcome != Outcome::Proceed {
+                    by = self.ctx.decided_by.clone();
+                }
+                match outcome {
+                    Outcome::Refuse(r) => r,
+                    Outcome::Close(r) => {
                         flow = Flow::Stop;
                         r
                     }
-                    Verdict::Discard => {
-                        disposition = Disposition::Discard;
-                        self.dispose(&tx, disposition, &mut body).await
-                    }
-                    Verdict::Quarantine => {
-                        disposition = Disposition::Quarantine;
-                        self.dispose(&tx, disposition, &mut body).await
-                    }
-                    Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {
-                        self.dispose(&tx, disposition, &mut body).await
+                    Outcome::Discard | Outcome::Quarantine | Outcome::Proceed => {
+                        if outcome == Outcome::Discard {
+                            disposition = Disposition::Discard;
+                        } else if outcome == Outcome::Quarantine {
+                            disposition = Disposition::Quarantine;
+                        } else if disposition != Disposition::Relay {
+                            by.clone_from(&tx.decided_by);
+                        }
+                        let started = std::time::Instant::now();
+                        let reply = self.dispose(&mut tx, disposition, &mut body).await;
+                        delivery = Some(started.elapsed());
+                        if tx.upstream_reply.is_some() {
+                            by = Some(BY_UPSTREAM.to_string());
+                        }
+                        reply
                     }
                 }
             }
@@ -125,6 +141,20 @@ impl<S: Stream> Session<S> {
             reply,
             tx.started.elapsed().as_secs_f64()
         );
+        let verdict = if flow == Flow::Stop {
+            "disconnected"
+        } else {
+            data_verdict(&reply, disposition)
+        };
+        let end = TxEnd {
+            verdict,
+            stage: Stage::Data,
+            reply: Some(reply.clone()),
+            decided_by: by,
+            size: Some(body.len()),
+            delivery,
+        };
+        self.audit_transaction(&tx, end);
         self.ctx.reset_transaction();
         self.reply(reply);
         flow
@@ -133,7 +163,7 @@ impl<S: Stream> Session<S> {
     /// Sends an accepted message where its disposition says.
     async fn dispose(
         &mut self,
-        tx: &Transaction,
+        tx: &mut Transaction,
         disposition: Disposition,
         body: &mut Body,
     ) -> Reply {
@@ -220,7 +250,7 @@ impl<S: Stream> Session<S> {
     }
 
     /// Hands the message to the upstream or the spool; returns the client's reply.
-    async fn deliver(&mut self, tx: &Transaction, body: &mut Body) -> Reply {
+    async fn deliver(&mut self, tx: &mut Transaction, body: &mut Body) -> Reply {
         let prepend = self.prepend(tx);
         if self.shared.config.upstream.is_none() {
             let dir = self.shared.config.spool_dir.clone();
@@ -239,7 +269,11 @@ impl<S: Stream> Session<S> {
             return replies::upstream_failed();
         };
         match up.send_message(&prepend, body).await {
-            Ok(reply) => self.upstream_reply(reply),
+            Ok(reply) => {
+                let reply = self.upstream_reply(reply);
+                tx.upstream_reply = Some(reply.clone());
+                reply
+            }
             Err(e) => {
                 self.upstream_lost(&e);
                 replies::upstream_failed()

@@ -2,7 +2,7 @@
 
 use super::transaction::Disposition;
 use super::{Flow, Session};
-use crate::filter::{Stage, Verdict};
+use crate::filter::{Outcome, Stage};
 use crate::proto::Reply;
 use crate::stream::Stream;
 
@@ -35,19 +35,21 @@ impl<S: Stream> Session<S> {
             Reply::plain(250, host)
         };
         self.ctx.helo = Some(name.clone());
-        match self.filters.run(Stage::Helo, &mut self.ctx, None, None) {
-            Verdict::Reject(r) | Verdict::Tempfail(r) => {
+        match self.run_filters(Stage::Helo, None, None).outcome() {
+            Outcome::Refuse(r) => {
+                self.note_refusal(&r);
                 self.ctx.helo = None;
                 self.helo = None;
                 return self.reply(r);
             }
-            Verdict::Disconnect(r) => {
+            Outcome::Close(r) => {
+                self.note_refusal(&r);
                 self.reply(r);
                 return Flow::Stop;
             }
-            Verdict::Discard => self.session_disposition = Disposition::Discard,
-            Verdict::Quarantine => self.session_disposition = Disposition::Quarantine,
-            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {}
+            Outcome::Discard => self.session_disposition = Disposition::Discard,
+            Outcome::Quarantine => self.session_disposition = Disposition::Quarantine,
+            Outcome::Proceed => {}
         }
         self.helo = Some(name);
         self.esmtp = extended;

@@ -1,10 +1,11 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2): starts a transaction and opens the
 //! upstream session in lockstep.
 
+use super::audit::{TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::transaction::{Disposition, Transaction};
 use super::{replies, Flow, Session};
 use crate::config::AuthMode;
-use crate::filter::{Stage, Verdict};
+use crate::filter::{Outcome, Stage};
 use crate::proto::{Mailbox, Param, Reply};
 use crate::stream::Stream;
 use crate::upstream::{Extensions, Upstream, UpstreamError};
@@ -66,26 +67,40 @@ impl<S: Stream> Session<S> {
             );
             return self.client_error(replies::sender_not_owned(&sender, &user));
         }
-        let id = format!("{}.{}", self.id, self.tx_count + 1);
+        // Every MAIL that gets this far has its own id (audit records of
+        // refused transactions must not share one with the next).
+        self.tx_seq += 1;
+        let id = format!("{}.{}", self.id, self.tx_seq);
         let mut tx = Transaction::new(id, from.clone(), declared_size, eightbit);
         tx.disposition = self.session_disposition;
+        tx.params.clone_from(&params);
         self.ctx.reset_transaction();
         self.ctx.mail_from = Some(from);
         self.ctx.mail_params = params;
         self.ctx.declared_size = declared_size;
-        match self.filters.run(Stage::Mail, &mut self.ctx, None, None) {
-            Verdict::Reject(r) | Verdict::Tempfail(r) => {
+        match self.run_filters(Stage::Mail, None, None).outcome() {
+            Outcome::Refuse(r) => {
+                let by = self.ctx.decided_by.clone();
+                self.audit_transaction(&tx, TxEnd::refused(Stage::Mail, &r, by));
                 self.ctx.reset_transaction();
                 return self.reply(r);
             }
-            Verdict::Disconnect(r) => {
+            Outcome::Close(r) => {
+                let by = self.ctx.decided_by.clone();
+                self.audit_transaction(&tx, TxEnd::disconnected(Stage::Mail, &r, by));
                 self.ctx.reset_transaction();
                 self.reply(r);
                 return Flow::Stop;
             }
-            Verdict::Discard => tx.disposition = Disposition::Discard,
-            Verdict::Quarantine => tx.disposition = Disposition::Quarantine,
-            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {}
+            Outcome::Discard => {
+                tx.disposition = Disposition::Discard;
+                tx.decided_by.clone_from(&self.ctx.decided_by);
+            }
+            Outcome::Quarantine => {
+                tx.disposition = Disposition::Quarantine;
+                tx.decided_by.clone_from(&self.ctx.decided_by);
+            }
+            Outcome::Proceed => {}
         }
         if self.shared.config.upstream.is_none() || tx.disposition != Disposition::Relay {
             self.tx = Some(tx);
@@ -98,14 +113,19 @@ impl<S: Stream> Session<S> {
                     self.tx = Some(tx);
                 } else {
                     debug!("session {} upstream refused MAIL: {reply}", self.id);
+                    let end = TxEnd::refused(Stage::Mail, &reply, Some(BY_UPSTREAM.into()));
+                    self.audit_transaction(&tx, end);
                     self.ctx.reset_transaction();
                 }
                 self.reply(reply)
             }
             Err(e) => {
                 warn!("session {} upstream unavailable for MAIL: {e}", self.id);
+                let reply = replies::upstream_failed();
+                let end = TxEnd::refused(Stage::Mail, &reply, Some(BY_GATEWAY.into()));
+                self.audit_transaction(&tx, end);
                 self.ctx.reset_transaction();
-                self.reply(replies::upstream_failed())
+                self.reply(reply)
             }
         }
     }

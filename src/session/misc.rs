@@ -7,7 +7,13 @@ use log::debug;
 impl<S: Stream> Session<S> {
     /// Aborts the transaction here and at the upstream.
     pub(super) async fn rset(&mut self) -> Flow {
-        let had_tx = self.tx.take().is_some();
+        let had_tx = match self.tx.take() {
+            Some(tx) => {
+                self.audit_aborted(&tx);
+                true
+            }
+            None => false,
+        };
         if had_tx || self.upstream_dirty {
             if let Some(up) = self.upstream.as_mut() {
                 match up.command("RSET", "RSET reply").await {

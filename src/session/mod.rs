@@ -8,6 +8,7 @@
 //! The session is written against `futures::io`, so plain TCP, TLS and
 //! in-memory pipes are the same to it.
 
+mod audit;
 mod auth;
 mod conn;
 mod data;
@@ -19,9 +20,10 @@ pub(crate) mod replies;
 mod starttls;
 mod transaction;
 
+use crate::audit::AuditLog;
 use crate::auth::{Exchange, User, UserStore};
 use crate::config::{Config, ListenerPolicy};
-use crate::filter::{Context, FilterChain, Stage, Verdict};
+use crate::filter::{Context, FilterChain, Outcome, Stage};
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::relay::RelayPolicy;
 use crate::shutdown::ShutdownSignal;
@@ -37,7 +39,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use transaction::{Disposition, Transaction};
 
 /// What every session shares: configuration, the shutdown signal, id source.
@@ -61,15 +63,19 @@ pub struct Shared {
     relay: RelayPolicy,
     /// The upstream servers with failover, when there is an upstream.
     upstreams: Option<UpstreamPool>,
+    /// The audit trail writer, when `audit` is configured.
+    audit: Option<AuditLog>,
 }
 
 impl Shared {
     /// Shared state for sessions run with `config` and `filters`: loads
-    /// the TLS certificate, the users file and the upstream settings.
+    /// the TLS certificate, the users file and the upstream settings;
+    /// audit records go to `audit` when given.
     pub fn new(
         config: Config,
         filters: FilterChain,
         shutdown: ShutdownSignal,
+        audit: Option<AuditLog>,
     ) -> io::Result<Arc<Shared>> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
         let tls = match &config.tls {
@@ -99,6 +105,7 @@ impl Shared {
             tls,
             users,
             upstreams,
+            audit,
         }))
     }
 
@@ -120,6 +127,11 @@ impl Shared {
     /// The upstream servers, when there is an upstream.
     pub fn upstreams(&self) -> Option<&UpstreamPool> {
         self.upstreams.as_ref()
+    }
+
+    /// The audit trail writer, when one is configured.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
     }
 
     /// The current filter chain (a snapshot: later swaps do not affect it).
@@ -189,6 +201,8 @@ pub struct Session<S> {
     tx: Option<Transaction>,
     /// Transactions finished in this session.
     tx_count: u32,
+    /// Transactions started (MAIL past the gateway's checks), for ids.
+    tx_seq: u32,
     /// The upstream connection, kept for the next transaction.
     upstream: Option<Upstream>,
     /// The upstream is in the middle of an abandoned transaction and needs RSET.
@@ -211,6 +225,12 @@ pub struct Session<S> {
     auth_failures: u32,
     /// An AUTH exchange waiting for the client's next response line.
     sasl: Option<Exchange>,
+    /// Time spent in the filter chain during the current transaction (audit).
+    tx_rules_time: Duration,
+    /// Transaction records written; a session without any gets a session record.
+    audit_records: u32,
+    /// The last refusal outside a transaction and who gave it (session record).
+    refusal: Option<(Reply, String)>,
 }
 
 impl<S: Stream> Session<S> {
@@ -227,6 +247,9 @@ impl<S: Stream> Session<S> {
             filters,
             ctx: Context::new(peer),
             session_disposition: Disposition::Relay,
+            tx_rules_time: Duration::ZERO,
+            audit_records: 0,
+            refusal: None,
             conn: Conn::new(stream),
             id: shared.session_id(),
             shared,
@@ -238,6 +261,7 @@ impl<S: Stream> Session<S> {
             errors: 0,
             tx: None,
             tx_count: 0,
+            tx_seq: 0,
             upstream: None,
             upstream_dirty: false,
             pending: VecDeque::new(),
@@ -292,6 +316,10 @@ impl<S: Stream> Session<S> {
         if let Some(up) = self.upstream.take() {
             up.quit().await;
         }
+        if let Some(tx) = self.tx.take() {
+            self.audit_aborted(&tx);
+        }
+        self.audit_session(end);
         info!(
             "session {} peer={} helo={} duration={:.3}s transactions={} errors={} end={}",
             self.id,
@@ -307,17 +335,20 @@ impl<S: Stream> Session<S> {
     /// Asks the filters about the new connection; a refusal is the reply to
     /// give instead of the greeting.
     fn connect_stage(&mut self) -> Option<Reply> {
-        match self.filters.run(Stage::Connect, &mut self.ctx, None, None) {
-            Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => Some(r),
-            Verdict::Discard => {
+        match self.run_filters(Stage::Connect, None, None).outcome() {
+            Outcome::Refuse(r) | Outcome::Close(r) => {
+                self.note_refusal(&r);
+                Some(r)
+            }
+            Outcome::Discard => {
                 self.session_disposition = Disposition::Discard;
                 None
             }
-            Verdict::Quarantine => {
+            Outcome::Quarantine => {
                 self.session_disposition = Disposition::Quarantine;
                 None
             }
-            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => None,
+            Outcome::Proceed => None,
         }
     }
 
@@ -484,17 +515,17 @@ impl<S: Stream> Session<S> {
                         (true, Some(up)) => up.reply("RCPT reply").await,
                         _ => Err(crate::upstream::UpstreamError::Closed),
                     };
-                    let reply = match answer {
-                        Ok(reply) => self.upstream_reply(reply),
+                    let (reply, by) = match answer {
+                        Ok(reply) => (self.upstream_reply(reply), audit::BY_UPSTREAM),
                         Err(e) => {
                             if alive {
                                 self.upstream_lost(&e);
                                 alive = false;
                             }
-                            replies::upstream_failed()
+                            (replies::upstream_failed(), audit::BY_GATEWAY)
                         }
                     };
-                    self.record_rcpt(rcpt, &reply);
+                    self.record_rcpt(rcpt, &reply, by);
                     self.conn.push(&reply);
                 }
             }
@@ -542,8 +573,11 @@ impl<S: Stream> Session<S> {
 
     /// Ends the current transaction (if any) without delivering it.
     fn abandon_transaction(&mut self) {
-        if self.tx.take().is_some() && self.upstream.is_some() {
-            self.upstream_dirty = true;
+        if let Some(tx) = self.tx.take() {
+            self.audit_aborted(&tx);
+            if self.upstream.is_some() {
+                self.upstream_dirty = true;
+            }
         }
         self.ctx.reset_transaction();
     }

@@ -1,9 +1,10 @@
 //! RCPT TO (RFC 5321 §4.1.1.3): each recipient is forwarded to the upstream
 //! and the client gets the upstream's own reply for it.
 
+use super::audit::{TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::transaction::Disposition;
 use super::{replies, Flow, Pending, Session};
-use crate::filter::{Stage, Verdict};
+use crate::filter::{Outcome, Stage};
 use crate::proto::{Param, Recipient, Reply};
 use crate::stream::Stream;
 use log::info;
@@ -34,43 +35,52 @@ impl<S: Stream> Session<S> {
                 self.id, self.peer
             );
             let reply = replies::relay_denied(&to.to_string());
-            self.record_rcpt(to, &reply);
+            self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.client_error(reply);
         }
         if tx.rcpts.len() + in_flight >= self.shared.config.limits.max_recipients {
-            return self.reply(replies::too_many_recipients());
+            let reply = replies::too_many_recipients();
+            self.record_rcpt(to, &reply, BY_GATEWAY);
+            return self.reply(reply);
         }
         if tx.upstream_failed {
-            return self.reply(replies::upstream_failed());
+            let reply = replies::upstream_failed();
+            self.record_rcpt(to, &reply, BY_GATEWAY);
+            return self.reply(reply);
         }
-        match self
-            .filters
-            .run(Stage::Rcpt, &mut self.ctx, Some(&to), None)
-        {
-            Verdict::Reject(r) | Verdict::Tempfail(r) => {
-                self.record_rcpt(to, &r);
+        match self.run_filters(Stage::Rcpt, Some(&to), None).outcome() {
+            Outcome::Refuse(r) => {
+                let by = self.ctx.decided_by.clone().unwrap_or_default();
+                self.record_rcpt(to, &r, &by);
                 return self.reply(r);
             }
-            Verdict::Disconnect(r) => {
+            Outcome::Close(r) => {
+                let by = self.ctx.decided_by.clone();
+                self.record_rcpt(to, &r, by.as_deref().unwrap_or_default());
+                if let Some(tx) = self.tx.take() {
+                    self.audit_transaction(&tx, TxEnd::disconnected(Stage::Rcpt, &r, by));
+                }
                 self.reply(r);
                 return Flow::Stop;
             }
-            Verdict::Discard => self.set_disposition(Disposition::Discard),
-            Verdict::Quarantine => self.set_disposition(Disposition::Quarantine),
-            Verdict::Continue | Verdict::Accept | Verdict::AcceptTransaction => {}
+            Outcome::Discard => self.set_disposition(Disposition::Discard),
+            Outcome::Quarantine => self.set_disposition(Disposition::Quarantine),
+            Outcome::Proceed => {}
         }
         let relay = self.tx.as_ref().map(|t| t.disposition) == Some(Disposition::Relay);
         let cfg = match self.shared.config.upstream.as_ref() {
             Some(cfg) if relay => cfg,
             _ => {
                 let reply = replies::recipient_ok();
-                self.record_rcpt(to, &reply);
+                self.record_rcpt(to, &reply, BY_GATEWAY);
                 return self.reply(reply);
             }
         };
         let pipelining = cfg.pipelining;
         let Some(up) = self.upstream.as_mut() else {
-            return self.reply(replies::upstream_failed());
+            let reply = replies::upstream_failed();
+            self.record_rcpt(to, &reply, BY_GATEWAY);
+            return self.reply(reply);
         };
         up.queue(&format!("RCPT TO:<{to}>"));
         if pipelining && up.extensions.pipelining {
@@ -81,25 +91,26 @@ impl<S: Stream> Session<S> {
             Ok(()) => up.reply("RCPT reply").await,
             Err(e) => Err(e),
         };
-        let reply = match reply {
-            Ok(reply) => self.upstream_reply(reply),
+        let (reply, by) = match reply {
+            Ok(reply) => (self.upstream_reply(reply), BY_UPSTREAM),
             Err(e) => {
                 self.upstream_lost(&e);
-                replies::upstream_failed()
+                (replies::upstream_failed(), BY_GATEWAY)
             }
         };
-        self.record_rcpt(to, &reply);
+        self.record_rcpt(to, &reply, by);
         self.reply(reply)
     }
 
-    /// Notes the answer a recipient got; a positive one joins the transaction.
-    pub(super) fn record_rcpt(&mut self, to: Recipient, reply: &Reply) {
+    /// Notes the answer a recipient got and who gave it (a rule's name,
+    /// `upstream` or `gateway`); a positive one joins the transaction.
+    pub(super) fn record_rcpt(&mut self, to: Recipient, reply: &Reply, by: &str) {
         if let Some(tx) = self.tx.as_mut() {
             if reply.is_positive() {
                 tx.rcpts.push(to.clone());
                 self.ctx.rcpts.push(to.clone());
             }
-            tx.rcpt_replies.push((to, reply.clone()));
+            tx.rcpt_replies.push((to, reply.clone(), by.to_string()));
         }
     }
 
@@ -114,6 +125,7 @@ impl<S: Stream> Session<S> {
                 self.upstream_dirty = true;
             }
             tx.disposition = disposition;
+            tx.decided_by.clone_from(&self.ctx.decided_by);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The state of one mail transaction, from MAIL to the end of DATA.
 
-use crate::proto::{Mailbox, Recipient, Reply};
+use crate::proto::{Mailbox, Param, Recipient, Reply};
 use std::time::Instant;
 
 /// Where an accepted message goes.
@@ -26,14 +26,25 @@ pub(crate) struct Transaction {
     pub(crate) eightbit: bool,
     /// Recipients that were accepted (by the upstream, or locally in spool mode).
     pub(crate) rcpts: Vec<Recipient>,
-    /// Every RCPT with the reply the client got, for the transaction log.
-    pub(crate) rcpt_replies: Vec<(Recipient, Reply)>,
+    /// Every RCPT with the reply the client got and who gave it (a rule's
+    /// name, `upstream` or `gateway`), for the transaction log and audit.
+    pub(crate) rcpt_replies: Vec<(Recipient, Reply, String)>,
     /// The upstream connection broke during this transaction: it cannot be delivered.
     pub(crate) upstream_failed: bool,
     /// When MAIL was accepted.
     pub(crate) started: Instant,
     /// Where the message goes if it is accepted.
     pub(crate) disposition: Disposition,
+    /// The rule that set a discard or quarantine disposition, for the audit.
+    pub(crate) decided_by: Option<String>,
+    /// MAIL parameters as given, for the audit record.
+    pub(crate) params: Vec<Param>,
+    /// The message's `Message-ID` (truncated), for the audit record.
+    pub(crate) message_id: Option<String>,
+    /// The message's decoded `Subject` (truncated), for the audit record.
+    pub(crate) subject: Option<String>,
+    /// The upstream's reply to the end of DATA, for the audit record.
+    pub(crate) upstream_reply: Option<Reply>,
 }
 
 impl Transaction {
@@ -54,6 +65,11 @@ impl Transaction {
             upstream_failed: false,
             started: Instant::now(),
             disposition: Disposition::Relay,
+            decided_by: None,
+            params: Vec::new(),
+            message_id: None,
+            subject: None,
+            upstream_reply: None,
         }
     }
 
@@ -70,7 +86,7 @@ impl Transaction {
         let parts: Vec<String> = self
             .rcpt_replies
             .iter()
-            .map(|(r, reply)| format!("<{r}>:{}", reply.code))
+            .map(|(r, reply, _)| format!("<{r}>:{}", reply.code))
             .collect();
         parts.join(",")
     }

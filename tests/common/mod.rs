@@ -26,7 +26,7 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Every listener's address, in config order.
     pub addrs: Vec<SocketAddr>,
-    /// What the sessions share (for reloads).
+    /// What the sessions share (filter chain, audit log, TLS), e.g. to reload.
     pub shared: Arc<Shared>,
     trigger: ShutdownTrigger,
     stopped: mpsc::Receiver<()>,
@@ -40,9 +40,17 @@ impl Gateway {
         Gateway::start_config(config)
     }
 
-    /// Starts a gateway from a parsed config (listen addresses forced to 127.0.0.1:0).
+    /// Starts a gateway from a parsed config (listen addresses forced to
+    /// 127.0.0.1:0), with the filter chain the binary builds for it (its
+    /// `rules_dir`).
     pub fn start_config(config: Config) -> Gateway {
-        Gateway::start_with_filters(config, FilterChain::new())
+        let chain = smtpgate::rules::chain_for(&config).unwrap_or_else(|e| panic!("rules: {e}"));
+        Gateway::start_with_filters(config, chain)
+    }
+
+    /// Starts a gateway from a parsed config running `chain`.
+    pub fn start_with_chain(config: Config, chain: FilterChain) -> Gateway {
+        Gateway::start_with_filters(config, chain)
     }
 
     /// Like [`Gateway::start_config`], with sessions running `filters`.
@@ -203,6 +211,38 @@ impl Client {
         self.send(".\r\n");
         self.reply()
     }
+}
+
+/// A directory of rule files (name, text), for `rules_dir`.
+pub fn rules_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// The `rules_dir:` line for a directory.
+pub fn rules_line(dir: &std::path::Path) -> String {
+    format!("rules_dir: \"{}\"\n", dir.display())
+}
+
+/// Reads the JSON lines of an audit file, waiting (up to 5 s) until there
+/// are at least `n`.
+pub fn audit_records(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let mut records = Vec::new();
+    for _ in 0..500 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        records = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if records.len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    records
 }
 
 /// A short RFC 5322 message.

@@ -1,0 +1,212 @@
+//! The session's side of the audit trail: timing the filter chain, and
+//! turning what the session and its context know into one record per
+//! transaction, or one per session that had none.
+//!
+//! Every record is built here and handed to [`crate::audit::AuditLog`];
+//! the command handlers only say how a transaction ended.
+
+use super::transaction::{Disposition, Transaction};
+use super::Session;
+use crate::audit::{
+    now, ClientRecord, Durations, HitRecord, RcptRecord, SessionRecord, TlsRecord,
+    TransactionRecord,
+};
+use crate::filter::{Message, Stage, Verdict};
+use crate::proto::{Recipient, Reply};
+use crate::stream::Stream;
+use std::time::{Duration, Instant};
+
+/// Who answered when it was not a rule: the upstream server.
+pub(super) const BY_UPSTREAM: &str = "upstream";
+/// Who answered when it was not a rule: smtpgate itself (spool, limits,
+/// upstream failures).
+pub(super) const BY_GATEWAY: &str = "gateway";
+
+/// How a transaction ended, for its record.
+pub(super) struct TxEnd {
+    /// `delivered`, `discarded`, `quarantined`, `rejected`, `tempfailed`,
+    /// `disconnected` or `aborted`.
+    pub verdict: &'static str,
+    /// The stage at which it ended.
+    pub stage: Stage,
+    /// The final reply the client got.
+    pub reply: Option<Reply>,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// Message size, when DATA was received.
+    pub size: Option<u64>,
+    /// Time spent delivering, when the message was delivered.
+    pub delivery: Option<Duration>,
+}
+
+impl TxEnd {
+    /// A transaction refused (4xx or 5xx) at `stage` with `reply`.
+    pub(super) fn refused(stage: Stage, reply: &Reply, by: Option<String>) -> TxEnd {
+        TxEnd {
+            verdict: refusal_verdict(reply),
+            stage,
+            reply: Some(reply.clone()),
+            decided_by: by,
+            size: None,
+            delivery: None,
+        }
+    }
+
+    /// A transaction ended by a rule's `disconnect`.
+    pub(super) fn disconnected(stage: Stage, reply: &Reply, by: Option<String>) -> TxEnd {
+        TxEnd {
+            verdict: "disconnected",
+            ..TxEnd::refused(stage, reply, by)
+        }
+    }
+}
+
+/// `tempfailed` for a 4xx reply, `rejected` otherwise.
+pub(super) fn refusal_verdict(reply: &Reply) -> &'static str {
+    if reply.is_transient() {
+        "tempfailed"
+    } else {
+        "rejected"
+    }
+}
+
+/// The verdict of a transaction that reached the end of DATA.
+pub(super) fn data_verdict(reply: &Reply, disposition: Disposition) -> &'static str {
+    if !reply.is_positive() {
+        return refusal_verdict(reply);
+    }
+    match disposition {
+        Disposition::Relay => "delivered",
+        Disposition::Discard => "discarded",
+        Disposition::Quarantine => "quarantined",
+    }
+}
+
+impl<S: Stream> Session<S> {
+    /// Runs the filter chain at `stage`, timing it for the audit record.
+    pub(super) fn run_filters(
+        &mut self,
+        stage: Stage,
+        rcpt: Option<&Recipient>,
+        message: Option<&mut Message<'_>>,
+    ) -> Verdict {
+        if stage == Stage::Mail {
+            self.tx_rules_time = Duration::ZERO;
+        }
+        let started = Instant::now();
+        let verdict = self.filters.run(stage, &mut self.ctx, rcpt, message);
+        self.tx_rules_time += started.elapsed();
+        verdict
+    }
+
+    /// Remembers a refusal outside any transaction (connect, helo), for the
+    /// session record.
+    pub(super) fn note_refusal(&mut self, reply: &Reply) {
+        let by = self
+            .ctx
+            .decided_by
+            .clone()
+            .unwrap_or_else(|| BY_GATEWAY.to_string());
+        self.refusal = Some((reply.clone(), by));
+    }
+
+    /// Writes the record of a transaction abandoned before its end (RSET,
+    /// EHLO, QUIT or a lost client).
+    pub(super) fn audit_aborted(&mut self, tx: &Transaction) {
+        let stage = if tx.rcpt_replies.is_empty() {
+            Stage::Mail
+        } else {
+            Stage::Rcpt
+        };
+        self.audit_transaction(
+            tx,
+            TxEnd {
+                verdict: "aborted",
+                stage,
+                reply: None,
+                decided_by: None,
+                size: None,
+                delivery: None,
+            },
+        );
+    }
+
+    /// Writes the record of a transaction; call before the context's
+    /// transaction part is reset.
+    pub(super) fn audit_transaction(&mut self, tx: &Transaction, end: TxEnd) {
+        self.audit_records += 1;
+        let Some(log) = self.shared.audit() else {
+            return;
+        };
+        let ctx = &self.ctx;
+        let record = TransactionRecord {
+            kind: "transaction",
+            time: now(),
+            session: self.id.clone(),
+            transaction: tx.id.clone(),
+            client: ClientRecord::from(self.peer),
+            helo: ctx.helo.clone(),
+            tls: ctx.tls.as_ref().map(TlsRecord::from),
+            auth_user: ctx.auth_user.clone(),
+            mail_from: tx.sender(),
+            mail_params: tx.params.iter().map(|p| p.to_string()).collect(),
+            rcpts: tx
+                .rcpt_replies
+                .iter()
+                .map(|(r, reply, by)| RcptRecord {
+                    address: r.to_string(),
+                    reply: reply.to_string(),
+                    by: by.clone(),
+                })
+                .collect(),
+            size: end.size,
+            message_id: tx.message_id.clone(),
+            subject: tx.subject.clone(),
+            score: ctx.score,
+            rules: ctx.hits.iter().map(HitRecord::from).collect(),
+            verdict: end.verdict,
+            stage: end.stage.name(),
+            reply: end.reply.as_ref().map(|r| r.to_string()),
+            decided_by: end.decided_by,
+            upstream_reply: tx.upstream_reply.as_ref().map(|r| r.to_string()),
+            durations_ms: Durations {
+                total: ms(tx.started.elapsed()),
+                rules: ms(self.tx_rules_time),
+                delivery: end.delivery.map(ms),
+            },
+        };
+        log.write(&record);
+    }
+
+    /// Writes the session record, when the session had no transaction.
+    pub(super) fn audit_session(&mut self, end: &str) {
+        if self.audit_records > 0 {
+            return;
+        }
+        let Some(log) = self.shared.audit() else {
+            return;
+        };
+        let ctx = &self.ctx;
+        let record = SessionRecord {
+            kind: "session",
+            time: now(),
+            session: self.id.clone(),
+            client: ClientRecord::from(self.peer),
+            helo: self.helo.clone().or_else(|| ctx.helo.clone()),
+            tls: ctx.tls.as_ref().map(TlsRecord::from),
+            auth_user: ctx.auth_user.clone(),
+            auth_failures: self.auth_failures,
+            rules: ctx.hits.iter().map(HitRecord::from).collect(),
+            end: end.to_string(),
+            reply: self.refusal.as_ref().map(|(r, _)| r.to_string()),
+            decided_by: self.refusal.as_ref().map(|(_, by)| by.clone()),
+            duration_ms: ms(self.started.elapsed()),
+        };
+        log.write(&record);
+    }
+}
+
+/// A duration in milliseconds, to the microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}

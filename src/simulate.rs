@@ -1,0 +1,539 @@
+//! The rule simulator behind `smtpgate test-rules`: one transaction run
+//! through the filter chain offline (no sockets, no upstream), stage by
+//! stage, reporting which rules matched, the score, and the reply a client
+//! would get.
+//!
+//! It runs the same chain the gateway builds ([`crate::rules::chain_for`]),
+//! with the same [`FilterChain::run`], the same verdict mapping
+//! ([`Verdict::outcome`]) and the same replies as a live session; the
+//! session's own checks that come before the rules (size and recipient
+//! limits) are applied in the same order.
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::filter::{Context, FilterChain, Hit, Message, Outcome, Stage, TlsInfo, Verdict};
+use crate::proto::{parse_command, Command, EnhancedCode, Recipient, Reply};
+use crate::rules::fmt_score;
+use crate::session::replies;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+/// What to simulate: one client, one transaction.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The HELO/EHLO name.
+    pub helo: String,
+    /// Authenticate as this user (runs the auth stage).
+    pub auth_user: Option<String>,
+    /// The session runs under TLS.
+    pub tls: bool,
+    /// Envelope sender; empty for the null sender `<>`.
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// The message as read from a file: bare LF line endings are turned
+    /// into CRLF, as an SMTP client does when it sends a file.
+    pub message: Vec<u8>,
+}
+
+/// What happened at one stage (one line of recipients per RCPT).
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    /// The stage.
+    pub stage: Stage,
+    /// What the stage was about: the HELO name, the sender, a recipient...
+    pub subject: String,
+    /// Rules that matched at this stage, in order.
+    pub hits: Vec<Hit>,
+    /// The transaction score after the stage.
+    pub score: f64,
+    /// The chain's verdict.
+    pub verdict: Verdict,
+    /// Who decided, for a terminal verdict.
+    pub decided_by: Option<String>,
+    /// The reply the client gets; `None` when it is the upstream's.
+    pub reply: Option<Reply>,
+    /// A note for the reader (why a reply is not shown, ...).
+    pub note: Option<String>,
+}
+
+/// How the simulated transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Final {
+    /// Relayed to the upstream (whose reply the client would get).
+    Relayed,
+    /// Stored in the local spool (no upstream configured).
+    Delivered,
+    /// Answered 250 and dropped.
+    Discarded,
+    /// Answered 250 and stored in the quarantine directory.
+    Quarantined,
+    /// Refused permanently (5xx).
+    Rejected,
+    /// Refused for now (4xx).
+    Tempfailed,
+    /// Closed by a `disconnect` rule.
+    Disconnected,
+}
+
+impl Final {
+    /// The verdict's name, as in audit records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Final::Relayed => "relayed",
+            Final::Delivered => "delivered",
+            Final::Discarded => "discarded",
+            Final::Quarantined => "quarantined",
+            Final::Rejected => "rejected",
+            Final::Tempfailed => "tempfailed",
+            Final::Disconnected => "disconnected",
+        }
+    }
+
+    /// True when the client was told its message was accepted.
+    pub fn accepted(self) -> bool {
+        matches!(
+            self,
+            Final::Relayed | Final::Delivered | Final::Discarded | Final::Quarantined
+        )
+    }
+}
+
+/// The result of a simulation.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Stage by stage, in order.
+    pub stages: Vec<StageReport>,
+    /// How it ended.
+    pub verdict: Final,
+    /// The stage it ended at.
+    pub stage: Stage,
+    /// The final reply (`None` when it is the upstream's).
+    pub reply: Option<Reply>,
+    /// Recipients accepted, of those given.
+    pub accepted: usize,
+    /// Headers the rules would add.
+    pub headers: Vec<(String, String)>,
+    /// The final score.
+    pub score: f64,
+    /// What becomes of the message: relayed, stored in the spool or the
+    /// quarantine, dropped, or nothing forwarded.
+    pub destination: String,
+}
+
+impl Report {
+    /// The exit status of `smtpgate test-rules`: 0 accepted, 1 refused.
+    pub fn exit_code(&self) -> u8 {
+        if self.verdict.accepted() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// The report for people.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for st in &self.stages {
+            let _ = writeln!(s, "{:<8} {}", st.stage.name(), st.subject);
+            if st.hits.is_empty() {
+                let _ = writeln!(s, "         no rule matched");
+            }
+            for h in &st.hits {
+                let extra = if h.score != 0.0 {
+                    format!(
+                        " {:+}",
+                        fmt_score(h.score).parse::<f64>().unwrap_or(h.score)
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(s, "         matched {} ({}{extra})", h.rule, h.action);
+            }
+            let _ = writeln!(s, "         score {}", fmt_score(st.score));
+            if let Some(by) = &st.decided_by {
+                let _ = writeln!(s, "         decided by {by}");
+            }
+            match &st.reply {
+                Some(r) => {
+                    let _ = writeln!(s, "         -> {r}");
+                }
+                None => {
+                    let _ = writeln!(s, "         -> (the upstream's reply)");
+                }
+            }
+            if let Some(n) = &st.note {
+                let _ = writeln!(s, "         ({n})");
+            }
+        }
+        if !self.headers.is_empty() {
+            let _ = writeln!(s, "headers added:");
+            for (n, v) in &self.headers {
+                let _ = writeln!(s, "         {n}: {v}");
+            }
+        }
+        let reply = match &self.reply {
+            Some(r) => r.to_string(),
+            None => "the upstream's reply to the end of DATA".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "verdict: {} at {} (score {}, {} of {} recipients accepted, {}); the client gets: {reply}",
+            self.verdict.name(),
+            self.stage.name(),
+            fmt_score(self.score),
+            self.accepted,
+            self.stages.iter().filter(|s| s.stage == Stage::Rcpt).count(),
+            self.destination
+        );
+        s
+    }
+}
+
+/// Runs `sim` through `chain` under `config`. `Err` for input that is not
+/// valid (addresses that do not parse).
+pub fn simulate(config: &Config, chain: &FilterChain, sim: &Simulation) -> Result<Report, String> {
+    let host = config.hostname.clone();
+    let relay = config.upstream.is_some();
+    let destination = |verdict: Final| match verdict {
+        Final::Relayed => match &config.upstream {
+            Some(up) => format!("relayed to the upstream {}", up.addr),
+            None => "relayed".to_string(),
+        },
+        Final::Delivered => format!("stored in {}", config.spool_dir.display()),
+        Final::Quarantined => format!("stored in {}", config.quarantine_dir.display()),
+        Final::Discarded => "dropped".to_string(),
+        _ => "nothing forwarded".to_string(),
+    };
+    let mut run = Run {
+        chain,
+        ctx: Context::new(SocketAddr::new(sim.client_ip, 0)),
+        stages: Vec::new(),
+    };
+    let mut disposition = Outcome::Proceed;
+    let end =
+        |run: Run<'_>, verdict: Final, stage: Stage, reply: Option<Reply>, accepted: usize| {
+            Report {
+                verdict,
+                stage,
+                reply,
+                accepted,
+                headers: run.ctx.add_headers.clone(),
+                score: run.ctx.score,
+                stages: run.stages,
+                destination: destination(verdict),
+            }
+        };
+
+    // Connect.
+    let greeting = Reply::plain(220, format!("{host} ESMTP smtpgate ready"));
+    match run.stage(
+        Stage::Connect,
+        sim.client_ip.to_string(),
+        None,
+        None,
+        Some(greeting),
+    ) {
+        Outcome::Refuse(r) => return Ok(end(run, refused(&r), Stage::Connect, Some(r), 0)),
+        Outcome::Close(r) => return Ok(end(run, Final::Disconnected, Stage::Connect, Some(r), 0)),
+        o @ (Outcome::Discard | Outcome::Quarantine) => disposition = o,
+        Outcome::Proceed => {}
+    }
+
+    // HELO (after STARTTLS when simulating TLS: rules see TLS from here on).
+    if sim.tls {
+        run.ctx.tls = Some(TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "simulated".into(),
+        });
+    }
+    run.ctx.helo = Some(sim.helo.clone());
+    let ok = Reply::plain(250, host.clone());
+    match run.stage(Stage::Helo, sim.helo.clone(), None, None, Some(ok)) {
+        Outcome::Refuse(r) => return Ok(end(run, refused(&r), Stage::Helo, Some(r), 0)),
+        Outcome::Close(r) => return Ok(end(run, Final::Disconnected, Stage::Helo, Some(r), 0)),
+        o @ (Outcome::Discard | Outcome::Quarantine) => disposition = o,
+        Outcome::Proceed => {}
+    }
+
+    // AUTH.
+    if let Some(user) = &sim.auth_user {
+        run.ctx.auth_user = Some(user.clone());
+        let ok = Reply::new(235, EnhancedCode::new(2, 7, 0), "Authentication successful");
+        match run.stage(Stage::Auth, user.clone(), None, None, Some(ok)) {
+            Outcome::Refuse(r) => return Ok(end(run, refused(&r), Stage::Auth, Some(r), 0)),
+            Outcome::Close(r) => return Ok(end(run, Final::Disconnected, Stage::Auth, Some(r), 0)),
+            o @ (Outcome::Discard | Outcome::Quarantine) => disposition = o,
+            Outcome::Proceed => {}
+        }
+    }
+
+    // MAIL, with SIZE= as a client that knows the size sends it.
+    let message = crlf(&sim.message);
+    let size = message.len() as u64;
+    let line = format!("MAIL FROM:<{}> SIZE={size}", sim.from);
+    let Ok(Command::Mail { from, params }) = parse_command(line.as_bytes(), true) else {
+        return Err(format!("--from {:?} is not a valid address", sim.from));
+    };
+    if size > config.limits.max_message_bytes {
+        let r = replies::too_big();
+        return Ok(end(run, Final::Rejected, Stage::Mail, Some(r), 0));
+    }
+    run.ctx.reset_transaction();
+    run.ctx.mail_from = Some(from);
+    run.ctx.mail_params = params;
+    run.ctx.declared_size = Some(size);
+    let ok = if relay && disposition == Outcome::Proceed {
+        None
+    } else {
+        Some(replies::sender_ok())
+    };
+    let subject = format!("<{}> SIZE={size}", sim.from);
+    match run.stage(Stage::Mail, subject, None, None, ok) {
+        Outcome::Refuse(r) => return Ok(end(run, refused(&r), Stage::Mail, Some(r), 0)),
+        Outcome::Close(r) => return Ok(end(run, Final::Disconnected, Stage::Mail, Some(r), 0)),
+        o @ (Outcome::Discard | Outcome::Quarantine) => disposition = o,
+        Outcome::Proceed => {}
+    }
+
+    // RCPT, one by one: a refusal refuses that recipient only.
+    let mut accepted = 0;
+    for to in &sim.to {
+        let line = format!("RCPT TO:<{to}>");
+        let Ok(Command::Rcpt { to: rcpt, .. }) = parse_command(line.as_bytes(), true) else {
+            return Err(format!("--to {to:?} is not a valid address"));
+        };
+        if accepted >= config.limits.max_recipients {
+            let r = replies::too_many_recipients();
+            run.stages.push(StageReport {
+                stage: Stage::Rcpt,
+                subject: format!("<{to}>"),
+                hits: Vec::new(),
+                score: run.ctx.score,
+                verdict: Verdict::Continue,
+                decided_by: Some("gateway".into()),
+                reply: Some(r),
+                note: Some("limits.max_recipients".into()),
+            });
+            continue;
+        }
+        let ok = if relay && disposition == Outcome::Proceed {
+            None
+        } else {
+            Some(replies::recipient_ok())
+        };
+        match run.stage(Stage::Rcpt, format!("<{to}>"), Some(&rcpt), None, ok) {
+            Outcome::Refuse(_) => {}
+            Outcome::Close(r) => {
+                return Ok(end(
+                    run,
+                    Final::Disconnected,
+                    Stage::Rcpt,
+                    Some(r),
+                    accepted,
+                ))
+            }
+            o => {
+                if o != Outcome::Proceed {
+                    disposition = o;
+                }
+                accepted += 1;
+                run.ctx.rcpts.push(rcpt);
+            }
+        }
+    }
+    if accepted == 0 {
+        let r = replies::no_valid_recipients();
+        return Ok(end(run, Final::Rejected, Stage::Rcpt, Some(r), 0));
+    }
+
+    // DATA: the message as it would be received, before anything is forwarded.
+    let mut body = Body::new(config.limits.spill_threshold_bytes);
+    body.append(&message)
+        .map_err(|e| format!("cannot buffer the message: {e}"))?;
+    let mut msg = Message::new(&mut body);
+    let subject = match msg.headers() {
+        Ok(h) => match h.first("Subject") {
+            Some(f) => format!("{size} bytes, Subject {:?}", f.decoded),
+            None => format!("{size} bytes, no Subject"),
+        },
+        Err(_) => format!("{size} bytes"),
+    };
+    let queued = replies::queued("SIMULATED");
+    let ok = if relay && disposition == Outcome::Proceed {
+        None
+    } else {
+        Some(queued.clone())
+    };
+    let outcome = run.stage(Stage::Data, subject, None, Some(&mut msg), ok);
+    let (verdict, reply) = match outcome {
+        Outcome::Refuse(r) => (refused(&r), Some(r)),
+        Outcome::Close(r) => (Final::Disconnected, Some(r)),
+        Outcome::Discard => (Final::Discarded, Some(queued)),
+        Outcome::Quarantine => (Final::Quarantined, Some(queued)),
+        Outcome::Proceed => match disposition {
+            Outcome::Discard => (Final::Discarded, Some(queued)),
+            Outcome::Quarantine => (Final::Quarantined, Some(queued)),
+            _ if relay => (Final::Relayed, None),
+            _ => (Final::Delivered, Some(queued)),
+        },
+    };
+    Ok(end(run, verdict, Stage::Data, reply, accepted))
+}
+
+/// `tempfailed` for a 4xx, `rejected` otherwise.
+fn refused(r: &Reply) -> Final {
+    if r.is_transient() {
+        Final::Tempfailed
+    } else {
+        Final::Rejected
+    }
+}
+
+/// The chain and what it has gathered, stage after stage.
+struct Run<'c> {
+    /// The chain under test.
+    chain: &'c FilterChain,
+    /// What the rules see.
+    ctx: Context,
+    /// What happened so far.
+    stages: Vec<StageReport>,
+}
+
+impl Run<'_> {
+    /// Runs one stage; `ok` is the reply when the chain lets it pass
+    /// (`None`: the upstream's).
+    fn stage(
+        &mut self,
+        stage: Stage,
+        subject: String,
+        rcpt: Option<&Recipient>,
+        message: Option<&mut Message<'_>>,
+        ok: Option<Reply>,
+    ) -> Outcome {
+        let before = self.ctx.hits.len();
+        let verdict = self.chain.run(stage, &mut self.ctx, rcpt, message);
+        let outcome = verdict.clone().outcome();
+        let (reply, note) = match &outcome {
+            Outcome::Refuse(r) => (Some(r.clone()), None),
+            Outcome::Close(r) => (Some(r.clone()), Some("and the connection is closed".into())),
+            Outcome::Discard => (
+                ok.clone().or_else(|| Some(replies::queued("SIMULATED"))),
+                Some("the message will be discarded".into()),
+            ),
+            Outcome::Quarantine => (
+                ok.clone().or_else(|| Some(replies::queued("SIMULATED"))),
+                Some("the message will be quarantined".into()),
+            ),
+            Outcome::Proceed => (ok, None),
+        };
+        let decided_by = if matches!(outcome, Outcome::Proceed) {
+            None
+        } else {
+            self.ctx.decided_by.clone()
+        };
+        self.stages.push(StageReport {
+            stage,
+            subject,
+            hits: self.ctx.hits.get(before..).unwrap_or(&[]).to_vec(),
+            score: self.ctx.score,
+            verdict,
+            decided_by,
+            reply,
+            note,
+        });
+        outcome
+    }
+}
+
+/// The message with every bare LF made CRLF (files on disk usually have
+/// LF line endings; SMTP clients send CRLF).
+pub fn crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 40);
+    let mut prev = 0u8;
+    for &b in data {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{RuleOptions, RuleSet};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn chain(yaml: &str) -> FilterChain {
+        let set = RuleSet::from_yaml(yaml, Path::new("t.yaml"), RuleOptions::default()).unwrap();
+        let mut c = FilterChain::new();
+        c.push(Arc::new(set));
+        c
+    }
+
+    fn sim(to: &[&str]) -> Simulation {
+        Simulation {
+            client_ip: "203.0.113.9".parse().unwrap(),
+            helo: "mx.example.net".into(),
+            auth_user: None,
+            tls: false,
+            from: "a@example.net".into(),
+            to: to.iter().map(|s| s.to_string()).collect(),
+            message: b"Subject: hello\nMessage-ID: <1@x>\n\nhi\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn per_recipient_refusal_and_spool_delivery() {
+        let c = chain("rules:\n  - { name: no-bob, stage: rcpt, when: { recipient: { regex: '^bob@' } }, action: reject }\n");
+        let config = Config::default();
+        let r = simulate(&config, &c, &sim(&["bob@x.test", "carol@x.test"])).unwrap();
+        assert_eq!(r.verdict, Final::Delivered);
+        assert_eq!(r.accepted, 1);
+        assert_eq!(r.exit_code(), 0);
+        let text = r.render();
+        assert!(text.contains("matched no-bob (reject)"), "{text}");
+        assert!(text.contains("-> 550 5.7.1 Rejected by policy"), "{text}");
+        assert!(text.contains("verdict: delivered at data"), "{text}");
+        let r = simulate(&config, &c, &sim(&["bob@x.test"])).unwrap();
+        assert_eq!(r.verdict, Final::Rejected);
+        assert_eq!(r.reply.as_ref().unwrap().code, 554);
+        assert_eq!(r.exit_code(), 1);
+    }
+
+    #[test]
+    fn relay_mode_leaves_the_reply_to_the_upstream() {
+        let c = chain("rules: []\n");
+        let config = Config {
+            upstream: Some(crate::config::Upstream::new("10.0.0.5:25")),
+            ..Config::default()
+        };
+        let r = simulate(&config, &c, &sim(&["b@x.test"])).unwrap();
+        assert_eq!(r.verdict, Final::Relayed);
+        assert!(r.reply.is_none());
+        assert!(r.render().contains("relayed to the upstream 10.0.0.5:25"));
+    }
+
+    #[test]
+    fn bad_addresses_are_errors() {
+        let c = chain("rules: []\n");
+        let mut s = sim(&["not an address"]);
+        assert!(simulate(&Config::default(), &c, &s).is_err());
+        s.to = vec!["b@x.test".into()];
+        s.from = "nope".into();
+        assert!(simulate(&Config::default(), &c, &s).is_err());
+        s.from = String::new();
+        assert!(simulate(&Config::default(), &c, &s).is_ok(), "<> is fine");
+    }
+
+    #[test]
+    fn crlf_only_fixes_bare_lf() {
+        assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+    }
+}
