@@ -7,7 +7,7 @@
 //! `smtpgate check` and start-up point straight at it.
 
 use super::lists::{CidrTable, DomainSet, Entry, ListFiles};
-use super::model::{self, ActionName, OneOrMany, StageName};
+use super::model::{self, ActionName, OneOrMany};
 use super::{
     Action, AddressMatcher, Cond, NameMatcher, Range, Rule, Scoring, Source, StagePatterns,
     Template, TemplatePart, Test, Var,
@@ -103,7 +103,7 @@ impl FileCompiler<'_> {
         def: &model::RuleDef,
         patterns: &mut StagePatterns,
     ) -> Result<Rule, ConfigError> {
-        let stage = stage_of(def.stage);
+        let stage = def.stage;
         let at = At {
             index,
             name: &def.name,
@@ -868,18 +868,6 @@ fn regex_error(pattern: &str, e: &regex::Error) -> String {
         .next()
         .unwrap_or_else(|| e.to_string().replace('\n', " "));
     format!("bad regex {pattern:?}: {detail}")
-}
-
-/// The filter stage for a stage name.
-pub(crate) fn stage_of(s: StageName) -> Stage {
-    match s {
-        StageName::Connect => Stage::Connect,
-        StageName::Helo => Stage::Helo,
-        StageName::Auth => Stage::Auth,
-        StageName::Mail => Stage::Mail,
-        StageName::Rcpt => Stage::Rcpt,
-        StageName::Data => Stage::Data,
-    }
 }
 
 /// An action's name as written in rule files.

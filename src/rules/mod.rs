@@ -548,7 +548,7 @@ impl RuleSet {
                     });
                 }
                 seen.insert(def.name.clone(), (source.clone(), i));
-                let stage = compile::stage_of(def.stage);
+                let stage = def.stage;
                 let idx = stage_index(stage);
                 let rule = compiler.rule(i, def, &mut patterns[idx])?;
                 if def.enabled {

@@ -46,7 +46,7 @@ pub(crate) struct RuleDef {
     /// Unique name, in logs, audit records and `{rule}` placeholders.
     pub name: String,
     /// The stage the rule runs at.
-    pub stage: StageName,
+    pub stage: crate::filter::Stage,
     /// Free text for people; shown by `smtpgate check`.
     #[serde(default)]
     pub description: Option<String>,
@@ -72,24 +72,6 @@ pub(crate) struct RuleDef {
 /// Serde default for `enabled`.
 fn yes() -> bool {
     true
-}
-
-/// A stage name as written in rule files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum StageName {
-    /// `connect`
-    Connect,
-    /// `helo`
-    Helo,
-    /// `auth`
-    Auth,
-    /// `mail`
-    Mail,
-    /// `rcpt`
-    Rcpt,
-    /// `data`
-    Data,
 }
 
 /// An action name as written in rule files.

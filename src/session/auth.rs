@@ -7,11 +7,10 @@
 //! `auth failed: client=192.0.2.7 user="alice" mechanism=PLAIN session=...`.
 //! After `auth.max_failures` failures the session ends with `421 4.7.0`.
 
-use super::transaction::Disposition;
-use super::{replies, Flow, Session};
+use super::{replies, Flow, Session, SessionVerdict};
 use crate::auth::{Credentials, Exchange, Mechanism, MechanismError, SaslError, Step};
 use crate::config::{AuthMode, StartTls};
-use crate::filter::{Outcome, Stage};
+use crate::filter::Stage;
 use crate::proto::{LineReader, Mailbox};
 use crate::stream::Stream;
 use log::{info, warn};
@@ -120,21 +119,17 @@ impl<S: Stream> Session<S> {
         };
         self.auth = Some(user.clone());
         self.ctx.auth_user = Some(user.name.clone());
-        match self.run_filters(Stage::Auth, None, None).outcome() {
-            Outcome::Refuse(r) => {
-                self.note_refusal(&r);
+        match self.session_stage(Stage::Auth) {
+            SessionVerdict::Refuse(r) => {
                 self.auth = None;
                 self.ctx.auth_user = None;
                 return self.reply(r);
             }
-            Outcome::Close(r) => {
-                self.note_refusal(&r);
+            SessionVerdict::Close(r) => {
                 self.reply(r);
                 return Flow::Stop;
             }
-            Outcome::Discard => self.session_disposition = Disposition::Discard,
-            Outcome::Quarantine => self.session_disposition = Disposition::Quarantine,
-            Outcome::Proceed => {}
+            SessionVerdict::Go => {}
         }
         info!(
             "session {} peer={} authenticated user={:?} mechanism={}",

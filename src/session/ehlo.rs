@@ -1,8 +1,7 @@
 //! EHLO and HELO (RFC 5321 §4.1.1.1): greet, reset, advertise extensions.
 
-use super::transaction::Disposition;
-use super::{Flow, Session};
-use crate::filter::{Outcome, Stage};
+use super::{Flow, Session, SessionVerdict};
+use crate::filter::Stage;
 use crate::proto::Reply;
 use crate::stream::Stream;
 
@@ -35,21 +34,17 @@ impl<S: Stream> Session<S> {
             Reply::plain(250, host)
         };
         self.ctx.helo = Some(name.clone());
-        match self.run_filters(Stage::Helo, None, None).outcome() {
-            Outcome::Refuse(r) => {
-                self.note_refusal(&r);
+        match self.session_stage(Stage::Helo) {
+            SessionVerdict::Refuse(r) => {
                 self.ctx.helo = None;
                 self.helo = None;
                 return self.reply(r);
             }
-            Outcome::Close(r) => {
-                self.note_refusal(&r);
+            SessionVerdict::Close(r) => {
                 self.reply(r);
                 return Flow::Stop;
             }
-            Outcome::Discard => self.session_disposition = Disposition::Discard,
-            Outcome::Quarantine => self.session_disposition = Disposition::Quarantine,
-            Outcome::Proceed => {}
+            SessionVerdict::Go => {}
         }
         self.helo = Some(name);
         self.esmtp = extended;

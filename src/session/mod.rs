@@ -335,20 +335,34 @@ impl<S: Stream> Session<S> {
     /// Asks the filters about the new connection; a refusal is the reply to
     /// give instead of the greeting.
     fn connect_stage(&mut self) -> Option<Reply> {
-        match self.run_filters(Stage::Connect, None, None).outcome() {
-            Outcome::Refuse(r) | Outcome::Close(r) => {
+        match self.session_stage(Stage::Connect) {
+            SessionVerdict::Refuse(r) | SessionVerdict::Close(r) => Some(r),
+            SessionVerdict::Go => None,
+        }
+    }
+
+    /// Runs a session-level stage (connect, helo, auth): a refusal is noted
+    /// for the session's audit record, and a `discard` or `quarantine`
+    /// applies to every transaction of the session.
+    fn session_stage(&mut self, stage: Stage) -> SessionVerdict {
+        match self.run_filters(stage, None, None).outcome() {
+            Outcome::Refuse(r) => {
                 self.note_refusal(&r);
-                Some(r)
+                SessionVerdict::Refuse(r)
+            }
+            Outcome::Close(r) => {
+                self.note_refusal(&r);
+                SessionVerdict::Close(r)
             }
             Outcome::Discard => {
                 self.session_disposition = Disposition::Discard;
-                None
+                SessionVerdict::Go
             }
             Outcome::Quarantine => {
                 self.session_disposition = Disposition::Quarantine;
-                None
+                SessionVerdict::Go
             }
-            Outcome::Proceed => None,
+            Outcome::Proceed => SessionVerdict::Go,
         }
     }
 
@@ -581,6 +595,16 @@ impl<S: Stream> Session<S> {
         }
         self.ctx.reset_transaction();
     }
+}
+
+/// What a session-level stage (connect, helo, auth) decided.
+enum SessionVerdict {
+    /// Go on as normal.
+    Go,
+    /// Answer this instead; the session goes on.
+    Refuse(Reply),
+    /// Answer this and close.
+    Close(Reply),
 }
 
 /// What waiting for client input produced.
