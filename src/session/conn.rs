@@ -18,6 +18,9 @@ use std::time::Duration;
 const COMMAND_READ: usize = 4 * 1024;
 /// Read size while receiving a message body: large, for fewer syscalls.
 const DATA_READ: usize = 64 * 1024;
+/// Queued reply bytes at which the session writes before parsing more
+/// input, so a client that never reads cannot make replies pile up.
+pub(crate) const OUTPUT_HIGH_WATER: usize = 16 * 1024;
 
 /// A client stream with its read and write buffers.
 pub(crate) struct Conn<S> {
@@ -59,6 +62,11 @@ impl<S: Stream> Conn<S> {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Reply bytes queued and not yet written.
+    pub(crate) fn output_len(&self) -> usize {
+        self.wbuf.len()
     }
 
     /// Queues a reply for the next flush.
