@@ -220,3 +220,29 @@ fn per_user_recipients_and_logins_per_minute() {
     assert_eq!(rec["type"], "session");
     assert!(rec["reply"].as_str().unwrap().starts_with("421 4.7.0"));
 }
+
+#[test]
+fn relayed_pipelined_recipients_over_the_rate_never_reach_the_upstream() {
+    let up = common::MockUpstream::start(common::MockOptions::default());
+    let gw = Gateway::with_upstream(
+        &up,
+        "protection:\n  exempt_networks: []\n  rate_limits: { per_ip: { recipients_per_hour: 2 } }\n",
+    );
+    let mut c = gw.client();
+    c.cmd("EHLO a.test", 250);
+    c.send(
+        "MAIL FROM:<a@x.test>\r\nRCPT TO:<a@y.test>\r\nRCPT TO:<b@y.test>\r\n\
+         RCPT TO:<c@y.test>\r\nRCPT TO:<d@y.test>\r\nNOOP\r\n",
+    );
+    // In command order: the upstream's answers and ours interleaved right.
+    for code in [250, 250, 250, 450, 450, 250] {
+        c.expect(code);
+    }
+    c.cmd("DATA", 354);
+    c.send(&common::message("relayed", "hi\r\n"));
+    c.send(".\r\n");
+    c.expect(250);
+    let delivered = up.wait_for(1);
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].rcpts, ["a@y.test", "b@y.test"]);
+}

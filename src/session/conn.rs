@@ -35,6 +35,9 @@ pub(crate) struct Conn<S> {
     end: usize,
     /// Replies waiting for the next flush.
     wbuf: Vec<u8>,
+    /// A write failed or timed out: the client is not reading, and the
+    /// session's closing flush must not wait a whole timeout again.
+    broken: bool,
 }
 
 impl<S: Stream> Conn<S> {
@@ -46,6 +49,7 @@ impl<S: Stream> Conn<S> {
             start: 0,
             end: 0,
             wbuf: Vec::new(),
+            broken: false,
         }
     }
 
@@ -101,11 +105,21 @@ impl<S: Stream> Conn<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        timeout(limit, async {
+        if self.broken {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier write failed",
+            ));
+        }
+        let written = timeout(limit, async {
             self.stream.write_all(&self.wbuf).await?;
             self.stream.flush().await
         })
-        .await?;
+        .await;
+        if written.is_err() {
+            self.broken = true;
+        }
+        written?;
         self.wbuf.clear();
         if self.wbuf.capacity() > 16 * 1024 {
             self.wbuf.shrink_to(1024);
