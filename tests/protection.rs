@@ -309,3 +309,49 @@ fn bad_protection_config_names_file_line_and_reason() {
          write `memory` or `redis://host:port[/db]`"
     );
 }
+
+#[test]
+fn each_pipelined_line_gets_its_own_deadline() {
+    let s = Setup::new("timeouts: { command_s: 2 }\n");
+    let mut c = s.gw.client();
+    // Idle most of the allowed time, then a whole line and the start of
+    // the next: the next line's time starts when the first one is done.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.send("NOOP\r\nHE");
+    c.expect(250);
+    std::thread::sleep(Duration::from_millis(1200));
+    c.send("LP\r\n");
+    c.expect(214);
+}
+
+#[test]
+fn over_the_limit_on_an_implicit_tls_listener_is_closed_without_a_handshake() {
+    let pki = common::certs::Pki::new("gate");
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = Gateway::start(&format!(
+        "hostname: gate.test\n{}listen: [{{ addr: \"127.0.0.1:0\", tls: implicit }}]\n\
+         audit: {{ path: \"{}\" }}\n\
+         protection: {{ exempt_networks: [], max_connections_per_ip: 1 }}\n",
+        pki.tls_yaml(),
+        audit.display()
+    ));
+    let mut first = common::tls_client::TlsClient::implicit(gw.addr, pki.client_config());
+    // The second client sends its TLS hello and gets no answer but the end:
+    // no plaintext 421 where TLS is expected, and no handshake paid for.
+    let mut second = std::net::TcpStream::connect(gw.addr).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = second.write_all(b"\x16\x03\x01\x00\x05hello");
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut second, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "got {:?}", &buf[..n]);
+    first.send("QUIT\r\n");
+    first.expect(221);
+    let rec = audit_records(&audit, 2)
+        .into_iter()
+        .find(|r| r["decided_by"] == "protection:max_connections_per_ip")
+        .expect("the refusal is audited");
+    assert_eq!(rec["end"], "too many connections from this IP");
+}

@@ -381,6 +381,7 @@ impl<S: Stream> Session<S> {
                 Some(Ok(range)) => {
                     let bytes = self.conn.input()[range].to_vec();
                     self.conn.consume(used);
+                    self.line_done();
                     if self.handle_line(&bytes).await == Flow::Stop {
                         return "closed";
                     }

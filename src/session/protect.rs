@@ -266,6 +266,11 @@ impl<S: Stream> Session<S> {
         async_std::task::sleep(owed).await;
     }
 
+    /// A whole command line arrived: the next one gets its own deadline.
+    pub(super) fn line_done(&mut self) {
+        self.protect.line_deadline = None;
+    }
+
     /// How long to wait for the rest of a command line. With
     /// `per_line_deadline`, the whole line must arrive within
     /// `timeouts.command_s` of when we started waiting for it; otherwise
