@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, runnable on a fresh machine: installs the outside
-# tools the interop tests use (Debian packages: swaks, openssl, Net::SSLeay), then runs the Rust tests and
-# the interop scripts. `cargo test` alone runs the Rust tests.
+# tools the tests use (Debian packages: swaks, openssl, Net::SSLeay,
+# redis-server), then runs the Rust tests and the interop scripts.
+# `cargo test` alone runs the Rust tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,8 @@ need_pkgs=()
 command -v swaks >/dev/null 2>&1 || need_pkgs+=(swaks)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# The Redis rate-limit tests start their own redis-server (no service is used).
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 # swaks needs Net::SSLeay for --tls; Debian lists it only as a Recommends.
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_pkgs+=(libnet-ssleay-perl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -357,6 +357,10 @@ pub struct TransactionRecord {
     pub upstream_reply: Option<String>,
     /// Durations.
     pub durations_ms: Durations,
+    /// Milliseconds the error tarpit delayed this session's replies so
+    /// far; absent when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tarpit_ms: Option<f64>,
 }
 
 /// The record of a session without any transaction (`"type": "session"`).
@@ -389,6 +393,10 @@ pub struct SessionRecord {
     pub decided_by: Option<String>,
     /// How long the session lasted, in milliseconds.
     pub duration_ms: f64,
+    /// Milliseconds the error tarpit delayed this session's replies;
+    /// absent when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tarpit_ms: Option<f64>,
 }
 
 /// Now, as written in records.

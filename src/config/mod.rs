@@ -15,10 +15,12 @@
 
 mod error;
 pub(crate) mod locate;
+mod protection;
 mod security;
 mod validate;
 
 pub use error::{ConfigError, ValidationError};
+pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
@@ -81,6 +83,9 @@ pub struct Config {
     /// The JSON audit trail, one record per transaction. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditOptions>,
+    /// Per-client protection: connections per IP, messages per session,
+    /// the error tarpit, pre-greeting talkers, rate limits.
+    pub protection: Protection,
 }
 
 /// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
@@ -117,6 +122,7 @@ impl Default for Config {
             relay: RelayOptions::default(),
             rules_dir: None,
             audit: None,
+            protection: Protection::default(),
         }
     }
 }
@@ -488,7 +494,8 @@ impl Config {
     /// filter parses. The error names the key path of the first bad value.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
-        security::check(self)
+        security::check(self)?;
+        protection::check(&self.protection)
     }
 
     /// Opens the files the configuration names (TLS certificate and key,
@@ -576,6 +583,7 @@ impl Config {
             },
             bytes(l.max_mime_scan_bytes)
         );
+        protection::summary(&self.protection, &self.relay.trusted_networks, &mut s);
         let _ = writeln!(
             s,
             "audit:     {}",

@@ -174,6 +174,7 @@ impl<S: Stream> Session<S> {
                 rules: ms(self.tx_rules_time),
                 delivery: end.delivery.map(ms),
             },
+            tarpit_ms: self.tarpit_ms(),
         };
         log.write(&record);
     }
@@ -201,8 +202,17 @@ impl<S: Stream> Session<S> {
             reply: self.refusal.as_ref().map(|(r, _)| r.to_string()),
             decided_by: self.refusal.as_ref().map(|(_, by)| by.clone()),
             duration_ms: ms(self.started.elapsed()),
+            tarpit_ms: self.tarpit_ms(),
         };
         log.write(&record);
+    }
+}
+
+impl<S: Stream> Session<S> {
+    /// The tarpit's delay so far, for records; `None` when there was none.
+    fn tarpit_ms(&self) -> Option<f64> {
+        let d = self.protect.delayed;
+        (!d.is_zero()).then(|| ms(d))
     }
 }
 

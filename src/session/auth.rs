@@ -117,6 +117,9 @@ impl<S: Stream> Session<S> {
         let Some(user) = user else {
             return self.auth_failed(&name, mechanism);
         };
+        if let Some(flow) = self.login_limits(&user.name).await {
+            return flow;
+        }
         self.auth = Some(user.clone());
         self.ctx.auth_user = Some(user.name.clone());
         match self.session_stage(Stage::Auth) {

@@ -18,6 +18,9 @@ use std::time::Duration;
 const COMMAND_READ: usize = 4 * 1024;
 /// Read size while receiving a message body: large, for fewer syscalls.
 const DATA_READ: usize = 64 * 1024;
+/// Queued reply bytes at which the session writes before parsing more
+/// input, so a client that never reads cannot make replies pile up.
+pub(crate) const OUTPUT_HIGH_WATER: usize = 16 * 1024;
 
 /// A client stream with its read and write buffers.
 pub(crate) struct Conn<S> {
@@ -32,6 +35,9 @@ pub(crate) struct Conn<S> {
     end: usize,
     /// Replies waiting for the next flush.
     wbuf: Vec<u8>,
+    /// A write failed or timed out: the client is not reading, and the
+    /// session's closing flush must not wait a whole timeout again.
+    broken: bool,
 }
 
 impl<S: Stream> Conn<S> {
@@ -43,6 +49,7 @@ impl<S: Stream> Conn<S> {
             start: 0,
             end: 0,
             wbuf: Vec::new(),
+            broken: false,
         }
     }
 
@@ -59,6 +66,11 @@ impl<S: Stream> Conn<S> {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Reply bytes queued and not yet written.
+    pub(crate) fn output_len(&self) -> usize {
+        self.wbuf.len()
     }
 
     /// Queues a reply for the next flush.
@@ -93,11 +105,21 @@ impl<S: Stream> Conn<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        timeout(limit, async {
+        if self.broken {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier write failed",
+            ));
+        }
+        let written = timeout(limit, async {
             self.stream.write_all(&self.wbuf).await?;
             self.stream.flush().await
         })
-        .await?;
+        .await;
+        if written.is_err() {
+            self.broken = true;
+        }
+        written?;
         self.wbuf.clear();
         if self.wbuf.capacity() > 16 * 1024 {
             self.wbuf.shrink_to(1024);

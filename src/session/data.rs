@@ -4,6 +4,7 @@
 //! upstream's 2xx, or after the spool file is synced.
 
 use super::audit::{data_verdict, TxEnd, BY_GATEWAY, BY_UPSTREAM};
+use super::protect::DataDeadline;
 use super::transaction::{Disposition, Transaction};
 use super::{replies, Flow, Session};
 use crate::audit::truncate;
@@ -215,6 +216,8 @@ impl<S: Stream> Session<S> {
         let mut out = Vec::new();
         let mut problem = None;
         let block = self.shared.config.timeouts.data_block();
+        let per_line = self.shared.config.protection.per_line_deadline;
+        let mut deadline = DataDeadline::new(block, per_line);
         loop {
             let fed = receiver.feed(self.conn.input(), &mut out);
             self.conn.consume(fed.consumed);
@@ -229,9 +232,12 @@ impl<S: Stream> Session<S> {
             if fed.done {
                 break;
             }
-            match timeout(block, self.conn.fill(true)).await {
+            match timeout(deadline.wait(), self.conn.fill(true)).await {
                 Ok(0) => return Received::Lost("client closed"),
-                Ok(_) => {}
+                Ok(n) => {
+                    let input = self.conn.input();
+                    deadline.read(&input[input.len() - n..]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     let host = self.shared.config.hostname.clone();
                     self.conn.push(&replies::timeout(&host));

@@ -78,6 +78,9 @@ impl<S: Stream> Session<S> {
         self.ctx.mail_from = Some(from);
         self.ctx.mail_params = params;
         self.ctx.declared_size = declared_size;
+        if let Some(flow) = self.mail_limits(&tx).await {
+            return flow;
+        }
         match self.run_filters(Stage::Mail, None, None).outcome() {
             Outcome::Refuse(r) => {
                 let by = self.ctx.decided_by.clone();

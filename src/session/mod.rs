@@ -15,6 +15,7 @@ mod data;
 mod ehlo;
 mod mail;
 mod misc;
+mod protect;
 mod rcpt;
 pub(crate) mod replies;
 mod starttls;
@@ -24,6 +25,7 @@ use crate::audit::AuditLog;
 use crate::auth::{Exchange, User, UserStore};
 use crate::config::{Config, ListenerPolicy};
 use crate::filter::{Context, FilterChain, Outcome, Stage};
+use crate::protection::Protection;
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::relay::RelayPolicy;
 use crate::shutdown::ShutdownSignal;
@@ -65,6 +67,8 @@ pub struct Shared {
     upstreams: Option<UpstreamPool>,
     /// The audit trail writer, when `audit` is configured.
     audit: Option<AuditLog>,
+    /// Per-client protection: connections per IP, rate limits.
+    protection: Protection,
 }
 
 impl Shared {
@@ -92,10 +96,13 @@ impl Shared {
             Some(up) => Some(UpstreamPool::new(up).map_err(|e| invalid(format!("upstream: {e}")))?),
             None => None,
         };
+        let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
+            .map_err(|e| invalid(format!("protection: {e}")))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Ok(Arc::new(Shared {
+            protection,
             relay: RelayPolicy::new(&config.relay),
             config,
             shutdown,
@@ -132,6 +139,11 @@ impl Shared {
     /// The audit trail writer, when one is configured.
     pub fn audit(&self) -> Option<&AuditLog> {
         self.audit.as_ref()
+    }
+
+    /// Per-client protection and rate limits.
+    pub fn protection(&self) -> &Protection {
+        &self.protection
     }
 
     /// The current filter chain (a snapshot: later swaps do not affect it).
@@ -231,6 +243,8 @@ pub struct Session<S> {
     audit_records: u32,
     /// The last refusal outside a transaction and who gave it (session record).
     refusal: Option<(Reply, String)>,
+    /// Per-client protection: this connection's per-IP slot, the tarpit.
+    protect: protect::State,
 }
 
 impl<S: Stream> Session<S> {
@@ -250,6 +264,7 @@ impl<S: Stream> Session<S> {
             tx_rules_time: Duration::ZERO,
             audit_records: 0,
             refusal: None,
+            protect: protect::State::default(),
             conn: Conn::new(stream),
             id: shared.session_id(),
             shared,
@@ -298,12 +313,18 @@ impl<S: Stream> Session<S> {
     pub async fn run(mut self) {
         debug!("session {} peer={} connected", self.id, self.peer);
         let host = self.shared.config.hostname.clone();
-        if self.listener.implicit_tls && !self.implicit_tls().await {
+        // Per-IP limits come first, before any TLS handshake is paid for.
+        let admitted = self.admit().await;
+        if admitted.is_none() && self.listener.implicit_tls && !self.implicit_tls().await {
             return;
         }
-        let end = if self.shared.shutdown.is_fired() {
+        let end = if let Some(end) = admitted {
+            end
+        } else if self.shared.shutdown.is_fired() {
             self.conn.push(&replies::shutting_down(&host));
             "shutting down"
+        } else if let Some(end) = self.pregreet().await {
+            end
         } else if let Some(refusal) = self.connect_stage() {
             self.conn.push(&refusal);
             "refused at connect"
@@ -374,8 +395,18 @@ impl<S: Stream> Session<S> {
                 Some(Ok(range)) => {
                     let bytes = self.conn.input()[range].to_vec();
                     self.conn.consume(used);
+                    self.line_done();
                     if self.handle_line(&bytes).await == Flow::Stop {
                         return "closed";
+                    }
+                    // A client that pipelines without reading its replies
+                    // gets no more input read until they are written: the
+                    // replies waiting here stay small.
+                    if self.conn.output_len() >= conn::OUTPUT_HIGH_WATER {
+                        self.resolve_pending().await;
+                        if self.flush().await.is_err() {
+                            return "write failed";
+                        }
                     }
                     continue;
                 }
@@ -420,7 +451,7 @@ impl<S: Stream> Session<S> {
     /// Waits for more command input. Shutdown interrupts the wait only
     /// between transactions: a transaction in flight may finish.
     async fn read_command_input(&mut self) -> Input {
-        let limit = self.shared.config.timeouts.command();
+        let limit = self.command_wait();
         let watch_shutdown = self.tx.is_none();
         let read = timeout(limit, self.conn.fill(false));
         let result = if watch_shutdown {
@@ -491,6 +522,7 @@ impl<S: Stream> Session<S> {
     fn client_error(&mut self, reply: Reply) -> Flow {
         self.reply(reply);
         self.errors += 1;
+        self.owe_error_delay();
         if self.errors >= self.shared.config.limits.max_errors {
             let host = self.shared.config.hostname.clone();
             self.reply(replies::too_many_errors(&host));
@@ -500,8 +532,10 @@ impl<S: Stream> Session<S> {
         Flow::Continue
     }
 
-    /// Writes queued replies to the client.
+    /// Writes queued replies to the client (after the tarpit's delay, if
+    /// errors made one owed).
     async fn flush(&mut self) -> io::Result<()> {
+        self.pay_error_delay().await;
         self.conn.flush(self.shared.config.timeouts.command()).await
     }
 

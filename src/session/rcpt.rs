@@ -48,6 +48,9 @@ impl<S: Stream> Session<S> {
             self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.reply(reply);
         }
+        if let Some(flow) = self.rcpt_limits(&to).await {
+            return flow;
+        }
         match self.run_filters(Stage::Rcpt, Some(&to), None).outcome() {
             Outcome::Refuse(r) => {
                 let by = self.ctx.decided_by.clone().unwrap_or_default();

@@ -277,3 +277,91 @@ pub(crate) fn sender_not_owned(sender: &str, user: &str) -> Reply {
         &format!("<{sender}>: Sender address rejected: not owned by user {user}"),
     )
 }
+
+/// Over `protection.max_connections_per_ip` (Postfix's wording).
+pub(crate) fn too_many_connections_from(host: &str, ip: std::net::IpAddr) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        &format!("{host} Error: too many connections from {ip}"),
+    )
+}
+
+/// Over a connection rate (per IP at connect, per user at AUTH).
+pub(crate) fn connection_rate_exceeded(host: &str) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        &format!("{host} Error: connection rate limit exceeded, try again later"),
+    )
+}
+
+/// Over `protection.max_messages_per_session`: the rest goes over a new connection.
+pub(crate) fn too_many_messages_in_session(host: &str) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        &format!("{host} Error: too many messages in one session, reconnect to send more"),
+    )
+}
+
+/// Over a message rate (MAIL).
+pub(crate) fn message_rate_exceeded() -> Reply {
+    r(
+        450,
+        4,
+        7,
+        1,
+        "Error: message rate limit exceeded, try again later",
+    )
+}
+
+/// Over a recipient rate (RCPT).
+pub(crate) fn recipient_rate_exceeded() -> Reply {
+    r(
+        450,
+        4,
+        7,
+        1,
+        "Error: recipient rate limit exceeded, try again later",
+    )
+}
+
+/// The rate-limit store cannot be reached and the limiter fails closed.
+pub(crate) fn rate_store_unavailable() -> Reply {
+    r(
+        451,
+        4,
+        3,
+        0,
+        "Rate limit service unavailable, try again later",
+    )
+}
+
+/// The same, where it ends the session (before the greeting, at AUTH).
+pub(crate) fn rate_store_unavailable_closing(host: &str) -> Reply {
+    r(
+        421,
+        4,
+        3,
+        0,
+        &format!("{host} Rate limit service unavailable, try again later"),
+    )
+}
+
+/// A client that sent before the greeting (pregreet): a bot, not an MTA.
+pub(crate) fn talked_before_greeting(host: &str) -> Reply {
+    r(
+        554,
+        5,
+        5,
+        0,
+        &format!("{host} Protocol error: talked before greeting"),
+    )
+}
