@@ -13,11 +13,13 @@
 //! 127.0.0.1:2525, store accepted mail under `./spool/`, and load the rules
 //! in `./rules/` when that directory exists.
 
+mod edge;
 mod error;
 pub(crate) mod locate;
 mod security;
 mod validate;
 
+pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
@@ -81,6 +83,10 @@ pub struct Config {
     /// The JSON audit trail, one record per transaction. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditOptions>,
+    /// Who may send PROXY protocol headers to listeners with
+    /// `proxy_protocol: true`. Default: none (no listener may enable it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolOptions>,
 }
 
 /// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
@@ -117,6 +123,7 @@ impl Default for Config {
             relay: RelayOptions::default(),
             rules_dir: None,
             audit: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -154,6 +161,11 @@ pub struct Listener {
     /// for listeners on a loopback address. Default false.
     #[serde(default, skip_serializing_if = "is_default")]
     pub plaintext_auth: bool,
+    /// Every connection starts with a PROXY protocol header (HAProxy, v1 or
+    /// v2) naming the real client, sent by one of
+    /// `proxy_protocol.trusted_proxies`; others are closed. Default false.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub proxy_protocol: bool,
 }
 
 impl Default for Listener {
@@ -165,6 +177,7 @@ impl Default for Listener {
             tls: TlsMode::None,
             auth: None,
             plaintext_auth: false,
+            proxy_protocol: false,
         }
     }
 }
@@ -219,6 +232,11 @@ pub struct Upstream {
     /// Default: true.
     #[serde(default = "default_true")]
     pub pipelining: bool,
+    /// How the upstream learns the real client: `xforward` (default; when
+    /// it offers XFORWARD), `xclient` (when it offers XCLIENT, else
+    /// XFORWARD) or `none`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub forward_client: ForwardClient,
 }
 
 impl Upstream {
@@ -236,6 +254,7 @@ impl Upstream {
             auth: None,
             helo: None,
             pipelining: true,
+            forward_client: ForwardClient::Xforward,
         }
     }
 
@@ -488,7 +507,8 @@ impl Config {
     /// filter parses. The error names the key path of the first bad value.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
-        security::check(self)
+        security::check(self)?;
+        edge::check(self)
     }
 
     /// Opens the files the configuration names (TLS certificate and key,
@@ -532,6 +552,7 @@ impl Config {
             }
         }
         self.security_summary(&mut s);
+        self.edge_summary(&mut s);
         let _ = writeln!(
             s,
             "limits:    message {}, {} recipients, command line {} B, text line {} B, \
