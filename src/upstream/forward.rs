@@ -222,7 +222,14 @@ impl Upstream {
         }
         self.xclient_for = Some(client.session.clone());
         let name = client.ehlo_name().unwrap_or(our_helo).to_string();
-        self.greet(&name).await
+        // The server now judges the client: a permanent refusal of its
+        // name is an answer for the client too.
+        match self.greet(&name).await {
+            Err(UpstreamError::Refused(reply)) if reply.class() == 5 => {
+                Err(UpstreamError::ClientRefused(reply))
+            }
+            other => other,
+        }
     }
 }
 

@@ -102,12 +102,15 @@ check() { # $1 = description, rest = command; ok when it succeeds
 }
 die() { echo "e2e: $*" >&2; echo "e2e: $PASSED passed, $((FAILED + 1)) failed"; exit 1; }
 
-free_port() {
-    local p
-    while :; do
+# $1 distinct loopback ports that nothing answers on.
+free_ports() {
+    local p picked=" "
+    while [ "$(wc -w <<<"$picked")" -lt "$1" ]; do
         p=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+        case "$picked" in *" $p "*) continue ;; esac
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then picked="$picked$p "; fi
     done
+    echo $picked
 }
 wait_port() { # $1 = port, $2 = pid to watch (optional)
     for _ in $(seq 1 100); do
@@ -118,13 +121,7 @@ wait_port() { # $1 = port, $2 = pid to watch (optional)
     return 1
 }
 
-PF_PORT=$(free_port)
-G_PLAIN=$(free_port)
-G_SUBMIT=$(free_port)
-G_PROXY=$(free_port)
-G_XCLIENT=$(free_port)
-H_V2=$(free_port)
-H_V1=$(free_port)
+read -r PF_PORT G_PLAIN G_SUBMIT G_PROXY G_XCLIENT H_V2 H_V1 <<<"$(free_ports 7)"
 
 # --- smtpgate binary ----------------------------------------------------
 BIN=${SMTPGATE_BIN:-}
