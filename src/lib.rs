@@ -8,7 +8,8 @@
 //! - [`proto`]: the sans-I/O codec (commands, replies, DATA).
 //! - [`session`]: one inbound SMTP session over any `AsyncRead + AsyncWrite`.
 //! - [`upstream`]: the lockstep SMTP client to the upstream server.
-//! - [`server`]: listeners, connection limits and graceful shutdown.
+//! - [`server`]: listeners, connection limits and graceful shutdown;
+//!   [`proxy_protocol`] reads the PROXY header of a load balancer in front.
 //! - [`tls`], [`auth`], [`relay`]: TLS in both directions, SMTP AUTH and
 //!   relay control.
 //! - [`filter`]: the filter chain asked at each stage; [`rules`] is the
@@ -25,6 +26,7 @@ pub mod filter;
 pub mod message;
 pub mod protection;
 pub mod proto;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod rules;

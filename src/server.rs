@@ -4,6 +4,8 @@
 //! Over the connection limit a client is told `421 4.7.0` at once rather
 //! than left waiting. On shutdown the loops stop accepting, idle sessions
 //! are told `421 4.3.2`, and transactions in flight get a grace period.
+//! On a listener behind a load balancer, each connection's PROXY protocol
+//! header is read first, and the client it names is the session's peer.
 
 use crate::audit::AuditLog;
 use crate::config::{Config, ListenerPolicy};
@@ -153,23 +155,41 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let session = Session::new(stream, peer, shared.clone()).on_listener(policy);
-        if active.fetch_add(1, Ordering::SeqCst) >= max {
+        // Counted from the accept, so connections still sending their PROXY
+        // header count against the limit too.
+        let admitted = if active.fetch_add(1, Ordering::SeqCst) >= max {
             active.fetch_sub(1, Ordering::SeqCst);
-            task::spawn(session.refuse_busy());
-            continue;
-        }
-        let guard = ActiveGuard(active.clone());
-        task::spawn(async move {
-            let _guard = guard;
-            serve(session).await;
-        });
+            None
+        } else {
+            Some(ActiveGuard(active.clone()))
+        };
+        task::spawn(serve(stream, peer, policy, shared.clone(), admitted));
     }
 }
 
-/// Runs one client session.
-async fn serve(session: Session<TcpStream>) {
-    session.run().await;
+/// Runs one client connection: on a PROXY protocol listener the header
+/// first (the client it names becomes the peer everything sees; without a
+/// valid one the connection is closed), then the session — or, over the
+/// connection limit (`admitted` is `None`), the `421` refusal.
+async fn serve(
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+    policy: ListenerPolicy,
+    shared: Arc<Shared>,
+    admitted: Option<ActiveGuard>,
+) {
+    if policy.proxy_protocol {
+        let options = shared.config.proxy_protocol.as_ref();
+        match crate::proxy_protocol::client_address(&mut stream, peer, options).await {
+            Some(client) => peer = client,
+            None => return,
+        }
+    }
+    let session = Session::new(stream, peer, shared).on_listener(policy);
+    match admitted {
+        Some(_guard) => session.run().await,
+        None => session.refuse_busy().await,
+    }
 }
 
 /// Waits until no session is open or the grace period has passed.

@@ -9,8 +9,10 @@
 //!
 //! Opening a session ([`Upstream::open`]) also does TLS — implicit, or
 //! STARTTLS when the policy asks — and AUTH at a smarthost. Choosing
-//! which upstream server to open, with failover, is [`pool`]'s job.
+//! which upstream server to open, with failover, is [`pool`]'s job;
+//! telling it who the real client is (XFORWARD, XCLIENT) is [`forward`]'s.
 
+pub mod forward;
 pub mod pool;
 
 pub use pool::UpstreamPool;
@@ -54,6 +56,12 @@ pub struct Extensions {
     pub smtputf8: bool,
     /// AUTH (RFC 4954): the SASL mechanisms offered, uppercased.
     pub auth: Vec<String>,
+    /// XFORWARD (Postfix): the attribute names it takes, uppercased;
+    /// `None` when not offered.
+    pub xforward: Option<Vec<String>>,
+    /// XCLIENT (Postfix): the attribute names it takes, uppercased; `None`
+    /// when not offered.
+    pub xclient: Option<Vec<String>>,
 }
 
 impl Extensions {
@@ -74,6 +82,8 @@ impl Extensions {
                 "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
                 "SMTPUTF8" => ext.smtputf8 = true,
                 "AUTH" => ext.auth.extend(words.map(str::to_ascii_uppercase)),
+                "XFORWARD" => ext.xforward = Some(words.map(str::to_ascii_uppercase).collect()),
+                "XCLIENT" => ext.xclient = Some(words.map(str::to_ascii_uppercase).collect()),
                 // The pre-RFC form some servers still send next to AUTH.
                 k if k.starts_with("AUTH=") => {
                     ext.auth.extend(
@@ -114,6 +124,9 @@ pub enum UpstreamError {
     /// AUTH is configured but cannot be done safely or at all (no TLS, no
     /// PLAIN or LOGIN offered).
     AuthUnavailable(&'static str),
+    /// The upstream refused the real client announced with XCLIENT; the
+    /// reply is for that client, and the connection is not to be reused.
+    ClientRefused(Reply),
 }
 
 impl fmt::Display for UpstreamError {
@@ -129,6 +142,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::TlsRequired(why) => write!(f, "TLS required but {why}"),
             UpstreamError::Auth(r) => write!(f, "AUTH refused: {r}"),
             UpstreamError::AuthUnavailable(why) => write!(f, "cannot AUTH: {why}"),
+            UpstreamError::ClientRefused(r) => write!(f, "refused the client of XCLIENT: {r}"),
         }
     }
 }
@@ -157,6 +171,10 @@ pub struct Upstream {
     timeouts: Timeouts,
     /// Version and cipher once the session is under TLS.
     pub tls: Option<TlsInfo>,
+    /// The client session this connection was restarted for with XCLIENT:
+    /// the upstream takes it for that client from then on, so it must not
+    /// carry another client's mail.
+    pub xclient_for: Option<String>,
 }
 
 /// How the session to the upstream is secured.
@@ -250,6 +268,7 @@ impl Upstream {
             peer,
             timeouts: timeouts.clone(),
             tls: None,
+            xclient_for: None,
         };
         let tls = opening.tls.filter(|t| t.policy != TlsPolicy::Plain);
         if let Some(t) = tls.filter(|t| t.policy == TlsPolicy::Implicit) {

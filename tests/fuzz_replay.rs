@@ -2,7 +2,7 @@
 //! (`fuzz/seeds/<target>/`) through the same invariant checks the fuzz
 //! targets run, so a fixed crash can never come back unnoticed.
 
-use smtpgate::proto::selfcheck::{check_commands, check_data, check_reply};
+use smtpgate::proto::selfcheck::{check_commands, check_data, check_proxy, check_reply};
 use std::path::Path;
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {
@@ -33,4 +33,9 @@ fn data_seeds_hold() {
 #[test]
 fn reply_seeds_hold() {
     assert!(replay("reply", check_reply) >= 4);
+}
+
+#[test]
+fn proxy_seeds_hold() {
+    assert!(replay("proxy", check_proxy) >= 11);
 }

@@ -330,6 +330,11 @@ fn shipped_rules_and_examples_always_load() {
     let mut configs = 0;
     for entry in std::fs::read_dir(root.join("examples")).unwrap() {
         let path = entry.unwrap().path();
+        // It names certificates and a users file under /etc, which
+        // tests/production_example.rs provides before checking it.
+        if path.ends_with("production-mx.yaml") {
+            continue;
+        }
         if path.extension().is_some_and(|x| x == "yaml") {
             let mut config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
             if let Some(dir) = config.rules_dir.take() {

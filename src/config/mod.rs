@@ -13,12 +13,14 @@
 //! 127.0.0.1:2525, store accepted mail under `./spool/`, and load the rules
 //! in `./rules/` when that directory exists.
 
+mod edge;
 mod error;
 pub(crate) mod locate;
 mod protection;
 mod security;
 mod validate;
 
+pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
 pub use security::{
@@ -86,6 +88,10 @@ pub struct Config {
     /// Per-client protection: connections per IP, messages per session,
     /// the error tarpit, pre-greeting talkers, rate limits.
     pub protection: Protection,
+    /// Who may send PROXY protocol headers to listeners with
+    /// `proxy_protocol: true`. Default: none (no listener may enable it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolOptions>,
 }
 
 /// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
@@ -123,6 +129,7 @@ impl Default for Config {
             rules_dir: None,
             audit: None,
             protection: Protection::default(),
+            proxy_protocol: None,
         }
     }
 }
@@ -160,6 +167,11 @@ pub struct Listener {
     /// for listeners on a loopback address. Default false.
     #[serde(default, skip_serializing_if = "is_default")]
     pub plaintext_auth: bool,
+    /// Every connection starts with a PROXY protocol header (HAProxy, v1 or
+    /// v2) naming the real client, sent by one of
+    /// `proxy_protocol.trusted_proxies`; others are closed. Default false.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub proxy_protocol: bool,
 }
 
 impl Default for Listener {
@@ -171,6 +183,7 @@ impl Default for Listener {
             tls: TlsMode::None,
             auth: None,
             plaintext_auth: false,
+            proxy_protocol: false,
         }
     }
 }
@@ -225,6 +238,11 @@ pub struct Upstream {
     /// Default: true.
     #[serde(default = "default_true")]
     pub pipelining: bool,
+    /// How the upstream learns the real client: `xforward` (default; when
+    /// it offers XFORWARD), `xclient` (when it offers XCLIENT, else
+    /// XFORWARD) or `none`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub forward_client: ForwardClient,
 }
 
 impl Upstream {
@@ -242,6 +260,7 @@ impl Upstream {
             auth: None,
             helo: None,
             pipelining: true,
+            forward_client: ForwardClient::Xforward,
         }
     }
 
@@ -495,7 +514,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
         security::check(self)?;
-        protection::check(&self.protection)
+        protection::check(&self.protection)?;
+        edge::check(self)
     }
 
     /// Opens the files the configuration names (TLS certificate and key,
@@ -539,6 +559,7 @@ impl Config {
             }
         }
         self.security_summary(&mut s);
+        self.edge_summary(&mut s);
         let _ = writeln!(
             s,
             "limits:    message {}, {} recipients, command line {} B, text line {} B, \

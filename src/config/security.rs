@@ -221,6 +221,8 @@ pub struct ListenerPolicy {
     pub auth: AuthMode,
     /// AUTH allowed without TLS (meant for loopback listeners only).
     pub plaintext_auth: bool,
+    /// Connections start with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
 }
 
 impl ListenerPolicy {
@@ -231,6 +233,7 @@ impl ListenerPolicy {
             starttls: StartTls::None,
             auth: AuthMode::None,
             plaintext_auth: false,
+            proxy_protocol: false,
         }
     }
 
@@ -279,6 +282,7 @@ impl Config {
             starttls,
             auth,
             plaintext_auth: l.plaintext_auth,
+            proxy_protocol: l.proxy_protocol,
         }
     }
 }
@@ -523,6 +527,9 @@ impl Config {
         }
         if p.plaintext_auth {
             parts.push("plaintext auth".to_string());
+        }
+        if p.proxy_protocol {
+            parts.push("PROXY protocol".to_string());
         }
         if parts.is_empty() {
             l.addr.to_string()

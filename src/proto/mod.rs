@@ -8,6 +8,7 @@ pub mod address;
 pub mod command;
 pub mod data;
 pub mod line;
+pub mod proxy;
 pub mod reply;
 #[doc(hidden)]
 pub mod selfcheck;

@@ -106,3 +106,51 @@ pub fn check_reply(data: &[u8]) {
     assert_eq!(again.code, reply.code);
     assert_eq!(again.enhanced, reply.enhanced);
 }
+
+/// The PROXY header parser never panics; reading exactly what it asks for,
+/// piece by piece, gives the same answer as parsing all the bytes at once
+/// and never takes a byte past the header (those belong to the client);
+/// and every header it accepts writes back out as a header that parses to
+/// the same thing.
+pub fn check_proxy(data: &[u8]) {
+    use super::proxy::{encode_v1, encode_v2, parse, Parse, V1_MAX_LEN, V2_MAX_LEN};
+    let whole = parse(data);
+    let mut taken = 0;
+    let piecewise = loop {
+        match parse(&data[..taken]) {
+            Ok(Parse::Need(n)) => {
+                assert!(n >= 1, "asks for nothing at {taken} bytes");
+                let bound = if data.first() == Some(&b'P') {
+                    V1_MAX_LEN
+                } else {
+                    V2_MAX_LEN
+                };
+                assert!(taken + n <= bound, "asks past the longest header");
+                if taken == data.len() {
+                    break Ok(Parse::Need(n));
+                }
+                taken = (taken + n).min(data.len());
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(
+        whole, piecewise,
+        "PROXY parsing depends on how bytes arrive"
+    );
+    if let Ok(Parse::Done { header, len }) = whole {
+        assert!(len <= data.len());
+        assert_eq!(taken, len, "read past the end of the header");
+        let again = match header.version {
+            1 => encode_v1(header.addresses.as_ref()),
+            _ => encode_v2(header.addresses.as_ref(), &[]),
+        };
+        match parse(&again) {
+            Ok(Parse::Done { header: h, len: n }) => {
+                assert_eq!(n, again.len());
+                assert_eq!(h, header, "re-encoded header differs");
+            }
+            other => panic!("our own header does not parse: {other:?} for {again:?}"),
+        }
+    }
+}

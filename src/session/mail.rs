@@ -8,6 +8,7 @@ use crate::config::AuthMode;
 use crate::filter::{Outcome, Stage};
 use crate::proto::{Mailbox, Param, Reply};
 use crate::stream::Stream;
+use crate::upstream::forward::ClientInfo;
 use crate::upstream::{Extensions, Upstream, UpstreamError};
 use log::{debug, warn};
 
@@ -153,13 +154,23 @@ impl<S: Stream> Session<S> {
                 self.upstream_dirty = false;
             }
             let dirty = self.upstream_dirty;
+            let client = self.client_info(tx);
+            let our_helo = cfg.helo_name(&self.shared.config.hostname).to_string();
             let Some(up) = self.upstream.as_mut() else {
                 return Err(UpstreamError::Closed);
             };
-            let line = mail_line(tx, &up.extensions);
-            let result = send_mail(up, &line, dirty, cfg.pipelining).await;
+            let result = send_mail(up, tx, dirty, &cfg, &client, &our_helo).await;
             match result {
                 Ok(reply) => {
+                    self.upstream_dirty = false;
+                    return Ok(reply);
+                }
+                Err(UpstreamError::ClientRefused(reply)) => {
+                    // The upstream's rules turned the real client away:
+                    // that answer is the client's, and the connection now
+                    // stands for a refused client.
+                    debug!("session {} upstream refused XCLIENT: {reply}", self.id);
+                    self.upstream = None;
                     self.upstream_dirty = false;
                     return Ok(reply);
                 }
@@ -182,25 +193,79 @@ impl<S: Stream> Session<S> {
     }
 }
 
-/// RSET (when the upstream holds an abandoned transaction) and MAIL, in one
-/// batch when the upstream allows pipelining.
+impl<S: Stream> Session<S> {
+    /// Who the real client of `tx` is, for XFORWARD/XCLIENT.
+    fn client_info(&self, tx: &Transaction) -> ClientInfo {
+        ClientInfo {
+            addr: self.peer,
+            helo: self.helo.clone(),
+            esmtp: self.esmtp,
+            login: self.auth.as_ref().map(|u| u.name.clone()),
+            ident: tx.id.clone(),
+            session: self.id.clone(),
+        }
+    }
+}
+
+/// RSET (when the upstream holds an abandoned transaction), the real
+/// client (XCLIENT first, on its own; or XFORWARD, pipelined), and MAIL —
+/// in one batch when the upstream allows pipelining.
 async fn send_mail(
     up: &mut Upstream,
-    line: &str,
-    dirty: bool,
-    pipelining: bool,
+    tx: &Transaction,
+    mut dirty: bool,
+    cfg: &crate::config::Upstream,
+    client: &ClientInfo,
+    our_helo: &str,
 ) -> Result<Reply, UpstreamError> {
-    if dirty {
-        if pipelining && up.extensions.pipelining {
-            up.queue("RSET");
-            up.queue(line);
-            up.flush().await?;
-            up.reply("RSET reply").await?;
-            return up.reply("MAIL reply").await;
+    if up.xclient_due(cfg.forward_client, client) {
+        // XCLIENT is refused inside a transaction, and restarts the session.
+        if dirty {
+            up.command("RSET", "RSET reply").await?;
+            dirty = false;
         }
+        up.xclient(client, our_helo).await?;
+    }
+    let xforward = up.xforward_due(cfg.forward_client, client);
+    // After XCLIENT the extensions are those of the new EHLO.
+    let line = mail_line(tx, &up.extensions);
+    if cfg.pipelining && up.extensions.pipelining && (dirty || !xforward.is_empty()) {
+        if dirty {
+            up.queue("RSET");
+        }
+        for x in &xforward {
+            up.queue(x);
+        }
+        up.queue(&line);
+        up.flush().await?;
+        if dirty {
+            up.reply("RSET reply").await?;
+        }
+        for _ in &xforward {
+            let reply = up.reply("XFORWARD reply").await?;
+            xforward_answered(up, &reply);
+        }
+        return up.reply("MAIL reply").await;
+    }
+    if dirty {
         up.command("RSET", "RSET reply").await?;
     }
-    up.command(line, "MAIL reply").await
+    for x in &xforward {
+        let reply = up.command(x, "XFORWARD reply").await?;
+        xforward_answered(up, &reply);
+    }
+    up.command(&line, "MAIL reply").await
+}
+
+/// Logs a refused XFORWARD: the server then logs the gateway as the
+/// client, which is no reason to hold the mail back.
+fn xforward_answered(up: &Upstream, reply: &Reply) {
+    if !reply.is_positive() {
+        warn!(
+            "upstream {} refused XFORWARD ({reply}); it logs the gateway as the client",
+            up.peer
+        );
+    }
 }
 
 /// The MAIL command for the upstream, with only the parameters it offers.

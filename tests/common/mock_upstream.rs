@@ -25,6 +25,11 @@ pub struct MockOptions {
     pub greeting: String,
     /// Read the whole message but never answer the final dot.
     pub stall_after_data: bool,
+    /// More EHLO keyword lines, e.g. "XFORWARD NAME ADDR PROTO HELO"
+    /// (XFORWARD is then answered 250, XCLIENT with `xclient_reply`).
+    pub ehlo_extra: Vec<String>,
+    /// The reply to XCLIENT: a new greeting by default.
+    pub xclient_reply: String,
 }
 
 impl Default for MockOptions {
@@ -37,6 +42,8 @@ impl Default for MockOptions {
             refuse_ehlo: false,
             greeting: "220 mock.test ESMTP mock".to_string(),
             stall_after_data: false,
+            ehlo_extra: Vec::new(),
+            xclient_reply: "220 mock.test ESMTP mock".to_string(),
         }
     }
 }
@@ -144,10 +151,24 @@ fn serve(
         if upper.starts_with("EHLO") {
             if o.refuse_ehlo {
                 w.write_all(b"502 5.5.2 EHLO not supported\r\n")?;
-            } else if o.pipelining {
-                w.write_all(b"250-mock.test\r\n250-PIPELINING\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")?;
             } else {
-                w.write_all(b"250-mock.test\r\n250-SIZE 100000000\r\n250 8BITMIME\r\n")?;
+                let mut lines: Vec<&str> = if o.pipelining {
+                    vec![
+                        "mock.test",
+                        "PIPELINING",
+                        "SIZE 100000000",
+                        "8BITMIME",
+                        "ENHANCEDSTATUSCODES",
+                    ]
+                } else {
+                    vec!["mock.test", "SIZE 100000000", "8BITMIME"]
+                };
+                lines.extend(o.ehlo_extra.iter().map(String::as_str));
+                let last = lines.len() - 1;
+                for (i, l) in lines.iter().enumerate() {
+                    let sep = if i == last { ' ' } else { '-' };
+                    w.write_all(format!("250{sep}{l}\r\n").as_bytes())?;
+                }
             }
         } else if upper.starts_with("HELO") {
             w.write_all(b"250 mock.test\r\n")?;
@@ -216,6 +237,10 @@ fn serve(
         } else if upper == "RSET" {
             rcpts.clear();
             w.write_all(b"250 2.0.0 Ok\r\n")?;
+        } else if upper.starts_with("XFORWARD ") && !o.ehlo_extra.is_empty() {
+            w.write_all(b"250 2.0.0 Ok\r\n")?;
+        } else if upper.starts_with("XCLIENT ") && !o.ehlo_extra.is_empty() {
+            w.write_all(format!("{}\r\n", o.xclient_reply).as_bytes())?;
         } else if upper == "NOOP" {
             w.write_all(b"250 2.0.0 Ok\r\n")?;
         } else if upper == "QUIT" {
