@@ -14,6 +14,7 @@
 //! - [`filter`]: the filter chain asked at each stage; [`rules`] is the
 //!   YAML rule set, one filter of it; [`message`] the parsed message view
 //!   data-stage filters share; [`audit`] the JSON audit trail.
+//! - [`metrics`]: counters for Prometheus, served with a health check.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod body;
 pub mod config;
 pub mod filter;
 pub mod message;
+pub mod metrics;
 pub mod proto;
 pub mod relay;
 pub mod reload;

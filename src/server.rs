@@ -4,10 +4,14 @@
 //! Over the connection limit a client is told `421 4.7.0` at once rather
 //! than left waiting. On shutdown the loops stop accepting, idle sessions
 //! are told `421 4.3.2`, and transactions in flight get a grace period.
+//! Alongside run the metrics and health listener (while the server runs,
+//! so `/healthz` says 503 during the drain) and the idle upstream
+//! connections' upkeep.
 
 use crate::audit::AuditLog;
 use crate::config::{Config, ListenerPolicy};
 use crate::filter::FilterChain;
+use crate::metrics::http;
 use crate::session::{Session, Shared};
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 use async_std::net::{TcpListener, TcpStream};
@@ -31,14 +35,18 @@ pub struct Server {
     trigger: ShutdownTrigger,
     /// Sessions currently open.
     active: Arc<AtomicUsize>,
+    /// The metrics and health listener, when `metrics` is configured.
+    metrics_listener: Option<TcpListener>,
 }
 
-/// Decrements the open-session count when a session task ends, however it ends.
-struct ActiveGuard(Arc<AtomicUsize>);
+/// Decrements the open-session count (and gauge) when a session task ends,
+/// however it ends.
+struct ActiveGuard(Arc<AtomicUsize>, prometheus::IntGauge);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.dec();
     }
 }
 
@@ -66,6 +74,25 @@ impl Server {
             }
             listeners.push((listener, policy));
         }
+        let metrics_listener = match &config.metrics {
+            Some(m) => {
+                let listener = TcpListener::bind(m.addr).await.map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {} (metrics): {e}", m.addr),
+                    )
+                })?;
+                if !m.addr.ip().is_loopback() {
+                    warn!(
+                        "metrics listener {} is not on a loopback address: anyone who can reach \
+                         it sees the gateway's counters (it has no authentication)",
+                        m.addr
+                    );
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         let audit = match &config.audit {
             Some(options) => Some(AuditLog::open(options)?),
             None => None,
@@ -76,7 +103,15 @@ impl Server {
             shared: Shared::new(config, filters, signal, audit)?,
             trigger,
             active: Arc::new(AtomicUsize::new(0)),
+            metrics_listener,
         })
+    }
+
+    /// The metrics listener's address, when there is one (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -102,6 +137,17 @@ impl Server {
     /// (at most `shutdown_grace_s`).
     pub async fn run(self) {
         let signal = self.shared.shutdown.clone();
+        let metrics = self
+            .metrics_listener
+            .map(|l| task::spawn(http::serve(l, self.shared.clone())));
+        let upkeep = {
+            let shared = self.shared.clone();
+            task::spawn(async move {
+                if let Some(pool) = shared.upstreams() {
+                    pool.maintain(shared.shutdown.clone()).await;
+                }
+            })
+        };
         let mut loops = Vec::new();
         for (listener, policy) in self.listeners {
             let shared = self.shared.clone();
@@ -113,6 +159,14 @@ impl Server {
         }
         let grace = Duration::from_secs(self.shared.config.shutdown_grace_s);
         drain(&self.active, grace, &signal).await;
+        upkeep.await;
+        if let Some(pool) = self.shared.upstreams() {
+            // Connections sessions gave back while shutting down.
+            pool.close_idle().await;
+        }
+        if let Some(m) = metrics {
+            m.cancel().await;
+        }
         if let Some(audit) = self.shared.audit() {
             // Records of the last sessions reach the file before exit.
             audit.flush(Duration::from_secs(5));
@@ -133,6 +187,9 @@ async fn accept_loop(
         addr.map(|a| a.to_string()).unwrap_or_default()
     );
     let max = shared.config.limits.max_connections;
+    let label = addr.map(|a| a.to_string()).unwrap_or_default();
+    let connections = shared.metrics().connections(&label);
+    let sessions = shared.metrics().sessions.clone();
     loop {
         let accepted = {
             let accept = listener.accept();
@@ -153,13 +210,15 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        connections.inc();
         let session = Session::new(stream, peer, shared.clone()).on_listener(policy);
         if active.fetch_add(1, Ordering::SeqCst) >= max {
             active.fetch_sub(1, Ordering::SeqCst);
             task::spawn(session.refuse_busy());
             continue;
         }
-        let guard = ActiveGuard(active.clone());
+        sessions.inc();
+        let guard = ActiveGuard(active.clone(), sessions.clone());
         task::spawn(async move {
             let _guard = guard;
             serve(session).await;

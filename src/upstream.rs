@@ -9,8 +9,10 @@
 //!
 //! Opening a session ([`Upstream::open`]) also does TLS — implicit, or
 //! STARTTLS when the policy asks — and AUTH at a smarthost. Choosing
-//! which upstream server to open, with failover, is [`pool`]'s job.
+//! which upstream server to open, with failover, is [`pool`]'s job; keeping
+//! idle connections for later client sessions is [`idle`]'s.
 
+pub mod idle;
 pub mod pool;
 
 pub use pool::UpstreamPool;
@@ -25,6 +27,7 @@ use async_std::net::TcpStream;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt as _;
 use futures_rustls::rustls::pki_types::ServerName;
 use futures_rustls::rustls::ClientConfig;
 use futures_rustls::TlsConnector;
@@ -32,7 +35,7 @@ use log::{debug, info};
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// What the upstream offered in its EHLO reply.
@@ -157,6 +160,15 @@ pub struct Upstream {
     timeouts: Timeouts,
     /// Version and cipher once the session is under TLS.
     pub tls: Option<TlsInfo>,
+    /// The configured `host:port` this connection was opened to: the idle
+    /// pool keeps connections per configured server.
+    pub origin: String,
+    /// When the connection was opened, for the pool's lifetime limit.
+    pub opened: Instant,
+    /// Whether the connection may serve another client session after this
+    /// one. Clear it when the connection carries per-client state (an
+    /// identity set with XCLIENT, say) that the next client must not inherit.
+    pub reusable: bool,
 }
 
 /// How the session to the upstream is secured.
@@ -250,6 +262,9 @@ impl Upstream {
             peer,
             timeouts: timeouts.clone(),
             tls: None,
+            origin: addr.to_string(),
+            opened: Instant::now(),
+            reusable: true,
         };
         let tls = opening.tls.filter(|t| t.policy != TlsPolicy::Plain);
         if let Some(t) = tls.filter(|t| t.policy == TlsPolicy::Implicit) {
@@ -478,6 +493,29 @@ impl Upstream {
         self.write_all(&out, block, "message write").await?;
         self.read_reply(self.timeouts.upstream_data_end(), "reply to end of data")
             .await
+    }
+
+    /// True when no command is queued and no reply is left unread: the
+    /// dialogue is between commands, as a reusable connection must be.
+    pub fn is_settled(&self) -> bool {
+        self.wbuf.is_empty() && self.rbuf.is_empty()
+    }
+
+    /// Checks, without waiting, that the server has neither closed the
+    /// connection nor sent anything unasked. An idle SMTP server speaks
+    /// only to say goodbye (`421` on its idle timeout), so readable input —
+    /// data, end of stream or an error — means the connection is done.
+    /// A peer that vanished without a word still looks alive: that shows
+    /// only when the next command fails.
+    pub fn looks_alive(&mut self) -> bool {
+        if !self.is_settled() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        // One poll with a no-op waker: `None` means "would block", i.e.
+        // nothing there. A byte read this way is lost, but the connection
+        // is thrown away in that case anyway.
+        self.stream.read(&mut probe).now_or_never().is_none()
     }
 
     /// Ends the session politely; errors are irrelevant at this point.

@@ -15,10 +15,12 @@
 
 mod error;
 pub(crate) mod locate;
+mod ops;
 mod security;
 mod validate;
 
 pub use error::{ConfigError, ValidationError};
+pub use ops::{MetricsOptions, PoolOptions};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
@@ -81,6 +83,10 @@ pub struct Config {
     /// The JSON audit trail, one record per transaction. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditOptions>,
+    /// The HTTP listener for `/metrics` (Prometheus) and `/healthz`.
+    /// Default: none (no listener).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
@@ -117,6 +123,7 @@ impl Default for Config {
             relay: RelayOptions::default(),
             rules_dir: None,
             audit: None,
+            metrics: None,
         }
     }
 }
@@ -219,6 +226,9 @@ pub struct Upstream {
     /// Default: true.
     #[serde(default = "default_true")]
     pub pipelining: bool,
+    /// Reuse of idle connections across client sessions (on by default).
+    #[serde(default)]
+    pub pool: PoolOptions,
 }
 
 impl Upstream {
@@ -236,6 +246,7 @@ impl Upstream {
             auth: None,
             helo: None,
             pipelining: true,
+            pool: PoolOptions::default(),
         }
     }
 
@@ -488,6 +499,12 @@ impl Config {
     /// filter parses. The error names the key path of the first bad value.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
+        if let Some(up) = &self.upstream {
+            ops::check_pool(&up.pool)?;
+        }
+        if let Some(m) = &self.metrics {
+            ops::check_metrics(m, &self.listen)?;
+        }
         security::check(self)
     }
 
@@ -521,6 +538,19 @@ impl Config {
                     up.addr,
                     up.helo_name(&self.hostname),
                     on_off(up.pipelining)
+                );
+                let p = &up.pool;
+                let _ = writeln!(
+                    s,
+                    "pool:      {}",
+                    if p.enabled {
+                        format!(
+                            "up to {} idle connections per server, idle {}s, lifetime {}s",
+                            p.max_idle, p.max_idle_age_s, p.max_lifetime_s
+                        )
+                    } else {
+                        "off".to_string()
+                    }
                 );
             }
             None => {
@@ -582,6 +612,14 @@ impl Config {
             match &self.audit {
                 Some(a) if a.is_stdout() => "standard output".to_string(),
                 Some(a) => a.path.display().to_string(),
+                None => "off".to_string(),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "metrics:   {}",
+            match &self.metrics {
+                Some(m) => format!("http://{}/metrics and /healthz", m.addr),
                 None => "off".to_string(),
             }
         );

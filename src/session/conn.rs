@@ -5,6 +5,7 @@
 //! the client, which is what PIPELINING (RFC 2920) asks of a server: a batch
 //! of commands gets its replies in one write.
 
+use crate::metrics::ReplyCounters;
 use crate::proto::Reply;
 use crate::stream::Stream;
 use crate::tls::MaybeTls;
@@ -32,17 +33,20 @@ pub(crate) struct Conn<S> {
     end: usize,
     /// Replies waiting for the next flush.
     wbuf: Vec<u8>,
+    /// Counts every reply by class, for `/metrics`.
+    counters: ReplyCounters,
 }
 
 impl<S: Stream> Conn<S> {
-    /// Wraps a plain stream with empty buffers.
-    pub(crate) fn new(stream: S) -> Self {
+    /// Wraps a plain stream with empty buffers; replies count into `counters`.
+    pub(crate) fn new(stream: S, counters: ReplyCounters) -> Self {
         Conn {
             stream: MaybeTls::Plain(stream),
             rbuf: Vec::new(),
             start: 0,
             end: 0,
             wbuf: Vec::new(),
+            counters,
         }
     }
 
@@ -63,6 +67,7 @@ impl<S: Stream> Conn<S> {
 
     /// Queues a reply for the next flush.
     pub(crate) fn push(&mut self, reply: &Reply) {
+        self.counters.count(reply.code);
         reply.write_to(&mut self.wbuf);
     }
 

@@ -24,6 +24,7 @@ use crate::audit::AuditLog;
 use crate::auth::{Exchange, User, UserStore};
 use crate::config::{Config, ListenerPolicy};
 use crate::filter::{Context, FilterChain, Outcome, Stage};
+use crate::metrics::Metrics;
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::relay::RelayPolicy;
 use crate::shutdown::ShutdownSignal;
@@ -65,6 +66,8 @@ pub struct Shared {
     upstreams: Option<UpstreamPool>,
     /// The audit trail writer, when `audit` is configured.
     audit: Option<AuditLog>,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -88,8 +91,12 @@ impl Shared {
             }
             None => None,
         };
+        let metrics = Arc::new(Metrics::new());
         let upstreams = match &config.upstream {
-            Some(up) => Some(UpstreamPool::new(up).map_err(|e| invalid(format!("upstream: {e}")))?),
+            Some(up) => Some(
+                UpstreamPool::new(up, metrics.clone())
+                    .map_err(|e| invalid(format!("upstream: {e}")))?,
+            ),
             None => None,
         };
         let now = SystemTime::now()
@@ -106,7 +113,13 @@ impl Shared {
             users,
             upstreams,
             audit,
+            metrics,
         }))
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The listener certificate, when TLS is configured.
@@ -250,7 +263,7 @@ impl<S: Stream> Session<S> {
             tx_rules_time: Duration::ZERO,
             audit_records: 0,
             refusal: None,
-            conn: Conn::new(stream),
+            conn: Conn::new(stream, shared.metrics().replies()),
             id: shared.session_id(),
             shared,
             peer,
@@ -314,7 +327,13 @@ impl<S: Stream> Session<S> {
         };
         let _ = self.conn.flush(self.shared.config.timeouts.command()).await;
         if let Some(up) = self.upstream.take() {
-            up.quit().await;
+            // Kept for the next session only when nothing is left owed; a
+            // transaction still open there is reset first.
+            let reusable = self.pending.is_empty() && !self.shared.shutdown.is_fired();
+            let dirty = self.upstream_dirty || self.tx.is_some();
+            if let Some(pool) = self.shared.upstreams() {
+                pool.release(up, dirty, reusable).await;
+            }
         }
         if let Some(tx) = self.tx.take() {
             self.audit_aborted(&tx);
@@ -540,6 +559,7 @@ impl<S: Stream> Session<S> {
     fn upstream_reply(&mut self, mut reply: Reply) -> Reply {
         if reply.code == 421 {
             warn!("session {} upstream is closing: {reply}", self.id);
+            self.shared.metrics().upstream_error_kind("closing_421");
             self.upstream = None;
             self.upstream_dirty = false;
             if let Some(tx) = self.tx.as_mut() {
@@ -564,6 +584,7 @@ impl<S: Stream> Session<S> {
             .map(|u| u.peer.clone())
             .unwrap_or_default();
         warn!("session {} upstream {peer} failed: {err}", self.id);
+        self.shared.metrics().upstream_error(err);
         self.upstream = None;
         self.upstream_dirty = false;
         if let Some(tx) = self.tx.as_mut() {
