@@ -27,6 +27,8 @@ use std::time::Duration;
 pub const MAX_REQUEST: usize = 8 * 1024;
 /// Time a client has to send its request head, and to read the answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection waits for the client's leftover input.
+const LINGER: Duration = Duration::from_secs(1);
 /// Connections served at once; more are closed at once.
 pub const MAX_CONCURRENT: usize = 32;
 
@@ -82,6 +84,20 @@ async fn answer(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     })
     .await?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Closing with unread input would reset the connection, and the client
+    // might lose the response: read what it still sends (a little, briefly).
+    let _ = timeout(LINGER, async {
+        let mut sink = [0u8; 1024];
+        let mut left = MAX_REQUEST * 8;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok(())
+    })
+    .await;
     Ok(())
 }
 
