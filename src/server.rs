@@ -14,9 +14,10 @@ use crate::filter::FilterChain;
 use crate::metrics::http;
 use crate::session::{Session, Shared};
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
-use async_std::net::{TcpListener, TcpStream};
+use async_std::net::TcpListener;
 use async_std::task;
 use futures::future::{select, Either};
+use futures::FutureExt as _;
 use log::{error, info, warn};
 use std::io;
 use std::net::SocketAddr;
@@ -219,16 +220,10 @@ async fn accept_loop(
         }
         sessions.inc();
         let guard = ActiveGuard(active.clone(), sessions.clone());
-        task::spawn(async move {
-            let _guard = guard;
-            serve(session).await;
-        });
+        // The session's own future is the task: an async block around it
+        // would hold a second copy of it in every idle task.
+        task::spawn(session.run().map(move |()| drop(guard)));
     }
-}
-
-/// Runs one client session.
-async fn serve(session: Session<TcpStream>) {
-    session.run().await;
 }
 
 /// Waits until no session is open or the grace period has passed.

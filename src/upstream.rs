@@ -142,6 +142,9 @@ impl std::error::Error for UpstreamError {}
 /// enough to keep memory per session low.
 const BODY_CHUNK: usize = 64 * 1024;
 
+/// How much is read at a time while waiting for a reply.
+const READ_CHUNK: usize = 4096;
+
 /// One SMTP client connection to the upstream server.
 pub struct Upstream {
     /// The connection: plain TCP, or TLS over it.
@@ -557,18 +560,21 @@ impl Upstream {
                 Ok(None) => {}
                 Err(e) => return Err(UpstreamError::Protocol(e)),
             }
-            let mut chunk = [0u8; 4096];
-            let n = match timeout(limit, self.stream.read(&mut chunk)).await {
-                Ok(n) => n,
+            // Read straight into the buffer's tail: a local array here
+            // would live in every future that awaits a reply, and so in
+            // every session's task, idle or not.
+            let start = self.rbuf.len();
+            self.rbuf.resize(start + READ_CHUNK, 0);
+            let read = timeout(limit, self.stream.read(&mut self.rbuf[start..])).await;
+            self.rbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => return Err(UpstreamError::Closed),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(UpstreamError::Timeout(stage))
                 }
                 Err(e) => return Err(UpstreamError::Io(e)),
-            };
-            if n == 0 {
-                return Err(UpstreamError::Closed);
             }
-            self.rbuf.extend_from_slice(&chunk[..n]);
         }
     }
 }

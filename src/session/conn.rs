@@ -4,6 +4,12 @@
 //! Replies are queued and written only when the session is about to wait for
 //! the client, which is what PIPELINING (RFC 2920) asks of a server: a batch
 //! of commands gets its replies in one write.
+//!
+//! A session waiting for its client holds no buffer at all: both are given
+//! back when everything read was used and everything queued was written,
+//! and the wait itself reads one byte into the future; the buffer is taken
+//! again when that byte arrives. Most connections of a busy MX are idle, so
+//! this is most of their memory.
 
 use crate::metrics::ReplyCounters;
 use crate::proto::Reply;
@@ -11,6 +17,7 @@ use crate::stream::Stream;
 use crate::tls::MaybeTls;
 use async_std::io::timeout;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt as _;
 use futures_rustls::TlsAcceptor;
 use std::io;
 use std::time::Duration;
@@ -90,7 +97,9 @@ impl<S: Stream> Conn<S> {
         self.end = 0;
         self.rbuf = Vec::new();
         self.wbuf.clear();
-        timeout(limit, self.stream.upgrade(acceptor)).await
+        // Boxed: the handshake is a large future, and it would otherwise be
+        // part of every session's task, idle or not.
+        timeout(limit, Box::pin(self.stream.upgrade(acceptor))).await
     }
 
     /// Writes the queued replies.
@@ -113,6 +122,9 @@ impl<S: Stream> Conn<S> {
     /// Reads more input; `Ok(0)` is the end of the stream. `body` selects
     /// the larger read size used while a message is being received.
     pub(crate) async fn fill(&mut self, body: bool) -> io::Result<usize> {
+        if !body && self.start == self.end && self.wbuf.is_empty() {
+            return self.fill_idle().await;
+        }
         let want = if body { DATA_READ } else { COMMAND_READ };
         if self.start > 0 {
             self.rbuf.copy_within(self.start..self.end, 0);
@@ -125,6 +137,29 @@ impl<S: Stream> Conn<S> {
         let n = self.stream.read(&mut self.rbuf[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Waits for the client with no buffer held: gives both back, reads the
+    /// first byte into the future, then takes a buffer and reads whatever
+    /// else has arrived without waiting.
+    async fn fill_idle(&mut self) -> io::Result<usize> {
+        self.rbuf = Vec::new();
+        self.wbuf = Vec::new();
+        self.start = 0;
+        self.end = 0;
+        let mut first = [0u8; 1];
+        if self.stream.read(&mut first).await? == 0 {
+            return Ok(0);
+        }
+        self.rbuf.resize(COMMAND_READ, 0);
+        self.rbuf[0] = first[0];
+        self.end = 1;
+        // An error or the end of the stream shows at the next read; the
+        // byte we have is input all the same.
+        if let Some(Ok(n)) = self.stream.read(&mut self.rbuf[1..]).now_or_never() {
+            self.end += n;
+        }
+        Ok(self.end)
     }
 
     /// Gives back the large DATA read buffer once its input is drained, so

@@ -13,6 +13,7 @@ mod auth;
 mod conn;
 mod data;
 mod ehlo;
+mod footprint;
 mod mail;
 mod misc;
 mod rcpt;
@@ -332,7 +333,8 @@ impl<S: Stream> Session<S> {
             let reusable = self.pending.is_empty() && !self.shared.shutdown.is_fired();
             let dirty = self.upstream_dirty || self.tx.is_some();
             if let Some(pool) = self.shared.upstreams() {
-                pool.release(up, dirty, reusable).await;
+                // Boxed: a rare, large future kept out of every idle task.
+                Box::pin(pool.release(up, dirty, reusable)).await;
             }
         }
         if let Some(tx) = self.tx.take() {

@@ -219,7 +219,9 @@ impl UpstreamPool {
         let mut last = None;
         for target in up.into_iter().chain(down) {
             let started = Instant::now();
-            match Upstream::open(&target.addr, &opening).await {
+            // Boxed: opening (TCP, TLS, AUTH) is a large future, and it
+            // would otherwise be part of every session's task, idle or not.
+            match Box::pin(Upstream::open(&target.addr, &opening)).await {
                 Ok(session) => {
                     self.metrics.upstream_latency("connect", started.elapsed());
                     if target.is_down(Instant::now()) {
