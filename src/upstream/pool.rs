@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+/// How long the RSET that cleans a connection for the pool may take.
+const RELEASE_RSET_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One configured server and its health.
 struct Target {
     /// `host:port`.
@@ -157,14 +160,18 @@ impl UpstreamPool {
                 self.idle.put(up);
                 return;
             }
-            match up.command("RSET", "RSET reply").await {
-                Ok(reply) if reply.is_positive() && up.is_settled() => {
+            // Bounded: the client is gone and nobody waits for this, but
+            // the session still counts as open (and delays shutdown).
+            let rset =
+                async_std::future::timeout(RELEASE_RSET_TIMEOUT, up.command("RSET", "RSET reply"));
+            match rset.await {
+                Ok(Ok(reply)) if reply.is_positive() && up.is_settled() => {
                     self.idle.put(up);
                     return;
                 }
-                Ok(_) => {}
-                // Dead already: nothing to say goodbye to.
-                Err(_) => return,
+                Ok(Ok(_)) => {}
+                // Dead or stuck: nothing to say goodbye to.
+                Ok(Err(_)) | Err(_) => return,
             }
         }
         up.quit().await;
