@@ -14,6 +14,15 @@
 //!   smtpgate's CPU time per 1,000 messages and its peak RSS. It also checks that
 //!   the sink received exactly as many messages as the client got 2xx replies
 //!   for. A mismatch makes the exit status 1.
+//! - `--idle-rss N`: start smtpgate, open N connections that each read the
+//!   greeting and say EHLO, and report how much smtpgate's resident memory
+//!   grew per idle connection.
+//!
+//! `--tls` makes the client use STARTTLS with the server under test (the
+//! certificate is not verified); with `--compare` smtpgate gets a generated
+//! certificate, and only the through-smtpgate phase uses TLS.
+//! `--source-ips N` spreads the client connections over N loopback source
+//! addresses (127.0.0.2, 127.0.0.3, ...), as N clients would be.
 //!
 //! This example does not use the smtpgate library: it talks to the gateway only
 //! over SMTP.
@@ -41,10 +50,23 @@
 //!     --variant-yaml /tmp/example-rules.yaml --body-rules 1000 --rounds 3
 //! ```
 //!
-//! With `--variant-yaml` or `--body-rules`, `--compare` then measures
-//! smtpgate once per variant and once without, in turn, for `--rounds`
-//! rounds, and prints each variant's median throughput as a ratio to the
-//! median without it.
+//! With `--variant-yaml`, `--variant-tls` or `--body-rules`, `--compare` then
+//! measures, in turn and for `--rounds` rounds, the sink directly, smtpgate
+//! without the variants and smtpgate with each, and prints the medians of
+//! each (msgs/s, ratios to direct and to plain smtpgate, p99 latency, CPU
+//! per 1,000 messages, peak RSS). Variant YAML is merged into the generated
+//! config key by key, so a variant can change the upstream section:
+//!
+//! ```text
+//! # the upstream connection pool on (default) and off, 1 message per connection
+//! echo "upstream: { pool: { enabled: false } }" > /tmp/pool-off.yaml
+//! cargo run --release --example loadgen -- --compare --variant-yaml /tmp/pool-off.yaml
+//!
+//! # RSS per idle connection at 5,000 connections
+//! cargo run --release --example loadgen -- --idle-rss 5000 --source-ips 250
+//! ```
+//!
+//! `scripts/bench.sh` runs the README's whole benchmark table this way.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -57,7 +79,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use futures_rustls::rustls;
 use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Read, write and connect timeout on every client socket.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,7 +100,7 @@ const SINK_EHLO_REPLY: &[u8] =
 /// Command-line options.
 #[derive(Parser, Debug)]
 #[command(about = "SMTP load generator and sink for benchmarking smtpgate")]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["to", "sink", "compare"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["to", "sink", "compare", "idle_rss"])))]
 struct Args {
     /// Send the load to the SMTP server at ADDR (host:port).
     #[arg(long, value_name = "ADDR")]
@@ -87,6 +111,26 @@ struct Args {
     /// Measure the load straight to an in-process sink, then through smtpgate.
     #[arg(long)]
     compare: bool,
+    /// Start smtpgate, open N connections that greet and say EHLO, and
+    /// report smtpgate's resident memory growth per idle connection.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    idle_rss: Option<u64>,
+    /// Use STARTTLS with the server under test (its certificate is not
+    /// verified). With --compare: through smtpgate only, which gets a
+    /// generated certificate.
+    #[arg(long)]
+    tls: bool,
+    /// With --compare: also measure smtpgate with clients using STARTTLS.
+    #[arg(long)]
+    variant_tls: bool,
+    /// Spread client connections over this many loopback source addresses
+    /// (127.0.0.2 upwards), as that many clients would; 1 lets the system
+    /// choose. Per-client-IP limits then do not cap a benchmark.
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    source_ips: u64,
+    /// Also print the results as markdown table rows (see scripts/bench.sh).
+    #[arg(long)]
+    markdown: bool,
     /// The smtpgate binary to start with --compare.
     #[arg(long, value_name = "PATH", default_value = "target/release/smtpgate")]
     gateway_bin: PathBuf,
@@ -147,6 +191,8 @@ fn main() -> ExitCode {
         run_sink_mode(addr)
     } else if let Some(addr) = &args.to {
         run_to_mode(&args, addr)
+    } else if let Some(n) = args.idle_rss {
+        run_idle_rss_mode(&args, n)
     } else {
         run_compare_mode(&args)
     };
@@ -183,7 +229,7 @@ fn run_to_mode(args: &Args, addr: &str) -> Result<ExitCode, String> {
     let target = resolve(addr)?;
     let spec = LoadSpec::from_args(args);
     println!("{}", spec.describe(&target.to_string()));
-    let result = run_load(target, &spec);
+    let result = run_load(target, &spec, args.tls);
     print_result("result", &result);
     if args.json {
         let mut obj = result.to_json();
@@ -195,7 +241,8 @@ fn run_to_mode(args: &Args, addr: &str) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--compare`: direct run, then a run through smtpgate, then the comparison.
+/// `--compare`: direct run, then a run through smtpgate, then the comparison;
+/// with variants, rounds of all of them.
 fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
     let gateway_bin = gateway_binary(&args.gateway_bin)?;
     let spec = LoadSpec::from_args(args);
@@ -205,21 +252,26 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
         spec.describe(&format!("in-process sink {}", sink.addr))
     );
 
-    let (direct, direct_check) = measured_phase(&sink, || run_load(sink.addr, &spec));
+    let (direct, direct_check) = measured_phase(&sink, || run_load(sink.addr, &spec, false));
     print_result("direct", &direct);
 
     let base_extra = match &args.gateway_extra_yaml {
         Some(path) => read_yaml(path)?,
         None => String::new(),
     };
-    let mut gateway = Gateway::start(&gateway_bin, sink.addr, &base_extra)?;
+    let mut gateway = Gateway::start(&gateway_bin, sink.addr, &base_extra, args.tls)?;
     println!(
-        "smtpgate pid {} listening on {}",
+        "smtpgate pid {} listening on {}{}",
         gateway.pid(),
-        gateway.addr
+        gateway.addr,
+        if args.tls {
+            " (clients use STARTTLS)"
+        } else {
+            ""
+        }
     );
     let cpu_before = gateway.cpu_seconds();
-    let (via, via_check) = measured_phase(&sink, || run_load(gateway.addr, &spec));
+    let (via, via_check) = measured_phase(&sink, || run_load(gateway.addr, &spec, args.tls));
     let cpu_after = gateway.cpu_seconds();
     let peak_rss_kib = gateway.peak_rss_kib();
     let stop_note = gateway.stop();
@@ -248,7 +300,7 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
             &gateway_bin,
             &sink,
             &spec,
-            &base_extra,
+            (&base_extra, args.tls),
             &variants.variants,
             args.rounds,
         )?;
@@ -263,7 +315,124 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
         }
         println!("{obj}");
     }
+    if args.markdown {
+        let load = spec.short();
+        match &variant_table {
+            Some(t) => t.print_markdown(&load),
+            None => cmp.print_markdown(&load),
+        }
+    }
     Ok(if cmp.checks_ok() && variants_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One variant of the gateway: a label, YAML merged into its config, and
+/// whether clients use STARTTLS.
+struct Variant {
+    /// What the tables call it.
+    label: String,
+    /// Merged into the generated gateway config.
+    yaml: String,
+    /// Clients use STARTTLS with smtpgate.
+    tls: bool,
+}
+
+/// Sessions opened and closed before `--idle-rss` measures, so the
+/// runtime's threads and the allocator's arenas are already there.
+const IDLE_WARM_UP: u64 = 200;
+
+/// `--idle-rss N`: smtpgate's resident memory growth per idle connection
+/// (greeted, EHLO answered, waiting for the next command).
+fn run_idle_rss_mode(args: &Args, n: u64) -> Result<ExitCode, String> {
+    let gateway_bin = gateway_binary(&args.gateway_bin)?;
+    // One descriptor per connection on our side too.
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .map_err(|e| format!("cannot raise the open-file limit: {e}"))?;
+    if limit < n + 64 {
+        return Err(format!(
+            "the open-file limit is {limit}, too low for {n} connections (ulimit -Hn)"
+        ));
+    }
+    let spec = LoadSpec::from_args(args);
+    let sink = Sink::start("127.0.0.1:0").map_err(|e| format!("cannot start sink: {e}"))?;
+    let base_extra = match &args.gateway_extra_yaml {
+        Some(path) => read_yaml(path)?,
+        None => String::new(),
+    };
+    let extra = format!(
+        "limits: {{ max_connections: {} }}\n---\n{base_extra}",
+        n + IDLE_WARM_UP + 100
+    );
+    let mut gateway = Gateway::start(&gateway_bin, sink.addr, &extra, args.tls)?;
+    println!(
+        "smtpgate pid {} on {}: {n} idle connections{}",
+        gateway.pid(),
+        gateway.addr,
+        if args.tls { " under TLS" } else { "" }
+    );
+    let options = |i: u64| spec.connect.for_session(i, gateway.addr, args.tls);
+    for i in 0..IDLE_WARM_UP {
+        let mut c = Client::connect(gateway.addr, &spec.domain, &options(i))
+            .map_err(|e| format!("warm-up connection failed: {e}"))?;
+        c.quit();
+    }
+    thread::sleep(Duration::from_millis(500));
+    let before = gateway.rss_kib().ok_or("cannot read smtpgate's RSS")?;
+    let started = Instant::now();
+    let mut open = Vec::with_capacity(n as usize);
+    let mut first_error = None;
+    for i in 0..n {
+        match Client::connect(gateway.addr, &spec.domain, &options(i)) {
+            Ok(c) => open.push(c),
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let opening = started.elapsed();
+    thread::sleep(Duration::from_secs(1));
+    let after = gateway.rss_kib().ok_or("cannot read smtpgate's RSS")?;
+    let opened = open.len() as u64;
+    let per_connection = (after.saturating_sub(before)) as f64 / opened.max(1) as f64;
+    println!(
+        "opened {opened} of {n} connections in {:.2} s; smtpgate RSS {:.1} MiB before, \
+         {:.1} MiB after: {per_connection:.2} KiB per idle connection",
+        opening.as_secs_f64(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+    );
+    if let Some(e) = &first_error {
+        println!("  first error: {e}");
+    }
+    drop(open);
+    println!("{}", gateway.stop());
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "mode": "idle_rss",
+                "connections": opened,
+                "asked": n,
+                "tls": args.tls,
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_connection": per_connection,
+                "first_error": first_error,
+            })
+        );
+    }
+    if args.markdown {
+        println!(
+            "| {opened} idle connections{} | {:.1} MiB | {:.1} MiB | {per_connection:.2} KiB |",
+            if args.tls { " (TLS)" } else { "" },
+            before as f64 / 1024.0,
+            after as f64 / 1024.0
+        );
+    }
+    Ok(if opened == n {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -272,8 +441,8 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
 
 /// The variants to compare, with what keeps their generated files alive.
 struct Variants {
-    /// (label, YAML appended to the gateway config).
-    variants: Vec<(String, String)>,
+    /// The variants, in command-line order.
+    variants: Vec<Variant>,
     /// Generated rule directories, removed on drop.
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -283,16 +452,32 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
     let mut variants = Vec::new();
     let mut dirs = Vec::new();
     for path in &args.variant_yaml {
-        variants.push((path.display().to_string(), read_yaml(path)?));
+        let label = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        variants.push(Variant {
+            label,
+            yaml: read_yaml(path)?,
+            tls: false,
+        });
+    }
+    if args.variant_tls {
+        variants.push(Variant {
+            label: "TLS (STARTTLS)".to_string(),
+            yaml: String::new(),
+            tls: true,
+        });
     }
     if let Some(n) = args.body_rules {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
         std::fs::write(dir.path().join("body.yaml"), body_rules_yaml(n))
             .map_err(|e| format!("cannot write generated rules: {e}"))?;
-        variants.push((
-            format!("{n} body-regex rules"),
-            format!("rules_dir: \"{}\"\n", dir.path().display()),
-        ));
+        variants.push(Variant {
+            label: format!("{n} body-regex rules"),
+            yaml: format!("rules_dir: \"{}\"\n", dir.path().display()),
+            tls: false,
+        });
         dirs.push(dir);
     }
     Ok(Variants {
@@ -327,63 +512,167 @@ fn read_yaml(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// One row of the variant table: medians over the rounds.
+struct VariantRow {
+    /// `direct`, `smtpgate` or `smtpgate + <variant>`.
+    label: String,
+    /// Median delivered messages per second.
+    rate: f64,
+    /// Median p99 latency, in milliseconds.
+    p99_ms: Option<f64>,
+    /// Median CPU seconds of smtpgate per 1,000 messages (not for direct).
+    cpu: Option<f64>,
+    /// Highest peak RSS of smtpgate over the rounds, in KiB (not for direct).
+    peak_rss_kib: Option<u64>,
+}
+
 /// Medians of the variant comparison.
 struct VariantTable {
-    /// (label, median msgs/s, median CPU s per 1,000 messages), baseline first.
-    rows: Vec<(String, f64, Option<f64>)>,
+    /// Direct first, then smtpgate without variants, then each variant.
+    rows: Vec<VariantRow>,
     /// Every phase's sink count matched.
     checks_ok: bool,
 }
 
 impl VariantTable {
+    /// Throughput of `row` relative to row `base` (0 = direct, 1 = smtpgate).
+    fn ratio(&self, row: &VariantRow, base: usize) -> Option<f64> {
+        let b = self.rows.get(base)?.rate;
+        (b > 0.0).then(|| row.rate / b)
+    }
+
     /// The table as JSON.
     fn to_json(&self) -> Value {
-        let base = self.rows.first().map(|r| r.1).unwrap_or(0.0);
         Value::Array(
             self.rows
                 .iter()
-                .map(|(label, rate, cpu)| {
+                .map(|r| {
                     json!({
-                        "variant": label,
-                        "msgs_per_s_median": rate,
-                        "ratio_to_no_rules": if base > 0.0 { Some(rate / base) } else { None },
-                        "cpu_s_per_1000_median": cpu,
+                        "variant": r.label,
+                        "msgs_per_s_median": r.rate,
+                        "ratio_to_direct": self.ratio(r, 0),
+                        "ratio_to_smtpgate": self.ratio(r, 1),
+                        "p99_ms_median": r.p99_ms,
+                        "cpu_s_per_1000_median": r.cpu,
+                        "peak_rss_kib_max": r.peak_rss_kib,
                     })
                 })
                 .collect(),
         )
     }
+
+    /// Prints the table for people.
+    fn print(&self) {
+        println!();
+        println!(
+            "{:<36} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "median of rounds",
+            "msgs/s",
+            "/direct",
+            "/smtpgate",
+            "p99 ms",
+            "CPU s/1000",
+            "peak RSS"
+        );
+        for r in &self.rows {
+            let ratio = |base| {
+                self.ratio(r, base)
+                    .map_or("-".into(), |x| format!("{x:.3}"))
+            };
+            let cpu = r.cpu.map_or("-".into(), |c| format!("{c:.3}"));
+            let rss = r
+                .peak_rss_kib
+                .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+            println!(
+                "{:<36} {:>9.0} {:>9} {:>9} {:>9} {:>10} {:>10}",
+                r.label,
+                r.rate,
+                ratio(0),
+                ratio(1),
+                ms(r.p99_ms),
+                cpu,
+                rss
+            );
+        }
+    }
+
+    /// Markdown rows: load, setup, msgs/s, ratio to direct, ratio to
+    /// smtpgate, p99 ms, CPU s per 1,000 messages, peak RSS.
+    fn print_markdown(&self, load: &str) {
+        for r in &self.rows {
+            let ratio = |base| {
+                self.ratio(r, base)
+                    .map_or("-".into(), |x| format!("{x:.2}"))
+            };
+            println!(
+                "| {load} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                r.label,
+                r.rate,
+                ratio(0),
+                ratio(1),
+                ms(r.p99_ms),
+                r.cpu.map_or("-".into(), |c| format!("{c:.3}")),
+                r.peak_rss_kib
+                    .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            );
+        }
+    }
 }
 
-/// Measures smtpgate without the variants and with each, in turn, for
-/// `rounds` rounds (alternating, so drift in the machine's load hits all
-/// alike); prints and returns the medians.
+/// Measures, in turn and for `rounds` rounds (alternating, so drift in the
+/// machine's load hits all alike): the sink directly, smtpgate with the
+/// base config (`base`: YAML and client TLS), and smtpgate with each
+/// variant; prints and returns the medians.
 fn run_variants(
     bin: &Path,
     sink: &Sink,
     spec: &LoadSpec,
-    base_extra: &str,
-    variants: &[(String, String)],
+    base: (&str, bool),
+    variants: &[Variant],
     rounds: u64,
 ) -> Result<VariantTable, String> {
-    let mut all: Vec<(String, String)> =
-        vec![("smtpgate, no rules".to_string(), base_extra.to_string())];
-    for (label, yaml) in variants {
+    // (label, YAML, client TLS); None = direct to the sink.
+    let mut all: Vec<(String, Option<String>, bool)> = vec![
+        ("direct".to_string(), None, false),
+        ("smtpgate".to_string(), Some(base.0.to_string()), base.1),
+    ];
+    for v in variants {
         all.push((
-            format!("smtpgate + {label}"),
-            format!("{base_extra}\n{yaml}"),
+            format!("smtpgate + {}", v.label),
+            Some(format!("{}\n---\n{}", base.0, v.yaml)),
+            base.1 || v.tls,
         ));
     }
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); all.len()];
-    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); all.len()];
+    let n = all.len();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut rss: Vec<Option<u64>> = vec![None; n];
     let mut checks_ok = true;
     for round in 1..=rounds {
-        for (i, (label, yaml)) in all.iter().enumerate() {
-            let mut gateway = Gateway::start(bin, sink.addr, yaml)?;
-            let cpu_before = gateway.cpu_seconds();
-            let (result, check) = measured_phase(sink, || run_load(gateway.addr, spec));
-            let cpu_after = gateway.cpu_seconds();
-            gateway.stop();
+        for (i, (label, yaml, tls)) in all.iter().enumerate() {
+            let (result, check, cpu, peak) = match yaml {
+                None => {
+                    let (result, check) = measured_phase(sink, || run_load(sink.addr, spec, false));
+                    (result, check, None, None)
+                }
+                Some(yaml) => {
+                    let mut gateway = Gateway::start(bin, sink.addr, yaml, *tls)?;
+                    let cpu_before = gateway.cpu_seconds();
+                    let (result, check) =
+                        measured_phase(sink, || run_load(gateway.addr, spec, *tls));
+                    let cpu_after = gateway.cpu_seconds();
+                    let peak = gateway.peak_rss_kib();
+                    gateway.stop();
+                    let cpu = match (cpu_before, cpu_after) {
+                        (Some(b), Some(a)) if result.attempted() > 0 => {
+                            Some((a - b) * 1000.0 / result.attempted() as f64)
+                        }
+                        _ => None,
+                    };
+                    (result, check, cpu, peak)
+                }
+            };
             print_result(&format!("round {round} {label}"), &result);
             if !check.ok() || result.tally.ok != result.attempted() {
                 checks_ok = false;
@@ -395,40 +684,29 @@ fn run_variants(
                 );
             }
             rates[i].push(result.rate());
-            if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
-                if result.attempted() > 0 {
-                    cpus[i].push((a - b) * 1000.0 / result.attempted() as f64);
-                }
+            if let Some(p) = result.percentile_ms(0.99) {
+                p99s[i].push(p);
             }
+            if let Some(c) = cpu {
+                cpus[i].push(c);
+            }
+            rss[i] = rss[i].max(peak);
         }
     }
-    let rows: Vec<(String, f64, Option<f64>)> = all
+    let rows = all
         .iter()
         .enumerate()
-        .map(|(i, (label, _))| {
-            (
-                label.clone(),
-                median(&rates[i]).unwrap_or(0.0),
-                median(&cpus[i]),
-            )
+        .map(|(i, (label, _, _))| VariantRow {
+            label: label.clone(),
+            rate: median(&rates[i]).unwrap_or(0.0),
+            p99_ms: median(&p99s[i]),
+            cpu: median(&cpus[i]),
+            peak_rss_kib: rss[i],
         })
         .collect();
-    let base = rows[0].1;
-    println!();
-    println!(
-        "{:<36} {:>10} {:>9} {:>14}",
-        "median of rounds", "msgs/s", "ratio", "CPU s/1000"
-    );
-    for (label, rate, cpu) in &rows {
-        let ratio = if base > 0.0 {
-            format!("{:.3}", rate / base)
-        } else {
-            "-".into()
-        };
-        let cpu = cpu.map_or("-".into(), |c| format!("{c:.3}"));
-        println!("{label:<36} {rate:>10.0} {ratio:>9} {cpu:>14}");
-    }
-    Ok(VariantTable { rows, checks_ok })
+    let table = VariantTable { rows, checks_ok };
+    table.print();
+    Ok(table)
 }
 
 /// The median of some figures.
@@ -489,6 +767,8 @@ struct LoadSpec {
     wire_body: Vec<u8>,
     /// Body size before dot-stuffing.
     body_len: usize,
+    /// How clients connect: TLS settings and source addresses.
+    connect: ConnectOptions,
 }
 
 impl LoadSpec {
@@ -523,7 +803,23 @@ impl LoadSpec {
             fixed_headers: fixed_headers.into_bytes(),
             wire_body: dot_stuff(&body),
             body_len: body.len(),
+            connect: ConnectOptions {
+                tls_config: insecure_client_config(),
+                source_ips: args.source_ips,
+            },
         }
+    }
+
+    /// The load in a few words, for the markdown table.
+    fn short(&self) -> String {
+        let size = if self.body_len >= 1_000_000 {
+            format!("{} MB", self.body_len / 1_000_000)
+        } else if self.body_len >= 1000 {
+            format!("{} KB", self.body_len / 1000)
+        } else {
+            format!("{} B", self.body_len)
+        };
+        format!("{} sessions, {size}", self.sessions)
     }
 
     /// One line saying what is being sent where.
@@ -818,16 +1114,20 @@ fn print_result(label: &str, r: &LoadResult) {
     }
 }
 
-/// Sends the whole load to `target` from `spec.sessions` threads and waits.
-fn run_load(target: SocketAddr, spec: &LoadSpec) -> LoadResult {
+/// Sends the whole load to `target` from `spec.sessions` threads and waits;
+/// with `tls`, every connection uses STARTTLS.
+fn run_load(target: SocketAddr, spec: &LoadSpec, tls: bool) -> LoadResult {
     let next = AtomicU64::new(0);
     let start_line = Barrier::new(spec.sessions as usize + 1);
     let (tally, elapsed) = thread::scope(|s| {
         let workers: Vec<_> = (0..spec.sessions)
-            .map(|_| {
-                s.spawn(|| {
+            .map(|i| {
+                let next = &next;
+                let start_line = &start_line;
+                let options = spec.connect.for_session(i, target, tls);
+                s.spawn(move || {
                     start_line.wait();
-                    client_worker(target, spec, &next)
+                    client_worker(target, spec, &options, next)
                 })
             })
             .collect();
@@ -855,11 +1155,16 @@ fn claim(next: &AtomicU64, total: u64) -> Option<u64> {
 }
 
 /// One client thread: opens connections and sends messages until none are left.
-fn client_worker(target: SocketAddr, spec: &LoadSpec, next: &AtomicU64) -> Tally {
+fn client_worker(
+    target: SocketAddr,
+    spec: &LoadSpec,
+    options: &SessionOptions,
+    next: &AtomicU64,
+) -> Tally {
     let mut tally = Tally::default();
     while let Some(first) = claim(next, spec.messages) {
         let started = Instant::now();
-        match Client::connect(target, &spec.domain) {
+        match Client::connect(target, &spec.domain, options) {
             Ok(mut client) => {
                 if spec.pipelining && !client.pipelining {
                     tally.pipelining_unavailable = true;
@@ -908,14 +1213,191 @@ fn run_connection(
 // SMTP client
 // ---------------------------------------------------------------------------
 
+/// How a client connects: TLS, and which source address it uses.
+#[derive(Clone)]
+struct ConnectOptions {
+    /// The configuration for STARTTLS (verification off), when a run uses TLS.
+    tls_config: Arc<rustls::ClientConfig>,
+    /// Loopback source addresses to spread sessions over (1: none chosen).
+    source_ips: u64,
+}
+
+impl ConnectOptions {
+    /// The options of session (thread) `i` towards `target`: its own source
+    /// address when several are asked for and the target is on loopback.
+    fn for_session(&self, i: u64, target: SocketAddr, tls: bool) -> SessionOptions {
+        let source = (self.source_ips > 1 && target.ip().is_loopback() && target.is_ipv4())
+            .then(|| source_ip(i % self.source_ips));
+        SessionOptions {
+            tls: tls.then(|| self.tls_config.clone()),
+            source,
+        }
+    }
+}
+
+/// The `n`th loopback source address: 127.0.0.2, 127.0.0.3, ...
+fn source_ip(n: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x7f00_0002_u32.wrapping_add(n as u32)))
+}
+
+/// How one session connects.
+struct SessionOptions {
+    /// STARTTLS with this configuration after the first EHLO.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Bind to this address before connecting.
+    source: Option<IpAddr>,
+}
+
+/// Connects to `addr`, from `source` when given (bind before connect).
+fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect_timeout(&addr, IO_TIMEOUT);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    Ok(socket.into())
+}
+
+/// A rustls client configuration that does not verify the server's
+/// certificate: benchmarks talk to a gateway with a generated one.
+fn insecure_client_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Accepts any certificate, but checks the handshake signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client's connection: plain TCP, or TLS over it after STARTTLS.
+enum Wire {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// Nothing, while the connection is being switched to TLS.
+    Gone,
+}
+
+impl Wire {
+    /// The TCP stream underneath.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Wire::Plain(t) => Some(t),
+            Wire::Tls(t) => Some(&t.sock),
+            Wire::Gone => None,
+        }
+    }
+}
+
+/// The error of using a [`Wire::Gone`].
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection is being switched to TLS",
+    )
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(t) => t.read(buf),
+            Wire::Tls(t) => t.read(buf),
+            Wire::Gone => Err(gone()),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(t) => t.write(buf),
+            Wire::Tls(t) => t.write(buf),
+            Wire::Gone => Err(gone()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(t) => t.flush(),
+            Wire::Tls(t) => t.flush(),
+            Wire::Gone => Err(gone()),
+        }
+    }
+}
+
+/// Bodies larger than this are written straight to the connection instead
+/// of being copied into the output buffer first.
+const DIRECT_WRITE: usize = 32 * 1024;
+
 /// One client SMTP connection.
 struct Client {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    /// Reads replies; writes go to the same connection via `get_mut`.
+    reader: BufReader<Wire>,
+    /// Commands queued for the next [`Client::flush`].
+    writer: Vec<u8>,
     /// The last reply line read (reused buffer).
     line: Vec<u8>,
     /// The server offered PIPELINING.
     pipelining: bool,
+    /// The server offered STARTTLS.
+    starttls: bool,
     /// The server sent 421 and is closing the connection.
     closed: bool,
 }
@@ -950,36 +1432,80 @@ fn has_keyword(text: &[u8], keyword: &[u8]) -> bool {
 }
 
 impl Client {
-    /// Connects, reads the greeting and says EHLO (falling back to HELO).
-    fn connect(addr: SocketAddr, domain: &str) -> io::Result<Client> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    /// Connects, reads the greeting and says EHLO (falling back to HELO);
+    /// with TLS options, STARTTLS and EHLO again.
+    fn connect(addr: SocketAddr, domain: &str, options: &SessionOptions) -> io::Result<Client> {
+        let stream = connect_from(addr, options.source)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         let mut client = Client {
-            reader: BufReader::with_capacity(8 * 1024, stream.try_clone()?),
-            writer: BufWriter::with_capacity(32 * 1024, stream),
+            reader: BufReader::with_capacity(8 * 1024, Wire::Plain(stream)),
+            writer: Vec::with_capacity(4 * 1024),
             line: Vec::with_capacity(256),
             pipelining: false,
+            starttls: false,
             closed: false,
         };
         client.expect(220, "greeting")?;
         client.greet(domain)?;
+        if let Some(config) = &options.tls {
+            client.start_tls(config.clone())?;
+            client.greet(domain)?;
+        }
         Ok(client)
     }
 
-    /// Sends EHLO (or HELO if EHLO is refused) and notes PIPELINING.
+    /// Writes the queued commands.
+    fn flush(&mut self) -> io::Result<()> {
+        let wire = self.reader.get_mut();
+        let result = wire.write_all(&self.writer).and_then(|()| wire.flush());
+        self.writer.clear();
+        result
+    }
+
+    /// STARTTLS and the TLS handshake (RFC 3207).
+    fn start_tls(&mut self, config: Arc<rustls::ClientConfig>) -> io::Result<()> {
+        if !self.starttls {
+            return Err(protocol_error("the server does not offer STARTTLS".into()));
+        }
+        self.writer.extend_from_slice(b"STARTTLS\r\n");
+        self.flush()?;
+        self.expect(220, "STARTTLS")?;
+        if !self.reader.buffer().is_empty() {
+            return Err(protocol_error("data after the reply to STARTTLS".into()));
+        }
+        let wire = std::mem::replace(self.reader.get_mut(), Wire::Gone);
+        let Wire::Plain(tcp) = wire else {
+            return Err(protocol_error("STARTTLS twice".into()));
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("valid name");
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| protocol_error(format!("TLS: {e}")))?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        *self.reader.get_mut() = Wire::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// Sends EHLO (or HELO if EHLO is refused) and notes PIPELINING and
+    /// STARTTLS.
     fn greet(&mut self, domain: &str) -> io::Result<()> {
         write!(self.writer, "EHLO loadgen.{domain}\r\n")?;
-        self.writer.flush()?;
-        let mut pipelining = false;
-        let code = self.read_reply(|text| pipelining |= has_keyword(text, b"PIPELINING"))?;
-        self.pipelining = pipelining;
+        self.flush()?;
+        let (mut pipelining, mut starttls) = (false, false);
+        let code = self.read_reply(|text| {
+            pipelining |= has_keyword(text, b"PIPELINING");
+            starttls |= has_keyword(text, b"STARTTLS");
+        })?;
+        (self.pipelining, self.starttls) = (pipelining, starttls);
         if code / 100 == 2 {
             return Ok(());
         }
         write!(self.writer, "HELO loadgen.{domain}\r\n")?;
-        self.writer.flush()?;
+        self.flush()?;
         self.expect(250, "HELO")
     }
 
@@ -1067,7 +1593,7 @@ impl Client {
     /// A transaction waiting for each reply before sending the next command.
     fn lockstep_transaction(&mut self, spec: &LoadSpec, index: u64) -> io::Result<u16> {
         self.writer.write_all(&spec.mail_cmd)?;
-        self.writer.flush()?;
+        self.flush()?;
         let mail = self.reply()?;
         if mail / 100 != 2 {
             return Ok(mail);
@@ -1075,7 +1601,7 @@ impl Client {
         let (mut accepted, mut refusal) = (0, 0);
         for rcpt in &spec.rcpt_cmds {
             self.writer.write_all(rcpt)?;
-            self.writer.flush()?;
+            self.flush()?;
             match self.reply()? {
                 c if c / 100 == 2 => accepted += 1,
                 c => refusal = c,
@@ -1088,7 +1614,7 @@ impl Client {
             return self.abort(refusal);
         }
         self.writer.write_all(b"DATA\r\n")?;
-        self.writer.flush()?;
+        self.flush()?;
         match self.reply()? {
             354 => self.send_message(spec, index),
             code => self.abort(code),
@@ -1099,7 +1625,7 @@ impl Client {
     fn pipelined_transaction(&mut self, spec: &LoadSpec, index: u64) -> io::Result<u16> {
         self.write_envelope(spec)?;
         self.writer.write_all(b"DATA\r\n")?;
-        self.writer.flush()?;
+        self.flush()?;
         // The final reply is the first thing that ended the transaction: a
         // refused MAIL, all recipients refused, or a refused DATA. Its text is
         // copied only when something was refused.
@@ -1138,7 +1664,7 @@ impl Client {
         }
         let text = self.line.clone();
         self.writer.write_all(b"RSET\r\n")?;
-        self.writer.flush()?;
+        self.flush()?;
         self.reply()?;
         self.line = text;
         Ok(code)
@@ -1152,9 +1678,16 @@ impl Client {
             "Message-ID: <{index}.{}@loadgen.{}>\r\nSubject: loadgen message {index}\r\n",
             spec.run_id, spec.domain
         )?;
-        self.writer.write_all(&spec.fixed_headers)?;
-        self.writer.write_all(&spec.wire_body)?;
-        self.writer.flush()?;
+        self.writer.extend_from_slice(&spec.fixed_headers);
+        if spec.wire_body.len() > DIRECT_WRITE {
+            self.flush()?;
+            let wire = self.reader.get_mut();
+            wire.write_all(&spec.wire_body)?;
+            wire.flush()?;
+        } else {
+            self.writer.extend_from_slice(&spec.wire_body);
+            self.flush()?;
+        }
         self.reply()
     }
 
@@ -1162,15 +1695,12 @@ impl Client {
     /// client side does not collect TIME_WAIT sockets. Errors are ignored:
     /// the messages are already counted.
     fn quit(&mut self) {
-        let _ = self
-            .writer
-            .write_all(b"QUIT\r\n")
-            .and_then(|()| self.writer.flush());
+        self.writer.extend_from_slice(b"QUIT\r\n");
+        let _ = self.flush();
         if self.reply().is_ok() {
-            let _ = self
-                .reader
-                .get_ref()
-                .set_read_timeout(Some(Duration::from_secs(2)));
+            if let Some(tcp) = self.reader.get_ref().tcp() {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+            }
             let mut scratch = [0u8; 64];
             let _ = self.reader.read(&mut scratch);
         }
@@ -1380,13 +1910,24 @@ struct Gateway {
 }
 
 impl Gateway {
-    /// Writes a config pointing at `upstream`, starts `bin` (an absolute path,
-    /// see [`gateway_binary`]) and waits until it answers SMTP.
-    fn start(bin: &Path, upstream: SocketAddr, extra_yaml: &str) -> Result<Self, String> {
+    /// Writes a config pointing at `upstream` (with a generated certificate
+    /// when `tls`, for STARTTLS), starts `bin` (an absolute path, see
+    /// [`gateway_binary`]) and waits until it answers SMTP.
+    fn start(
+        bin: &Path,
+        upstream: SocketAddr,
+        extra_yaml: &str,
+        tls: bool,
+    ) -> Result<Self, String> {
         let addr = free_local_addr().map_err(|e| format!("cannot find a free port: {e}"))?;
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
         let config = dir.path().join("gateway.yaml");
-        let yaml = gateway_config(addr, upstream, extra_yaml)?;
+        let tls_files = if tls {
+            Some(write_certificate(dir.path())?)
+        } else {
+            None
+        };
+        let yaml = gateway_config(addr, upstream, extra_yaml, tls_files.as_ref())?;
         std::fs::write(&config, yaml)
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         let child = Command::new(bin)
@@ -1420,7 +1961,11 @@ impl Gateway {
                 self.stopped = true;
                 return Err(format!("smtpgate exited during start-up ({status})"));
             }
-            let last_error = match Client::connect(self.addr, "bench.test") {
+            let plain = SessionOptions {
+                tls: None,
+                source: None,
+            };
+            let last_error = match Client::connect(self.addr, "bench.test", &plain) {
                 Ok(mut client) => {
                     client.quit();
                     return Ok(());
@@ -1451,8 +1996,18 @@ impl Gateway {
 
     /// Peak resident set size in KiB (`VmHWM` in `/proc/PID/status`).
     fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Resident set size now, in KiB (`VmRSS` in `/proc/PID/status`).
+    fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A `/proc/PID/status` figure in KiB.
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
@@ -1521,11 +2076,27 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
-/// The generated gateway config, with `extra_yaml` appended.
+/// Writes a self-signed certificate for `localhost` and its key into
+/// `dir`; returns their paths.
+fn write_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem())
+        .and_then(|()| std::fs::write(&key, generated.signing_key.serialize_pem()))
+        .map_err(|e| format!("cannot write the certificate: {e}"))?;
+    Ok((cert, key))
+}
+
+/// The generated gateway config (listener, upstream, TLS files) with each
+/// YAML document of `extra_yaml` merged into it, key by key: a mapping
+/// merges into a mapping, anything else replaces what was there. So
+/// `upstream: { pool: { enabled: false } }` keeps the generated address.
 fn gateway_config(
     listen: SocketAddr,
     upstream: SocketAddr,
     extra_yaml: &str,
+    tls: Option<&(PathBuf, PathBuf)>,
 ) -> Result<String, String> {
     let mut yaml = String::new();
     let _ = write!(
@@ -1533,11 +2104,41 @@ fn gateway_config(
         "hostname: bench.test\nlisten:\n  - {{ addr: \"{listen}\" }}\n\
          upstream: {{ addr: \"{upstream}\" }}\n"
     );
-    yaml.push_str(extra_yaml);
-    if !yaml.ends_with('\n') {
-        yaml.push('\n');
+    if let Some((cert, key)) = tls {
+        let _ = writeln!(
+            yaml,
+            "tls: {{ cert: \"{}\", key: \"{}\" }}",
+            cert.display(),
+            key.display()
+        );
     }
-    Ok(yaml)
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&yaml).map_err(|e| format!("generated config: {e}"))?;
+    for doc in serde_yaml::Deserializer::from_str(extra_yaml) {
+        let extra = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| format!("extra gateway YAML: {e}"))?;
+        merge_yaml(&mut config, extra);
+    }
+    serde_yaml::to_string(&config).map_err(|e| format!("generated config: {e}"))
+}
+
+/// Merges `extra` into `base` (see [`gateway_config`]).
+fn merge_yaml(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
+    use serde_yaml::Value;
+    match (base, extra) {
+        (_, Value::Null) => {}
+        (Value::Mapping(b), Value::Mapping(e)) => {
+            for (k, v) in e {
+                match b.get_mut(&k) {
+                    Some(old) => merge_yaml(old, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, e) => *b = e,
+    }
 }
 
 /// A loopback address with a port that was free a moment ago.
@@ -1636,6 +2237,25 @@ impl Comparison {
                 eprintln!("{msg}");
             }
         }
+    }
+
+    /// Markdown rows for direct and through smtpgate (see
+    /// [`VariantTable::print_markdown`]).
+    fn print_markdown(&self, load: &str) {
+        let ratio = self.ratio().map_or("-".into(), |r| format!("{r:.2}"));
+        println!(
+            "| {load} | direct | {:.0} | 1.00 | - | {} | - | - |",
+            self.direct.rate(),
+            ms(self.direct.percentile_ms(0.99))
+        );
+        println!(
+            "| {load} | smtpgate | {:.0} | {ratio} | 1.00 | {} | {} | {} |",
+            self.via.rate(),
+            ms(self.via.percentile_ms(0.99)),
+            self.cpu_per_1000.map_or("-".into(), |c| format!("{c:.3}")),
+            self.peak_rss_kib
+                .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+        );
     }
 
     /// The comparison as JSON.

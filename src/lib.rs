@@ -16,6 +16,7 @@
 //!   YAML rule set, one filter of it; [`message`] the parsed message view
 //!   data-stage filters share; [`audit`] the JSON audit trail.
 //! - [`protection`]: per-client limits and rate limits (memory or Redis).
+//! - [`metrics`]: counters for Prometheus, served with a health check.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -24,6 +25,7 @@ pub mod body;
 pub mod config;
 pub mod filter;
 pub mod message;
+pub mod metrics;
 pub mod protection;
 pub mod proto;
 pub mod proxy_protocol;

@@ -171,6 +171,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_file_limit(&config);
     async_std::task::block_on(async {
         let server = match Server::bind_with_filters(config, chain).await {
             Ok(s) => s,
@@ -199,6 +200,28 @@ fn run(config: Config) -> ExitCode {
         server.run().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Raises the soft open-file limit to the hard limit: every client
+/// connection takes a descriptor, and so may its upstream connection, and
+/// the usual soft limit of 1024 would cap the gateway far below
+/// `limits.max_connections`.
+fn raise_open_file_limit(config: &Config) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            log::info!("open-file limit: {limit}");
+            let needed = config.limits.max_connections as u64 * 2 + 64;
+            if limit < needed {
+                log::warn!(
+                    "open-file limit {limit} is below what limits.max_connections {} may need \
+                     ({needed}: a client and an upstream connection each); raise it \
+                     (LimitNOFILE= in the systemd unit, ulimit -n)",
+                    config.limits.max_connections
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 /// `smtpgate hash-password`: on a terminal, asks twice without echo;

@@ -6,15 +6,20 @@
 //! are told `421 4.3.2`, and transactions in flight get a grace period.
 //! On a listener behind a load balancer, each connection's PROXY protocol
 //! header is read first, and the client it names is the session's peer.
+//! Alongside run the metrics and health listener (while the server runs,
+//! so `/healthz` says 503 during the drain) and the idle upstream
+//! connections' upkeep.
 
 use crate::audit::AuditLog;
 use crate::config::{Config, ListenerPolicy};
 use crate::filter::FilterChain;
+use crate::metrics::http;
 use crate::session::{Session, Shared};
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use futures::future::{select, Either};
+use futures::FutureExt as _;
 use log::{error, info, warn};
 use std::io;
 use std::net::SocketAddr;
@@ -33,14 +38,18 @@ pub struct Server {
     trigger: ShutdownTrigger,
     /// Sessions currently open.
     active: Arc<AtomicUsize>,
+    /// The metrics and health listener, when `metrics` is configured.
+    metrics_listener: Option<TcpListener>,
 }
 
-/// Decrements the open-session count when a session task ends, however it ends.
-struct ActiveGuard(Arc<AtomicUsize>);
+/// Decrements the open-session count (and gauge) when a session task ends,
+/// however it ends.
+struct ActiveGuard(Arc<AtomicUsize>, prometheus::IntGauge);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.dec();
     }
 }
 
@@ -68,6 +77,25 @@ impl Server {
             }
             listeners.push((listener, policy));
         }
+        let metrics_listener = match &config.metrics {
+            Some(m) => {
+                let listener = TcpListener::bind(m.addr).await.map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {} (metrics): {e}", m.addr),
+                    )
+                })?;
+                if !m.addr.ip().is_loopback() {
+                    warn!(
+                        "metrics listener {} is not on a loopback address: anyone who can reach \
+                         it sees the gateway's counters (it has no authentication)",
+                        m.addr
+                    );
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         let audit = match &config.audit {
             Some(options) => Some(AuditLog::open(options)?),
             None => None,
@@ -78,7 +106,15 @@ impl Server {
             shared: Shared::new(config, filters, signal, audit)?,
             trigger,
             active: Arc::new(AtomicUsize::new(0)),
+            metrics_listener,
         })
+    }
+
+    /// The metrics listener's address, when there is one (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -104,6 +140,17 @@ impl Server {
     /// (at most `shutdown_grace_s`).
     pub async fn run(self) {
         let signal = self.shared.shutdown.clone();
+        let metrics = self
+            .metrics_listener
+            .map(|l| task::spawn(http::serve(l, self.shared.clone())));
+        let upkeep = {
+            let shared = self.shared.clone();
+            task::spawn(async move {
+                if let Some(pool) = shared.upstreams() {
+                    pool.maintain(shared.shutdown.clone()).await;
+                }
+            })
+        };
         let mut loops = Vec::new();
         for (listener, policy) in self.listeners {
             let shared = self.shared.clone();
@@ -115,6 +162,14 @@ impl Server {
         }
         let grace = Duration::from_secs(self.shared.config.shutdown_grace_s);
         drain(&self.active, grace, &signal).await;
+        upkeep.await;
+        if let Some(pool) = self.shared.upstreams() {
+            // Connections sessions gave back while shutting down.
+            pool.close_idle().await;
+        }
+        if let Some(m) = metrics {
+            m.cancel().await;
+        }
         if let Some(audit) = self.shared.audit() {
             // Records of the last sessions reach the file before exit.
             audit.flush(Duration::from_secs(5));
@@ -135,6 +190,9 @@ async fn accept_loop(
         addr.map(|a| a.to_string()).unwrap_or_default()
     );
     let max = shared.config.limits.max_connections;
+    let label = addr.map(|a| a.to_string()).unwrap_or_default();
+    let connections = shared.metrics().connections(&label);
+    let sessions = shared.metrics().sessions.clone();
     loop {
         let accepted = {
             let accept = listener.accept();
@@ -155,40 +213,56 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        connections.inc();
         // Counted from the accept, so connections still sending their PROXY
         // header count against the limit too.
         let admitted = if active.fetch_add(1, Ordering::SeqCst) >= max {
             active.fetch_sub(1, Ordering::SeqCst);
             None
         } else {
-            Some(ActiveGuard(active.clone()))
+            sessions.inc();
+            Some(ActiveGuard(active.clone(), sessions.clone()))
         };
-        task::spawn(serve(stream, peer, policy, shared.clone(), admitted));
+        if policy.proxy_protocol {
+            let shared = shared.clone();
+            task::spawn(async move {
+                let mut stream = stream;
+                let client = {
+                    let options = shared.config.proxy_protocol.as_ref();
+                    crate::proxy_protocol::client_address(&mut stream, peer, options).await
+                };
+                // Without a valid header from a trusted proxy the
+                // connection is closed (client_address logged why).
+                if let Some(client) = client {
+                    start(stream, client, policy, shared, admitted);
+                }
+            });
+        } else {
+            start(stream, peer, policy, shared.clone(), admitted);
+        }
     }
 }
 
-/// Runs one client connection: on a PROXY protocol listener the header
-/// first (the client it names becomes the peer everything sees; without a
-/// valid one the connection is closed), then the session — or, over the
-/// connection limit (`admitted` is `None`), the `421` refusal.
-async fn serve(
-    mut stream: TcpStream,
-    mut peer: SocketAddr,
+/// Starts one client session in its own task — or, over the connection
+/// limit (`admitted` is `None`), the `421` refusal. `peer` is the real
+/// client (after a PROXY protocol header, the one it names).
+fn start(
+    stream: TcpStream,
+    peer: SocketAddr,
     policy: ListenerPolicy,
     shared: Arc<Shared>,
     admitted: Option<ActiveGuard>,
 ) {
-    if policy.proxy_protocol {
-        let options = shared.config.proxy_protocol.as_ref();
-        match crate::proxy_protocol::client_address(&mut stream, peer, options).await {
-            Some(client) => peer = client,
-            None => return,
-        }
-    }
     let session = Session::new(stream, peer, shared).on_listener(policy);
     match admitted {
-        Some(_guard) => session.run().await,
-        None => session.refuse_busy().await,
+        // The session's own future is the task: an async block around it
+        // would hold a second copy of it in every idle task.
+        Some(guard) => {
+            task::spawn(session.run().map(move |()| drop(guard)));
+        }
+        None => {
+            task::spawn(session.refuse_busy());
+        }
     }
 }
 

@@ -10,9 +10,11 @@
 //! Opening a session ([`Upstream::open`]) also does TLS — implicit, or
 //! STARTTLS when the policy asks — and AUTH at a smarthost. Choosing
 //! which upstream server to open, with failover, is [`pool`]'s job;
-//! telling it who the real client is (XFORWARD, XCLIENT) is [`forward`]'s.
+//! telling it who the real client is (XFORWARD, XCLIENT) is [`forward`]'s;
+//! keeping idle connections for later client sessions is [`idle`]'s.
 
 pub mod forward;
+pub mod idle;
 pub mod pool;
 
 pub use pool::UpstreamPool;
@@ -27,6 +29,7 @@ use async_std::net::TcpStream;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt as _;
 use futures_rustls::rustls::pki_types::ServerName;
 use futures_rustls::rustls::ClientConfig;
 use futures_rustls::TlsConnector;
@@ -34,7 +37,7 @@ use log::{debug, info};
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// What the upstream offered in its EHLO reply.
@@ -153,6 +156,9 @@ impl std::error::Error for UpstreamError {}
 /// enough to keep memory per session low.
 const BODY_CHUNK: usize = 64 * 1024;
 
+/// How much is read at a time while waiting for a reply.
+const READ_CHUNK: usize = 4096;
+
 /// One SMTP client connection to the upstream server.
 pub struct Upstream {
     /// The connection: plain TCP, or TLS over it.
@@ -175,6 +181,15 @@ pub struct Upstream {
     /// the upstream takes it for that client from then on, so it must not
     /// carry another client's mail.
     pub xclient_for: Option<String>,
+    /// The configured `host:port` this connection was opened to: the idle
+    /// pool keeps connections per configured server.
+    pub origin: String,
+    /// When the connection was opened, for the pool's lifetime limit.
+    pub opened: Instant,
+    /// Whether the connection may serve another client session after this
+    /// one. Clear it when the connection carries per-client state (an
+    /// identity set with XCLIENT, say) that the next client must not inherit.
+    pub reusable: bool,
 }
 
 /// How the session to the upstream is secured.
@@ -269,6 +284,9 @@ impl Upstream {
             timeouts: timeouts.clone(),
             tls: None,
             xclient_for: None,
+            origin: addr.to_string(),
+            opened: Instant::now(),
+            reusable: true,
         };
         let tls = opening.tls.filter(|t| t.policy != TlsPolicy::Plain);
         if let Some(t) = tls.filter(|t| t.policy == TlsPolicy::Implicit) {
@@ -499,6 +517,29 @@ impl Upstream {
             .await
     }
 
+    /// True when no command is queued and no reply is left unread: the
+    /// dialogue is between commands, as a reusable connection must be.
+    pub fn is_settled(&self) -> bool {
+        self.wbuf.is_empty() && self.rbuf.is_empty()
+    }
+
+    /// Checks, without waiting, that the server has neither closed the
+    /// connection nor sent anything unasked. An idle SMTP server speaks
+    /// only to say goodbye (`421` on its idle timeout), so readable input —
+    /// data, end of stream or an error — means the connection is done.
+    /// A peer that vanished without a word still looks alive: that shows
+    /// only when the next command fails.
+    pub fn looks_alive(&mut self) -> bool {
+        if !self.is_settled() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        // One poll with a no-op waker: `None` means "would block", i.e.
+        // nothing there. A byte read this way is lost, but the connection
+        // is thrown away in that case anyway.
+        self.stream.read(&mut probe).now_or_never().is_none()
+    }
+
     /// Ends the session politely; errors are irrelevant at this point.
     pub async fn quit(mut self) {
         if self.command("QUIT", "QUIT").await.is_ok() {
@@ -538,18 +579,21 @@ impl Upstream {
                 Ok(None) => {}
                 Err(e) => return Err(UpstreamError::Protocol(e)),
             }
-            let mut chunk = [0u8; 4096];
-            let n = match timeout(limit, self.stream.read(&mut chunk)).await {
-                Ok(n) => n,
+            // Read straight into the buffer's tail: a local array here
+            // would live in every future that awaits a reply, and so in
+            // every session's task, idle or not.
+            let start = self.rbuf.len();
+            self.rbuf.resize(start + READ_CHUNK, 0);
+            let read = timeout(limit, self.stream.read(&mut self.rbuf[start..])).await;
+            self.rbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => return Err(UpstreamError::Closed),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(UpstreamError::Timeout(stage))
                 }
                 Err(e) => return Err(UpstreamError::Io(e)),
-            };
-            if n == 0 {
-                return Err(UpstreamError::Closed);
             }
-            self.rbuf.extend_from_slice(&chunk[..n]);
         }
     }
 }

@@ -234,7 +234,12 @@ fn upstream_451_at_final_dot_reaches_the_client() {
 #[test]
 fn upstream_connection_is_reused_and_rset_is_forwarded() {
     let up = MockUpstream::start(MockOptions::default());
-    let gw = Gateway::with_upstream(&up, "");
+    // Without the idle pool, so the client's QUIT ends the upstream session
+    // too (tests/upstream_pool.rs covers keeping it).
+    let gw = Gateway::start(&format!(
+        "hostname: gate.test\nupstream: {{ addr: \"{}\", pool: {{ enabled: false }} }}\n",
+        up.addr
+    ));
     let mut c = gw.client();
     c.cmd("EHLO client.test", 250);
     assert_eq!(

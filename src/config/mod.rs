@@ -16,12 +16,14 @@
 mod edge;
 mod error;
 pub(crate) mod locate;
+mod ops;
 mod protection;
 mod security;
 mod validate;
 
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
+pub use ops::{MetricsOptions, PoolOptions};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
@@ -92,6 +94,10 @@ pub struct Config {
     /// `proxy_protocol: true`. Default: none (no listener may enable it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyProtocolOptions>,
+    /// The HTTP listener for `/metrics` (Prometheus) and `/healthz`.
+    /// Default: none (no listener).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
@@ -130,6 +136,7 @@ impl Default for Config {
             audit: None,
             protection: Protection::default(),
             proxy_protocol: None,
+            metrics: None,
         }
     }
 }
@@ -243,6 +250,9 @@ pub struct Upstream {
     /// XFORWARD) or `none`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub forward_client: ForwardClient,
+    /// Reuse of idle connections across client sessions (on by default).
+    #[serde(default)]
+    pub pool: PoolOptions,
 }
 
 impl Upstream {
@@ -261,6 +271,7 @@ impl Upstream {
             helo: None,
             pipelining: true,
             forward_client: ForwardClient::Xforward,
+            pool: PoolOptions::default(),
         }
     }
 
@@ -513,6 +524,12 @@ impl Config {
     /// filter parses. The error names the key path of the first bad value.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
+        if let Some(up) = &self.upstream {
+            ops::check_pool(&up.pool)?;
+        }
+        if let Some(m) = &self.metrics {
+            ops::check_metrics(m, &self.listen)?;
+        }
         security::check(self)?;
         protection::check(&self.protection)?;
         edge::check(self)
@@ -548,6 +565,19 @@ impl Config {
                     up.addr,
                     up.helo_name(&self.hostname),
                     on_off(up.pipelining)
+                );
+                let p = &up.pool;
+                let _ = writeln!(
+                    s,
+                    "pool:      {}",
+                    if p.enabled {
+                        format!(
+                            "up to {} idle connections per server, idle {}s, lifetime {}s",
+                            p.max_idle, p.max_idle_age_s, p.max_lifetime_s
+                        )
+                    } else {
+                        "off".to_string()
+                    }
                 );
             }
             None => {
@@ -611,6 +641,14 @@ impl Config {
             match &self.audit {
                 Some(a) if a.is_stdout() => "standard output".to_string(),
                 Some(a) => a.path.display().to_string(),
+                None => "off".to_string(),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "metrics:   {}",
+            match &self.metrics {
+                Some(m) => format!("http://{}/metrics and /healthz", m.addr),
                 None => "off".to_string(),
             }
         );

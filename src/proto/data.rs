@@ -150,12 +150,10 @@ impl DataReceiver {
                     }
                 }
                 State::Mid => {
-                    // Bulk copy up to the next CR or LF.
+                    // Bulk copy up to the next CR or LF (memchr: SIMD, the
+                    // body of a large message is mostly this search).
                     let rest = &input[pos..];
-                    let n = rest
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(rest.len());
+                    let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     out.extend_from_slice(&rest[..n]);
                     self.add_content(n);
                     pos += n;
@@ -259,10 +257,7 @@ impl DotStuffer {
                 out.push(b'.');
             }
             let rest = &input[pos..];
-            let n = rest
-                .iter()
-                .position(|&c| c == b'\r' || c == b'\n')
-                .unwrap_or(rest.len());
+            let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
             out.extend_from_slice(&rest[..n]);
             pos += n;
             if n > 0 {

@@ -94,8 +94,12 @@ impl<S: Stream> Session<S> {
             self.tx_rules_time = Duration::ZERO;
         }
         let started = Instant::now();
+        let before = self.ctx.hits.len();
         let verdict = self.filters.run(stage, &mut self.ctx, rcpt, message);
         self.tx_rules_time += started.elapsed();
+        for hit in self.ctx.hits.get(before..).unwrap_or_default() {
+            self.shared.metrics().rule_hit(&hit.rule, &hit.action);
+        }
         verdict
     }
 
@@ -135,6 +139,7 @@ impl<S: Stream> Session<S> {
     /// transaction part is reset.
     pub(super) fn audit_transaction(&mut self, tx: &Transaction, end: TxEnd) {
         self.audit_records += 1;
+        self.count_transaction(tx, &end);
         let Some(log) = self.shared.audit() else {
             return;
         };
@@ -213,6 +218,22 @@ impl<S: Stream> Session<S> {
     fn tarpit_ms(&self) -> Option<f64> {
         let d = self.protect.delayed;
         (!d.is_zero()).then(|| ms(d))
+    }
+
+    /// The metrics of a finished transaction: its verdict, its bytes and
+    /// how long the upstream took for its DATA.
+    fn count_transaction(&self, tx: &Transaction, end: &TxEnd) {
+        let m = self.shared.metrics();
+        m.transaction(end.verdict);
+        if let Some(size) = end.size {
+            m.message_bytes("received", size);
+            if end.verdict == "delivered" {
+                m.message_bytes("delivered", size);
+            }
+        }
+        if let (Some(took), Some(_)) = (end.delivery, &tx.upstream_reply) {
+            m.upstream_latency("data", took);
+        }
     }
 }
 

@@ -114,6 +114,7 @@ impl<S: Stream> Session<S> {
                 || creds.authzid == name
                 || creds.authzid.eq_ignore_ascii_case(&u.name)
         });
+        self.shared.metrics().auth(user.is_some());
         let Some(user) = user else {
             return self.auth_failed(&name, mechanism);
         };

@@ -4,12 +4,20 @@
 //! Replies are queued and written only when the session is about to wait for
 //! the client, which is what PIPELINING (RFC 2920) asks of a server: a batch
 //! of commands gets its replies in one write.
+//!
+//! A session waiting for its client holds no buffer at all: both are given
+//! back when everything read was used and everything queued was written,
+//! and the wait itself reads one byte into the future; the buffer is taken
+//! again when that byte arrives. Most connections of a busy MX are idle, so
+//! this is most of their memory.
 
+use crate::metrics::ReplyCounters;
 use crate::proto::Reply;
 use crate::stream::Stream;
 use crate::tls::MaybeTls;
 use async_std::io::timeout;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt as _;
 use futures_rustls::TlsAcceptor;
 use std::io;
 use std::time::Duration;
@@ -38,11 +46,13 @@ pub(crate) struct Conn<S> {
     /// A write failed or timed out: the client is not reading, and the
     /// session's closing flush must not wait a whole timeout again.
     broken: bool,
+    /// Counts every reply by class, for `/metrics`.
+    counters: ReplyCounters,
 }
 
 impl<S: Stream> Conn<S> {
-    /// Wraps a plain stream with empty buffers.
-    pub(crate) fn new(stream: S) -> Self {
+    /// Wraps a plain stream with empty buffers; replies count into `counters`.
+    pub(crate) fn new(stream: S, counters: ReplyCounters) -> Self {
         Conn {
             stream: MaybeTls::Plain(stream),
             rbuf: Vec::new(),
@@ -50,6 +60,7 @@ impl<S: Stream> Conn<S> {
             end: 0,
             wbuf: Vec::new(),
             broken: false,
+            counters,
         }
     }
 
@@ -75,6 +86,7 @@ impl<S: Stream> Conn<S> {
 
     /// Queues a reply for the next flush.
     pub(crate) fn push(&mut self, reply: &Reply) {
+        self.counters.count(reply.code);
         reply.write_to(&mut self.wbuf);
     }
 
@@ -97,7 +109,9 @@ impl<S: Stream> Conn<S> {
         self.end = 0;
         self.rbuf = Vec::new();
         self.wbuf.clear();
-        timeout(limit, self.stream.upgrade(acceptor)).await
+        // Boxed: the handshake is a large future, and it would otherwise be
+        // part of every session's task, idle or not.
+        timeout(limit, Box::pin(self.stream.upgrade(acceptor))).await
     }
 
     /// Writes the queued replies.
@@ -130,6 +144,9 @@ impl<S: Stream> Conn<S> {
     /// Reads more input; `Ok(0)` is the end of the stream. `body` selects
     /// the larger read size used while a message is being received.
     pub(crate) async fn fill(&mut self, body: bool) -> io::Result<usize> {
+        if !body && self.start == self.end && self.wbuf.is_empty() {
+            return self.fill_idle().await;
+        }
         let want = if body { DATA_READ } else { COMMAND_READ };
         if self.start > 0 {
             self.rbuf.copy_within(self.start..self.end, 0);
@@ -142,6 +159,29 @@ impl<S: Stream> Conn<S> {
         let n = self.stream.read(&mut self.rbuf[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Waits for the client with no buffer held: gives both back, reads the
+    /// first byte into the future, then takes a buffer and reads whatever
+    /// else has arrived without waiting.
+    async fn fill_idle(&mut self) -> io::Result<usize> {
+        self.rbuf = Vec::new();
+        self.wbuf = Vec::new();
+        self.start = 0;
+        self.end = 0;
+        let mut first = [0u8; 1];
+        if self.stream.read(&mut first).await? == 0 {
+            return Ok(0);
+        }
+        self.rbuf.resize(COMMAND_READ, 0);
+        self.rbuf[0] = first[0];
+        self.end = 1;
+        // An error or the end of the stream shows at the next read; the
+        // byte we have is input all the same.
+        if let Some(Ok(n)) = self.stream.read(&mut self.rbuf[1..]).now_or_never() {
+            self.end += n;
+        }
+        Ok(self.end)
     }
 
     /// Gives back the large DATA read buffer once its input is drained, so

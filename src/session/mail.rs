@@ -11,6 +11,7 @@ use crate::stream::Stream;
 use crate::upstream::forward::ClientInfo;
 use crate::upstream::{Extensions, Upstream, UpstreamError};
 use log::{debug, warn};
+use std::time::Instant;
 
 impl<S: Stream> Session<S> {
     /// Answers MAIL FROM: local checks first, then the upstream's own reply.
@@ -134,9 +135,11 @@ impl<S: Stream> Session<S> {
         }
     }
 
-    /// Sends MAIL upstream, opening the connection first when there is
-    /// none. A reused connection that turns out dead is replaced once,
-    /// before the client sees anything.
+    /// Sends MAIL upstream, taking a connection first when the session has
+    /// none: an idle one from the pool, or a new one. A reused connection
+    /// (kept from this session's last transaction, or from the pool) that
+    /// turns out dead — closed, reset, timed out, or saying `421` — is
+    /// replaced by a new one before the client sees anything.
     async fn upstream_mail(&mut self, tx: &Transaction) -> Result<Reply, UpstreamError> {
         let Some(cfg) = self.shared.config.upstream.clone() else {
             return Err(UpstreamError::Closed);
@@ -145,25 +148,63 @@ impl<S: Stream> Session<S> {
         let Some(pool) = shared.upstreams() else {
             return Err(UpstreamError::Closed);
         };
-        for attempt in 0..2 {
-            let reused = self.upstream.is_some();
-            if !reused {
-                let helo = cfg.helo.as_deref().unwrap_or(&self.shared.config.hostname);
-                let up = pool.connect(helo, &self.shared.config.timeouts).await?;
-                self.upstream = Some(up);
-                self.upstream_dirty = false;
-            }
+        let helo = cfg.helo.as_deref().unwrap_or(&shared.config.hostname);
+        let timeouts = &shared.config.timeouts;
+        // The server may have closed our kept connection while the client
+        // was idle: no need to send it anything to find out.
+        if self.upstream.as_mut().is_some_and(|up| !up.looks_alive()) {
+            debug!("session {} kept upstream was closed; reconnecting", self.id);
+            pool.stale();
+            self.upstream = None;
+            self.upstream_dirty = false;
+        }
+        let mut fresh_only = false;
+        loop {
+            let reused = match self.upstream {
+                Some(_) => true,
+                None => {
+                    let (up, pooled) = if fresh_only {
+                        (pool.connect(helo, timeouts).await?, false)
+                    } else {
+                        pool.checkout(helo, timeouts).await?
+                    };
+                    self.upstream = Some(up);
+                    self.upstream_dirty = false;
+                    pooled
+                }
+            };
             let dirty = self.upstream_dirty;
             let client = self.client_info(tx);
             let our_helo = cfg.helo_name(&self.shared.config.hostname).to_string();
             let Some(up) = self.upstream.as_mut() else {
                 return Err(UpstreamError::Closed);
             };
+            let started = Instant::now();
             let result = send_mail(up, tx, dirty, &cfg, &client, &our_helo).await;
-            match result {
+            let stale = reused
+                && match &result {
+                    Ok(reply) => reply.code == 421,
+                    Err(e) => matches!(
+                        e,
+                        UpstreamError::Closed | UpstreamError::Io(_) | UpstreamError::Timeout(_)
+                    ),
+                };
+            if stale && !fresh_only {
+                debug!(
+                    "session {} reused upstream connection is dead; reconnecting",
+                    self.id
+                );
+                pool.stale();
+                self.upstream = None;
+                self.upstream_dirty = false;
+                fresh_only = true;
+                continue;
+            }
+            return match result {
                 Ok(reply) => {
+                    shared.metrics().upstream_latency("mail", started.elapsed());
                     self.upstream_dirty = false;
-                    return Ok(reply);
+                    Ok(reply)
                 }
                 Err(UpstreamError::ClientRefused(reply)) => {
                     // The upstream's rules turned the real client away:
@@ -172,24 +213,16 @@ impl<S: Stream> Session<S> {
                     debug!("session {} upstream refused XCLIENT: {reply}", self.id);
                     self.upstream = None;
                     self.upstream_dirty = false;
-                    return Ok(reply);
+                    Ok(reply)
                 }
                 Err(e) => {
+                    shared.metrics().upstream_error(&e);
                     self.upstream = None;
                     self.upstream_dirty = false;
-                    let stale = matches!(e, UpstreamError::Closed | UpstreamError::Io(_));
-                    if reused && stale && attempt == 0 {
-                        debug!(
-                            "session {} reused upstream was closed ({e}); reconnecting",
-                            self.id
-                        );
-                        continue;
-                    }
-                    return Err(e);
+                    Err(e)
                 }
-            }
+            };
         }
-        Err(UpstreamError::Closed)
     }
 }
 

@@ -13,6 +13,7 @@ mod auth;
 mod conn;
 mod data;
 mod ehlo;
+mod footprint;
 mod mail;
 mod misc;
 mod protect;
@@ -25,6 +26,7 @@ use crate::audit::AuditLog;
 use crate::auth::{Exchange, User, UserStore};
 use crate::config::{Config, ListenerPolicy};
 use crate::filter::{Context, FilterChain, Outcome, Stage};
+use crate::metrics::Metrics;
 use crate::protection::Protection;
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::relay::RelayPolicy;
@@ -69,6 +71,8 @@ pub struct Shared {
     audit: Option<AuditLog>,
     /// Per-client protection: connections per IP, rate limits.
     protection: Protection,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -92,8 +96,12 @@ impl Shared {
             }
             None => None,
         };
+        let metrics = Arc::new(Metrics::new());
         let upstreams = match &config.upstream {
-            Some(up) => Some(UpstreamPool::new(up).map_err(|e| invalid(format!("upstream: {e}")))?),
+            Some(up) => Some(
+                UpstreamPool::new(up, metrics.clone())
+                    .map_err(|e| invalid(format!("upstream: {e}")))?,
+            ),
             None => None,
         };
         let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
@@ -113,7 +121,13 @@ impl Shared {
             users,
             upstreams,
             audit,
+            metrics,
         }))
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The listener certificate, when TLS is configured.
@@ -265,7 +279,7 @@ impl<S: Stream> Session<S> {
             audit_records: 0,
             refusal: None,
             protect: protect::State::default(),
-            conn: Conn::new(stream),
+            conn: Conn::new(stream, shared.metrics().replies()),
             id: shared.session_id(),
             shared,
             peer,
@@ -335,7 +349,14 @@ impl<S: Stream> Session<S> {
         };
         let _ = self.conn.flush(self.shared.config.timeouts.command()).await;
         if let Some(up) = self.upstream.take() {
-            up.quit().await;
+            // Kept for the next session only when nothing is left owed; a
+            // transaction still open there is reset first.
+            let reusable = self.pending.is_empty() && !self.shared.shutdown.is_fired();
+            let dirty = self.upstream_dirty || self.tx.is_some();
+            if let Some(pool) = self.shared.upstreams() {
+                // Boxed: a rare, large future kept out of every idle task.
+                Box::pin(pool.release(up, dirty, reusable)).await;
+            }
         }
         if let Some(tx) = self.tx.take() {
             self.audit_aborted(&tx);
@@ -588,6 +609,7 @@ impl<S: Stream> Session<S> {
     fn upstream_reply(&mut self, mut reply: Reply) -> Reply {
         if reply.code == 421 {
             warn!("session {} upstream is closing: {reply}", self.id);
+            self.shared.metrics().upstream_error_kind("closing_421");
             self.upstream = None;
             self.upstream_dirty = false;
             if let Some(tx) = self.tx.as_mut() {
@@ -612,6 +634,7 @@ impl<S: Stream> Session<S> {
             .map(|u| u.peer.clone())
             .unwrap_or_default();
         warn!("session {} upstream {peer} failed: {err}", self.id);
+        self.shared.metrics().upstream_error(err);
         self.upstream = None;
         self.upstream_dirty = false;
         if let Some(tx) = self.tx.as_mut() {

@@ -50,7 +50,9 @@ impl<S: Stream> Session<S> {
             return Flow::Stop;
         }
         let limit = self.shared.config.timeouts.command();
-        if let Err(e) = self.conn.start_tls(acceptor, limit).await {
+        let handshake = self.conn.start_tls(acceptor, limit).await;
+        self.shared.metrics().tls_handshake(handshake.is_ok());
+        if let Err(e) = handshake {
             info!(
                 "session {} peer={} TLS handshake failed: {e}",
                 self.id, self.peer
@@ -73,7 +75,9 @@ impl<S: Stream> Session<S> {
         };
         let acceptor = tls.acceptor();
         let limit = self.shared.config.timeouts.command();
-        if let Err(e) = self.conn.start_tls(acceptor, limit).await {
+        let handshake = self.conn.start_tls(acceptor, limit).await;
+        self.shared.metrics().tls_handshake(handshake.is_ok());
+        if let Err(e) = handshake {
             info!(
                 "session {} peer={} TLS handshake failed: {e}",
                 self.id, self.peer

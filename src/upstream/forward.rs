@@ -221,6 +221,9 @@ impl Upstream {
             }
         }
         self.xclient_for = Some(client.session.clone());
+        // The upstream now takes this connection for this client: the idle
+        // pool must never hand it to another one.
+        self.reusable = false;
         let name = client.ehlo_name().unwrap_or(our_helo).to_string();
         // The server now judges the client: a permanent refusal of its
         // name is an answer for the client too.

@@ -7,13 +7,25 @@
 //! session is being opened — before MAIL — so a message always goes to
 //! exactly one server, never to two. Host names are resolved at each
 //! connect. The table is shared by all sessions.
+//!
+//! It also owns the idle connections ([`IdleConnections`]): a session asks
+//! [`UpstreamPool::checkout`] for a connection, which is an idle one to the
+//! first server that is up when there is one, and hands it back with
+//! [`UpstreamPool::release`] when the client leaves.
 
+use super::idle::IdleConnections;
 use super::{Opening, TlsClient, TlsPolicy, Upstream, UpstreamCredentials, UpstreamError};
 use crate::config::{self, Timeouts, TlsMode, UpstreamStartTls};
+use crate::metrics::Metrics;
+use crate::shutdown::ShutdownSignal;
+use futures::future::{select, Either};
 use log::{info, warn};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+
+/// How long the RSET that cleans a connection for the pool may take.
+const RELEASE_RSET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One configured server and its health.
 struct Target {
@@ -51,12 +63,17 @@ pub struct UpstreamPool {
     auth: Option<UpstreamCredentials>,
     /// How long a failed server is skipped.
     retry_after: Duration,
+    /// Connections kept between client sessions.
+    idle: IdleConnections,
+    /// Connect latency and failures are counted here.
+    metrics: Arc<Metrics>,
 }
 
 impl UpstreamPool {
     /// Builds the pool from the `upstream` section: loads the CA roots and
     /// the AUTH password. `tls_verify: false` is logged as a warning.
-    pub fn new(up: &config::Upstream) -> Result<UpstreamPool, String> {
+    /// Connect latency, failures and the idle pool count into `metrics`.
+    pub fn new(up: &config::Upstream, metrics: Arc<Metrics>) -> Result<UpstreamPool, String> {
         let policy = match (up.tls, up.starttls) {
             (TlsMode::Implicit, _) => TlsPolicy::Implicit,
             (TlsMode::None, UpstreamStartTls::None) => TlsPolicy::Plain,
@@ -96,7 +113,97 @@ impl UpstreamPool {
             tls,
             auth,
             retry_after: Duration::from_secs(up.retry_after_s),
+            idle: IdleConnections::new(up.pool.clone(), metrics.pool.clone()),
+            metrics,
         })
+    }
+
+    /// A connection for a new transaction, and whether it was reused: an
+    /// idle one to the first server that is up when the pool has one, else
+    /// a new one (with failover, as [`connect`](Self::connect)). The caller
+    /// must treat the first command's failure on a reused connection as
+    /// "stale" and come back for a new one.
+    pub async fn checkout(
+        &self,
+        helo: &str,
+        timeouts: &Timeouts,
+    ) -> Result<(Upstream, bool), UpstreamError> {
+        if self.idle.enabled() {
+            let now = Instant::now();
+            match self.targets.iter().find(|t| !t.is_down(now)) {
+                Some(first) => {
+                    if let Some(up) = self.idle.take(&first.addr) {
+                        return Ok((up, true));
+                    }
+                }
+                None => self.metrics.pool.misses.inc(),
+            }
+        }
+        Ok((self.connect(helo, timeouts).await?, false))
+    }
+
+    /// Counts a reused connection that failed its first command (and is
+    /// being replaced).
+    pub fn stale(&self) {
+        self.metrics.pool.stale.inc();
+    }
+
+    /// Takes back a connection whose client session ended. It is kept for
+    /// the next session when the pool is on and the connection is settled
+    /// and healthy — after an RSET answered 2xx when `dirty` (an abandoned
+    /// transaction is open on it) — and `reusable` (the session says its
+    /// dialogue with the upstream is complete and the gateway is not
+    /// shutting down). Otherwise it is closed with QUIT.
+    pub async fn release(&self, mut up: Upstream, dirty: bool, reusable: bool) {
+        if reusable && self.idle.accepts(&up) {
+            if !dirty {
+                self.idle.put(up);
+                return;
+            }
+            // Bounded: the client is gone and nobody waits for this, but
+            // the session still counts as open (and delays shutdown).
+            let rset =
+                async_std::future::timeout(RELEASE_RSET_TIMEOUT, up.command("RSET", "RSET reply"));
+            match rset.await {
+                Ok(Ok(reply)) if reply.is_positive() && up.is_settled() => {
+                    self.idle.put(up);
+                    return;
+                }
+                Ok(Ok(_)) => {}
+                // Dead or stuck: nothing to say goodbye to.
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+        up.quit().await;
+    }
+
+    /// Closes idle connections as they expire, until shutdown begins; then
+    /// closes the rest with QUIT.
+    pub async fn maintain(&self, shutdown: ShutdownSignal) {
+        if !self.idle.enabled() {
+            return;
+        }
+        let every = self.idle.reap_interval();
+        loop {
+            let tick = async_std::task::sleep(every);
+            let stop = shutdown.wait();
+            futures::pin_mut!(tick, stop);
+            if let Either::Right(_) = select(tick, stop).await {
+                break;
+            }
+            self.idle.reap().await;
+        }
+        self.idle.close_all().await;
+    }
+
+    /// Closes every idle connection with QUIT (at shutdown).
+    pub async fn close_idle(&self) {
+        self.idle.close_all().await;
+    }
+
+    /// Idle connections kept now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.idle_count()
     }
 
     /// Opens a session to the first server that works: those not marked
@@ -118,8 +225,12 @@ impl UpstreamPool {
             self.targets.iter().partition(|t| !t.is_down(now));
         let mut last = None;
         for target in up.into_iter().chain(down) {
-            match Upstream::open(&target.addr, &opening).await {
+            let started = Instant::now();
+            // Boxed: opening (TCP, TLS, AUTH) is a large future, and it
+            // would otherwise be part of every session's task, idle or not.
+            match Box::pin(Upstream::open(&target.addr, &opening)).await {
                 Ok(session) => {
+                    self.metrics.upstream_latency("connect", started.elapsed());
                     if target.is_down(Instant::now()) {
                         info!("upstream {} is back", target.addr);
                     }
@@ -127,6 +238,7 @@ impl UpstreamPool {
                     return Ok(session);
                 }
                 Err(e) => {
+                    self.metrics.upstream_error(&e);
                     warn!(
                         "upstream {} failed: {e}; skipping it for {}s",
                         target.addr,

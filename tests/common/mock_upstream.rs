@@ -30,6 +30,12 @@ pub struct MockOptions {
     pub ehlo_extra: Vec<String>,
     /// The reply to XCLIENT: a new greeting by default.
     pub xclient_reply: String,
+    /// Close a connection that sent no command for this long, saying
+    /// `421 4.4.2` first, as Postfix's smtpd does on its idle timeout.
+    pub idle_close: Option<Duration>,
+    /// Close a connection, without a reply, when its Nth MAIL (1-based)
+    /// arrives: a connection that dies between two transactions unseen.
+    pub close_at_mail: Option<usize>,
 }
 
 impl Default for MockOptions {
@@ -44,6 +50,8 @@ impl Default for MockOptions {
             stall_after_data: false,
             ehlo_extra: Vec::new(),
             xclient_reply: "220 mock.test ESMTP mock".to_string(),
+            idle_close: None,
+            close_at_mail: None,
         }
     }
 }
@@ -134,16 +142,28 @@ fn serve(
     o: &MockOptions,
     rec: &Mutex<Recorded>,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(o.idle_close.unwrap_or(Duration::from_secs(30))))?;
     let mut w = stream.try_clone()?;
     let mut r = BufReader::new(stream);
     w.write_all(format!("{}\r\n", o.greeting).as_bytes())?;
     let mut from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
+    let mut mails = 0;
     loop {
         let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(());
+        match r.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if o.idle_close.is_some() && line.is_empty() => {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    w.write_all(b"421 4.4.2 mock.test Error: timeout exceeded\r\n")?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
         let cmd = line.trim_end().to_string();
         rec.lock().unwrap().commands[id].push(cmd.clone());
@@ -173,6 +193,10 @@ fn serve(
         } else if upper.starts_with("HELO") {
             w.write_all(b"250 mock.test\r\n")?;
         } else if upper.starts_with("MAIL FROM:") {
+            mails += 1;
+            if o.close_at_mail == Some(mails) {
+                return Ok(());
+            }
             from = between_brackets(&cmd);
             rcpts.clear();
             w.write_all(b"250 2.1.0 Ok\r\n")?;

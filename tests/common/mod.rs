@@ -28,6 +28,8 @@ pub struct Gateway {
     pub addrs: Vec<SocketAddr>,
     /// What the sessions share (filter chain, audit log, TLS), e.g. to reload.
     pub shared: Arc<Shared>,
+    /// The metrics listener's address, when `metrics` is configured.
+    pub metrics_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     stopped: mpsc::Receiver<()>,
 }
@@ -62,6 +64,7 @@ impl Gateway {
             async_std::task::block_on(Server::bind_with_filters(config, filters)).expect("bind");
         let addrs = server.local_addrs();
         let addr = addrs[0];
+        let metrics_addr = server.metrics_addr();
         let shared = server.shared();
         let trigger = server.shutdown_trigger();
         let (tx, stopped) = mpsc::channel();
@@ -73,6 +76,7 @@ impl Gateway {
             addr,
             addrs,
             shared,
+            metrics_addr,
             trigger,
             stopped,
         }

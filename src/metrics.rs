@@ -1,0 +1,419 @@
+//! Operational metrics, in the Prometheus text format (0.0.4), and the
+//! small HTTP listener that serves them with a health check ([`http`]).
+//!
+//! One [`Metrics`] per gateway (not a process-wide registry), so several
+//! gateways in one process — the tests — count apart. The counters are the
+//! `prometheus` crate's atomics; label values known in advance (verdicts,
+//! reply classes, error kinds) are created at start, so a scrape shows them
+//! at 0 before anything happened, and the handles used on every reply are
+//! resolved once, not looked up per reply.
+//!
+//! Every metric is named `smtpgate_*`; the README lists them all.
+
+pub mod http;
+
+use crate::upstream::UpstreamError;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Transaction verdicts, as in the audit trail.
+pub const VERDICTS: [&str; 7] = [
+    "delivered",
+    "rejected",
+    "tempfailed",
+    "discarded",
+    "quarantined",
+    "disconnected",
+    "aborted",
+];
+
+/// Kinds of upstream failure (see [`error_kind`]).
+const ERROR_KINDS: [&str; 11] = [
+    "connect",
+    "timeout",
+    "closed",
+    "io",
+    "protocol",
+    "refused",
+    "tls",
+    "tls_required",
+    "auth",
+    "auth_unavailable",
+    "closing_421",
+];
+
+/// Upstream latency buckets in seconds: sub-millisecond on a LAN up to a
+/// minute for a slow content filter behind the upstream.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Every metric of one gateway.
+pub struct Metrics {
+    /// What `/metrics` renders.
+    registry: Registry,
+    /// `smtpgate_connections_total{listener}`: connections accepted.
+    connections: IntCounterVec,
+    /// `smtpgate_sessions`: client sessions open now.
+    pub sessions: IntGauge,
+    /// `smtpgate_transactions_total{verdict}`.
+    transactions: IntCounterVec,
+    /// `smtpgate_replies_total{class}`: replies sent to clients.
+    replies: ReplyCounters,
+    /// `smtpgate_rule_hits_total{rule,action}`.
+    rule_hits: IntCounterVec,
+    /// `smtpgate_upstream_latency_seconds{phase}`.
+    upstream_latency: HistogramVec,
+    /// `smtpgate_upstream_errors_total{kind}`.
+    upstream_errors: IntCounterVec,
+    /// `smtpgate_message_bytes_total{direction}`: message bytes received
+    /// from clients, and delivered (upstream or spool).
+    message_bytes: IntCounterVec,
+    /// The upstream connection pool's counters.
+    pub pool: PoolMetrics,
+    /// `smtpgate_tls_handshakes_total{result}` (client side of the gateway).
+    tls_handshakes: IntCounterVec,
+    /// `smtpgate_auth_total{result}`: SMTP AUTH attempts that ended.
+    auth: IntCounterVec,
+}
+
+/// Counters of the upstream connection pool, cheap to clone.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    /// `smtpgate_upstream_pool_hits_total`: a session got an idle connection.
+    pub hits: IntCounter,
+    /// `smtpgate_upstream_pool_misses_total`: a session had to connect.
+    pub misses: IntCounter,
+    /// `smtpgate_upstream_pool_stale_total`: an idle connection turned out
+    /// dead when taken, and was replaced before the client saw anything.
+    pub stale: IntCounter,
+    /// `smtpgate_upstream_pool_idle`: idle connections kept now.
+    pub idle: IntGauge,
+    /// `smtpgate_upstream_pool_closed_total{reason}`: idle connections
+    /// closed by the pool (`idle_age`, `lifetime`, `full`, `shutdown`).
+    pub closed: IntCounterVec,
+}
+
+/// The per-class reply counters, one handle shared by every session.
+#[derive(Clone)]
+pub struct ReplyCounters(Arc<[IntCounter; 4]>);
+
+impl ReplyCounters {
+    /// Counts one reply with this code (2xx to 5xx; others are not counted).
+    pub fn count(&self, code: u16) {
+        if let Some(c) = (code / 100)
+            .checked_sub(2)
+            .and_then(|i| self.0.get(i as usize))
+        {
+            c.inc();
+        }
+    }
+}
+
+/// Registers a counter family with label names and returns it.
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+/// Registers a plain counter and returns it.
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+/// Registers a gauge and returns it.
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, all at zero.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let info = IntGaugeVec::new(
+            Opts::new("smtpgate_build_info", "Always 1; the version in a label."),
+            &["version"],
+        )
+        .expect("valid metric");
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(info)).expect("unique metric");
+        let connections = counter_vec(
+            &r,
+            "smtpgate_connections_total",
+            "Client connections accepted, by listener address.",
+            &["listener"],
+        );
+        let sessions = gauge(&r, "smtpgate_sessions", "Client sessions open now.");
+        let transactions = counter_vec(
+            &r,
+            "smtpgate_transactions_total",
+            "Mail transactions by how they ended (as in the audit trail).",
+            &["verdict"],
+        );
+        for v in VERDICTS {
+            transactions.with_label_values(&[v]);
+        }
+        let replies_vec = counter_vec(
+            &r,
+            "smtpgate_replies_total",
+            "Replies sent to clients, by code class.",
+            &["class"],
+        );
+        let replies = ReplyCounters(Arc::new(
+            ["2xx", "3xx", "4xx", "5xx"].map(|c| replies_vec.with_label_values(&[c])),
+        ));
+        let rule_hits = counter_vec(
+            &r,
+            "smtpgate_rule_hits_total",
+            "Rules that matched, by rule name and action.",
+            &["rule", "action"],
+        );
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "smtpgate_upstream_latency_seconds",
+                "Upstream latency: connect (TCP, greeting, EHLO, TLS, AUTH), \
+                 mail (MAIL round trip), data (DATA to the reply to the final dot).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["phase"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(upstream_latency.clone()))
+            .expect("unique metric");
+        for p in ["connect", "mail", "data"] {
+            upstream_latency.with_label_values(&[p]);
+        }
+        let upstream_errors = counter_vec(
+            &r,
+            "smtpgate_upstream_errors_total",
+            "Upstream failures by kind.",
+            &["kind"],
+        );
+        for k in ERROR_KINDS {
+            upstream_errors.with_label_values(&[k]);
+        }
+        let message_bytes = counter_vec(
+            &r,
+            "smtpgate_message_bytes_total",
+            "Message bytes received from clients, and delivered (upstream or spool).",
+            &["direction"],
+        );
+        for d in ["received", "delivered"] {
+            message_bytes.with_label_values(&[d]);
+        }
+        let pool = PoolMetrics {
+            hits: counter(
+                &r,
+                "smtpgate_upstream_pool_hits_total",
+                "Sessions that reused an idle upstream connection.",
+            ),
+            misses: counter(
+                &r,
+                "smtpgate_upstream_pool_misses_total",
+                "Sessions that opened a new upstream connection.",
+            ),
+            stale: counter(
+                &r,
+                "smtpgate_upstream_pool_stale_total",
+                "Reused upstream connections found dead and replaced.",
+            ),
+            idle: gauge(
+                &r,
+                "smtpgate_upstream_pool_idle",
+                "Idle upstream connections kept now.",
+            ),
+            closed: counter_vec(
+                &r,
+                "smtpgate_upstream_pool_closed_total",
+                "Idle upstream connections closed by the pool, by reason.",
+                &["reason"],
+            ),
+        };
+        for reason in ["idle_age", "lifetime", "full", "shutdown"] {
+            pool.closed.with_label_values(&[reason]);
+        }
+        let tls_handshakes = counter_vec(
+            &r,
+            "smtpgate_tls_handshakes_total",
+            "TLS handshakes with clients (STARTTLS and implicit), by result.",
+            &["result"],
+        );
+        let auth = counter_vec(
+            &r,
+            "smtpgate_auth_total",
+            "SMTP AUTH attempts by result.",
+            &["result"],
+        );
+        for result in ["success", "failure"] {
+            tls_handshakes.with_label_values(&[if result == "success" { "ok" } else { "failed" }]);
+            auth.with_label_values(&[result]);
+        }
+        Metrics {
+            registry: r,
+            connections,
+            sessions,
+            transactions,
+            replies,
+            rule_hits,
+            upstream_latency,
+            upstream_errors,
+            message_bytes,
+            pool,
+            tls_handshakes,
+            auth,
+        }
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec fails only on a malformed family, which the
+        // constructors above rule out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The connection counter of one listener, resolved once per listener.
+    pub fn connections(&self, listener: &str) -> IntCounter {
+        self.connections.with_label_values(&[listener])
+    }
+
+    /// The reply counters every session's connection shares.
+    pub fn replies(&self) -> ReplyCounters {
+        self.replies.clone()
+    }
+
+    /// Counts a finished transaction.
+    pub fn transaction(&self, verdict: &str) {
+        self.transactions.with_label_values(&[verdict]).inc();
+    }
+
+    /// Counts a rule hit.
+    pub fn rule_hit(&self, rule: &str, action: &str) {
+        self.rule_hits.with_label_values(&[rule, action]).inc();
+    }
+
+    /// Records how long an upstream phase (`connect`, `mail`, `data`) took.
+    pub fn upstream_latency(&self, phase: &str, took: Duration) {
+        self.upstream_latency
+            .with_label_values(&[phase])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The latency histogram of one phase, e.g. to time a call.
+    pub fn upstream_phase(&self, phase: &str) -> Histogram {
+        self.upstream_latency.with_label_values(&[phase])
+    }
+
+    /// Counts an upstream failure.
+    pub fn upstream_error(&self, err: &UpstreamError) {
+        self.upstream_error_kind(error_kind(err));
+    }
+
+    /// Counts an upstream failure of a kind named directly.
+    pub fn upstream_error_kind(&self, kind: &str) {
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Adds message bytes `received` from a client or `delivered`.
+    pub fn message_bytes(&self, direction: &str, n: u64) {
+        self.message_bytes.with_label_values(&[direction]).inc_by(n);
+    }
+
+    /// Counts a TLS handshake with a client.
+    pub fn tls_handshake(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.tls_handshakes.with_label_values(&[result]).inc();
+    }
+
+    /// Counts an AUTH attempt that ended in success or failure.
+    pub fn auth(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.auth.with_label_values(&[result]).inc();
+    }
+}
+
+/// The `kind` label of an upstream failure.
+pub fn error_kind(err: &UpstreamError) -> &'static str {
+    match err {
+        UpstreamError::Connect(_) => "connect",
+        UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Closed => "closed",
+        UpstreamError::Io(_) => "io",
+        UpstreamError::Protocol(_) => "protocol",
+        UpstreamError::Refused(_) => "refused",
+        UpstreamError::Tls(_) => "tls",
+        UpstreamError::TlsRequired(_) => "tls_required",
+        UpstreamError::Auth(_) => "auth",
+        UpstreamError::AuthUnavailable(_) => "auth_unavailable",
+        UpstreamError::ClientRefused(_) => "client_refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_known_labels_at_zero_and_counts() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(text.contains("smtpgate_transactions_total{verdict=\"delivered\"} 0\n"));
+        assert!(text.contains("# TYPE smtpgate_upstream_latency_seconds histogram\n"));
+        m.transaction("delivered");
+        m.replies().count(250);
+        m.replies().count(354);
+        m.replies().count(554);
+        m.replies().count(999);
+        m.rule_hit("lottery", "score");
+        m.upstream_latency("connect", Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("smtpgate_transactions_total{verdict=\"delivered\"} 1\n"));
+        assert!(text.contains("smtpgate_replies_total{class=\"2xx\"} 1\n"));
+        assert!(text.contains("smtpgate_replies_total{class=\"3xx\"} 1\n"));
+        assert!(text.contains("smtpgate_replies_total{class=\"5xx\"} 1\n"));
+        assert!(text.contains("smtpgate_rule_hits_total{action=\"score\",rule=\"lottery\"} 1\n"));
+        assert!(text.contains(
+            "smtpgate_upstream_latency_seconds_bucket{phase=\"connect\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "smtpgate_upstream_latency_seconds_bucket{phase=\"connect\",le=\"0.0025\"} 0\n"
+        ));
+    }
+
+    #[test]
+    fn error_kinds_are_all_listed() {
+        for e in [
+            UpstreamError::Closed,
+            UpstreamError::Timeout("x"),
+            UpstreamError::Io(std::io::Error::other("x")),
+        ] {
+            assert!(ERROR_KINDS.contains(&error_kind(&e)));
+        }
+    }
+}
