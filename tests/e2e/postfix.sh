@@ -106,7 +106,8 @@ die() { echo "e2e: $*" >&2; echo "e2e: $PASSED passed, $((FAILED + 1)) failed"; 
 free_ports() {
     local p picked=" "
     while [ "$(wc -w <<<"$picked")" -lt "$1" ]; do
-        p=$((20000 + RANDOM % 30000))
+        # Below the ephemeral range (32768+), so no outgoing connection holds it.
+        p=$((10000 + RANDOM % 22000))
         case "$picked" in *" $p "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then picked="$picked$p "; fi
     done

@@ -96,7 +96,8 @@ EOF
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 30000))
+        # Below the ephemeral range (32768+), so no outgoing connection holds it.
+        p=$((10000 + RANDOM % 22000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return
