@@ -206,6 +206,41 @@ fn xclient_restarts_the_upstream_session_as_the_client_once() {
 }
 
 #[test]
+fn a_connection_restarted_with_xclient_never_serves_another_client() {
+    let up = mock(&["XCLIENT NAME ADDR PORT PROTO HELO LOGIN"], true);
+    let gate = Gateway::start(&format!(
+        "hostname: gate.test\nupstream: {{ addr: \"{}\", forward_client: xclient }}\n\
+         relay: {{ local_domains: [example.com] }}\n",
+        up.addr
+    ));
+    for subject in ["first client", "second client"] {
+        let mut c = gate.client();
+        c.cmd("EHLO client.example", 250);
+        send(&mut c, subject);
+        c.cmd("QUIT", 221);
+        // The first session's connection is released before the next one.
+        assert!(c.is_closed());
+    }
+    up.wait_for(2);
+    // With the pool on (the default), an XFORWARD connection would be
+    // reused here; an XCLIENT one belongs to its client and is closed.
+    let cmds = up.commands();
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    for conn in &cmds {
+        assert_eq!(
+            conn.iter().filter(|c| c.starts_with("XCLIENT")).count(),
+            1,
+            "{conn:?}"
+        );
+        assert_eq!(
+            conn.iter().filter(|c| c.starts_with("MAIL")).count(),
+            1,
+            "{conn:?}"
+        );
+    }
+}
+
+#[test]
 fn xclient_falls_back_to_xforward_when_only_that_is_offered() {
     let up = mock(&["XFORWARD ADDR HELO"], true);
     let gate = Gateway::start(&format!(
