@@ -769,6 +769,9 @@ pub fn load_for(config: &Config) -> Result<Option<RuleSet>, ConfigError> {
 pub fn chain_for(config: &Config) -> Result<FilterChain, ConfigError> {
     let mut chain = FilterChain::new();
     if let Some(set) = load_for(config)? {
+        if let Some(dir) = rules_dir(config) {
+            log::info!("rules: {} loaded from {}", set.len(), dir.display());
+        }
         chain.push(Arc::new(set));
     }
     Ok(chain)
