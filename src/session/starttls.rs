@@ -11,6 +11,7 @@ use super::{replies, Flow, Session};
 use crate::config::StartTls;
 use crate::filter::Stage;
 use crate::stream::Stream;
+use futures_rustls::TlsAcceptor;
 use log::info;
 
 impl<S: Stream> Session<S> {
@@ -49,18 +50,11 @@ impl<S: Stream> Session<S> {
         if self.flush().await.is_err() {
             return Flow::Stop;
         }
-        let limit = self.shared.config.timeouts.command();
-        let handshake = self.conn.start_tls(acceptor, limit).await;
-        self.shared.metrics().tls_handshake(handshake.is_ok());
-        if let Err(e) = handshake {
-            info!(
-                "session {} peer={} TLS handshake failed: {e}",
-                self.id, self.peer
-            );
-            return Flow::Stop;
+        if self.handshake(acceptor).await {
+            Flow::Continue
+        } else {
+            Flow::Stop
         }
-        self.tls_started();
-        Flow::Continue
     }
 
     /// The handshake of an implicit-TLS listener, before the greeting.
@@ -74,6 +68,13 @@ impl<S: Stream> Session<S> {
             return false;
         };
         let acceptor = tls.acceptor();
+        self.handshake(acceptor).await
+    }
+
+    /// Runs the server side of the handshake (STARTTLS or implicit), counts
+    /// it, and on success resets the session as RFC 3207 §4.2 asks. False
+    /// when it failed and the connection is over.
+    async fn handshake(&mut self, acceptor: TlsAcceptor) -> bool {
         let limit = self.shared.config.timeouts.command();
         let handshake = self.conn.start_tls(acceptor, limit).await;
         self.shared.metrics().tls_handshake(handshake.is_ok());
