@@ -26,29 +26,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STARTED=$SECONDS
 
 # --- Packages ---------------------------------------------------------
-need=()
-command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need+=(postfix)
-command -v swaks >/dev/null 2>&1 || need+=(swaks)
-command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "e2e: installing ${need[*]}"
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-    # Postfix's package must not set up or start the system's mail server:
-    # no configuration, and no service starts while installing.
-    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-    policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod 755 /usr/sbin/policy-rc.d
-        policy=/usr/sbin/policy-rc.d
-    fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-    if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
-fi
+bash "$ROOT/scripts/install-test-deps.sh"
 PATH=$PATH:/usr/sbin:/sbin
 
 # --- Work dir, processes, cleanup -------------------------------------

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use, when missing: swaks (with
+# Net::SSLeay for --tls), openssl, python3, redis-server (the Redis tests
+# start their own), postfix and haproxy (the end-to-end test runs private
+# instances). Postfix's package must neither configure nor start the
+# system's mail server: no configuration is preseeded, and no service
+# starts while installing (unless a policy-rc.d already decides that).
+set -euo pipefail
+
+need=()
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# swaks needs Net::SSLeay for --tls; Debian lists it only as a Recommends.
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
+command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need+=(postfix)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+[ ${#need[@]} -gt 0 ] || exit 0
+
+echo "== installing ${need[*]}"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    policy=/usr/sbin/policy-rc.d
+fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
