@@ -239,23 +239,6 @@ pub struct Opening<'a> {
 }
 
 impl Upstream {
-    /// Connects to `addr` ("host:port", resolved now), reads the greeting
-    /// and introduces itself as `helo` (EHLO, falling back to HELO): a
-    /// plain-text session.
-    pub async fn connect(
-        addr: &str,
-        helo: &str,
-        timeouts: &Timeouts,
-    ) -> Result<Upstream, UpstreamError> {
-        let opening = Opening {
-            helo,
-            timeouts,
-            tls: None,
-            auth: None,
-        };
-        Upstream::open(addr, &opening).await
-    }
-
     /// Opens a session to `addr` ("host:port", resolved now): connects,
     /// does implicit TLS or STARTTLS as the policy says, greets, and
     /// authenticates. With TLS required, nothing but EHLO and STARTTLS is
