@@ -10,6 +10,7 @@
 //! [`Verdict::outcome`] is the one mapping from a verdict to what the client
 //! is told; live sessions and the rule simulator both use it.
 
+use crate::facts::{CheckRun, Facts, Scope};
 pub use crate::message::Message;
 use crate::proto::{EnhancedCode, Mailbox, Param, Recipient, Reply};
 use log::error;
@@ -247,6 +248,45 @@ pub struct Context {
     pub session_score: f64,
     /// Headers asked for at the session stages; each transaction starts with them.
     pub session_headers: Vec<(String, String)>,
+    /// What the checks established (`iprev = pass`), for rules to match on.
+    pub facts: Facts,
+    /// The checks that ran, with their outcome and duration, for the audit.
+    pub checks: Vec<CheckRun>,
+}
+
+/// A place where a filter reads a fact: which fact, at which stage, and
+/// where that is written (for the error when no check gives it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FactUse {
+    /// The fact's name (`iprev`).
+    pub fact: String,
+    /// The stage it is read at.
+    pub stage: Stage,
+    /// The file that reads it (a rule file).
+    pub file: String,
+    /// The line there, when known.
+    pub line: Option<usize>,
+    /// The key path of the reading matcher (`rules[2].when.fact`).
+    pub path: String,
+}
+
+/// What a session had learned when its connect stage ended: STARTTLS and
+/// a new EHLO go back to it, so nothing from an earlier greeting (its
+/// score, headers, hits, facts) counts twice.
+#[derive(Clone, Debug)]
+pub struct AfterConnect {
+    /// The score of the connect stage.
+    score: f64,
+    /// The headers the connect stage asked for.
+    headers: Vec<(String, String)>,
+    /// The connect stage's hits.
+    hits: Vec<Hit>,
+    /// The facts about the connection.
+    facts: Facts,
+    /// The checks that gave them.
+    checks: Vec<CheckRun>,
+    /// A connect-stage `accept_transaction` covers the whole session.
+    accepted_session: bool,
 }
 
 impl Context {
@@ -269,7 +309,37 @@ impl Context {
             decided_by: None,
             session_score: 0.0,
             session_headers: Vec::new(),
+            facts: Facts::new(),
+            checks: Vec::new(),
         }
+    }
+
+    /// What the session has learned so far, to go back to: call it when
+    /// the connect stage is over.
+    pub fn after_connect(&self) -> AfterConnect {
+        AfterConnect {
+            score: self.session_score,
+            headers: self.session_headers.clone(),
+            hits: self.hits.clone(),
+            facts: self.facts.clone(),
+            checks: self.checks.clone(),
+            accepted_session: self.accepted_session,
+        }
+    }
+
+    /// Goes back to the state at the end of the connect stage, before a
+    /// new greeting (EHLO again, or after STARTTLS): the HELO name, the AUTH
+    /// user, the transaction and everything the later stages added are gone.
+    pub fn restart(&mut self, to: &AfterConnect) {
+        self.helo = None;
+        self.auth_user = None;
+        self.session_score = to.score;
+        self.session_headers.clone_from(&to.headers);
+        self.hits.clone_from(&to.hits);
+        self.facts.clone_from(&to.facts);
+        self.checks.clone_from(&to.checks);
+        self.accepted_session = to.accepted_session;
+        self.reset_transaction();
     }
 
     /// Clears the transaction part (after the end of DATA, RSET or EHLO);
@@ -286,6 +356,8 @@ impl Context {
         self.hits
             .retain(|h| matches!(h.stage, Stage::Connect | Stage::Helo | Stage::Auth));
         self.accepted_transaction = false;
+        self.facts.forget(Scope::Transaction);
+        self.checks.retain(|c| c.scope < Scope::Transaction);
     }
 }
 
@@ -293,6 +365,13 @@ impl Context {
 pub trait Filter: Send + Sync {
     /// A short name for logs and audit records.
     fn name(&self) -> &str;
+
+    /// The facts this filter reads, each with the stage it reads it at:
+    /// the checks that give them run at the earliest such stage, and no
+    /// check that no filter reads runs at all.
+    fn facts_used(&self) -> Vec<FactUse> {
+        Vec::new()
+    }
 
     /// A client connected.
     fn connect(&self, _ctx: &mut Context) -> Verdict {
@@ -363,6 +442,11 @@ impl FilterChain {
             None => filters.push(filter),
         }
         FilterChain { filters }
+    }
+
+    /// Every fact the chain's filters read, and where.
+    pub fn facts_used(&self) -> Vec<FactUse> {
+        self.filters.iter().flat_map(|f| f.facts_used()).collect()
     }
 
     /// The filter named `name`, if the chain has one.

@@ -3,8 +3,11 @@
 
 use clap::{Args, Parser, Subcommand};
 use smtpgate::config::Config;
+use smtpgate::filter::FilterChain;
+use smtpgate::gateway::Gateway;
 use smtpgate::rules;
 use smtpgate::server::Server;
+use smtpgate::shutdown;
 use smtpgate::simulate::{simulate, Simulation};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -90,16 +93,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// `smtpgate check`: the configuration summary, then the rules per stage.
+/// `smtpgate check`: builds the gateway exactly as `run` does (rules, TLS,
+/// users, upstream settings), then prints the configuration summary and
+/// the rules per stage.
 fn check(config: &Config) -> ExitCode {
-    print!("{}", config.summary());
-    match rules::load_for(config) {
-        Ok(Some(set)) => print!("{}", set.summary()),
-        Ok(None) => println!("rules:     none (no rules_dir)"),
+    let set = match rules::load_for(config) {
+        Ok(set) => set.map(std::sync::Arc::new),
         Err(e) => {
             eprintln!("smtpgate: {e}");
             return ExitCode::from(2);
         }
+    };
+    let mut chain = FilterChain::new();
+    if let Some(set) = &set {
+        chain.push(set.clone());
+    }
+    let (_trigger, signal) = shutdown::channel();
+    if let Err(e) = Gateway::build(config.clone(), chain, signal, None) {
+        eprintln!("smtpgate: {e}");
+        return ExitCode::from(2);
+    }
+    print!("{}", config.summary());
+    match set {
+        Some(set) => print!("{}", set.summary()),
+        None => println!("rules:     none (no rules_dir)"),
     }
     println!("configuration OK");
     ExitCode::SUCCESS

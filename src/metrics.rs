@@ -12,7 +12,6 @@
 
 pub mod http;
 
-use crate::upstream::UpstreamError;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -34,8 +33,9 @@ pub const VERDICTS: [&str; 7] = [
     "aborted",
 ];
 
-/// Kinds of upstream failure (see [`error_kind`]).
-const ERROR_KINDS: [&str; 11] = [
+/// Kinds of upstream failure: the `kind` label values the upstream client
+/// reports (each `UpstreamError` names its own), created at 0 at start.
+pub const UPSTREAM_ERROR_KINDS: [&str; 12] = [
     "connect",
     "timeout",
     "closed",
@@ -47,7 +47,11 @@ const ERROR_KINDS: [&str; 11] = [
     "auth",
     "auth_unavailable",
     "closing_421",
+    "client_refused",
 ];
+
+/// How a check run can end, as the `outcome` label.
+pub const CHECK_OUTCOMES: [&str; 3] = ["ok", "error", "timeout"];
 
 /// Upstream latency buckets in seconds: sub-millisecond on a LAN up to a
 /// minute for a slow content filter behind the upstream.
@@ -77,6 +81,11 @@ pub struct Metrics {
     /// `smtpgate_message_bytes_total{direction}`: message bytes received
     /// from clients, and delivered (upstream or spool).
     message_bytes: IntCounterVec,
+    /// `smtpgate_check_duration_seconds{check}`: how long each check took.
+    check_duration: HistogramVec,
+    /// `smtpgate_checks_total{check,outcome}`: check runs by outcome
+    /// (`ok`, `error`, `timeout`).
+    checks: IntCounterVec,
     /// The upstream connection pool's counters.
     pub pool: PoolMetrics,
     /// `smtpgate_tls_handshakes_total{result}` (client side of the gateway).
@@ -214,7 +223,7 @@ impl Metrics {
             "Upstream failures by kind.",
             &["kind"],
         );
-        for k in ERROR_KINDS {
+        for k in UPSTREAM_ERROR_KINDS {
             upstream_errors.with_label_values(&[k]);
         }
         let message_bytes = counter_vec(
@@ -273,7 +282,26 @@ impl Metrics {
             tls_handshakes.with_label_values(&[if result == "success" { "ok" } else { "failed" }]);
             auth.with_label_values(&[result]);
         }
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "smtpgate_check_duration_seconds",
+                "How long each check (iprev, ...) took, whatever its outcome.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["check"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(check_duration.clone()))
+            .expect("unique metric");
+        let checks = counter_vec(
+            &r,
+            "smtpgate_checks_total",
+            "Check runs by check and outcome: ok, error (the check failed) or timeout.",
+            &["check", "outcome"],
+        );
         Metrics {
+            check_duration,
+            checks,
             registry: r,
             connections,
             sessions,
@@ -330,12 +358,7 @@ impl Metrics {
         self.upstream_latency.with_label_values(&[phase])
     }
 
-    /// Counts an upstream failure.
-    pub fn upstream_error(&self, err: &UpstreamError) {
-        self.upstream_error_kind(error_kind(err));
-    }
-
-    /// Counts an upstream failure of a kind named directly.
+    /// Counts an upstream failure of a kind (one of [`UPSTREAM_ERROR_KINDS`]).
     pub fn upstream_error_kind(&self, kind: &str) {
         self.upstream_errors.with_label_values(&[kind]).inc();
     }
@@ -343,6 +366,23 @@ impl Metrics {
     /// Adds message bytes `received` from a client or `delivered`.
     pub fn message_bytes(&self, direction: &str, n: u64) {
         self.message_bytes.with_label_values(&[direction]).inc_by(n);
+    }
+
+    /// Creates the series of a check that may run, so they show at 0.
+    pub fn check_known(&self, check: &str) {
+        self.check_duration.with_label_values(&[check]);
+        for outcome in CHECK_OUTCOMES {
+            self.checks.with_label_values(&[check, outcome]);
+        }
+    }
+
+    /// Counts one run of a check: its outcome (one of [`CHECK_OUTCOMES`])
+    /// and how long it took.
+    pub fn check_ran(&self, check: &str, outcome: &str, took: Duration) {
+        self.check_duration
+            .with_label_values(&[check])
+            .observe(took.as_secs_f64());
+        self.checks.with_label_values(&[check, outcome]).inc();
     }
 
     /// Counts a TLS handshake with a client.
@@ -355,23 +395,6 @@ impl Metrics {
     pub fn auth(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.auth.with_label_values(&[result]).inc();
-    }
-}
-
-/// The `kind` label of an upstream failure.
-pub fn error_kind(err: &UpstreamError) -> &'static str {
-    match err {
-        UpstreamError::Connect(_) => "connect",
-        UpstreamError::Timeout(_) => "timeout",
-        UpstreamError::Closed => "closed",
-        UpstreamError::Io(_) => "io",
-        UpstreamError::Protocol(_) => "protocol",
-        UpstreamError::Refused(_) => "refused",
-        UpstreamError::Tls(_) => "tls",
-        UpstreamError::TlsRequired(_) => "tls_required",
-        UpstreamError::Auth(_) => "auth",
-        UpstreamError::AuthUnavailable(_) => "auth_unavailable",
-        UpstreamError::ClientRefused(_) => "client_refused",
     }
 }
 
@@ -404,16 +427,5 @@ mod tests {
         assert!(text.contains(
             "smtpgate_upstream_latency_seconds_bucket{phase=\"connect\",le=\"0.0025\"} 0\n"
         ));
-    }
-
-    #[test]
-    fn error_kinds_are_all_listed() {
-        for e in [
-            UpstreamError::Closed,
-            UpstreamError::Timeout("x"),
-            UpstreamError::Io(std::io::Error::other("x")),
-        ] {
-            assert!(ERROR_KINDS.contains(&error_kind(&e)));
-        }
     }
 }

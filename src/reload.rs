@@ -9,20 +9,20 @@
 //! never takes the gateway down.
 
 use crate::config::ConfigError;
+use crate::gateway::Gateway;
 use crate::rules::{RuleOptions, RuleSet};
-use crate::session::Shared;
 use log::{error, info};
 use std::sync::Arc;
 
 /// Re-reads everything that can be reloaded; logs what happened. Returns
 /// the rule error when the new rules were refused (the old ones stay).
-pub fn reload(shared: &Shared) -> Result<(), ConfigError> {
+pub fn reload(shared: &Gateway) -> Result<(), ConfigError> {
     reload_security(shared);
     reload_rules(shared)
 }
 
 /// Re-reads the rules directory and swaps the rule set in the chain.
-pub fn reload_rules(shared: &Shared) -> Result<(), ConfigError> {
+pub fn reload_rules(shared: &Gateway) -> Result<(), ConfigError> {
     let Some(dir) = shared.config.rules_dir.as_deref() else {
         info!("reload: no rules_dir configured; no rules to reload");
         return Ok(());
@@ -47,17 +47,17 @@ pub fn reload_rules(shared: &Shared) -> Result<(), ConfigError> {
 
 /// Reloads the certificate and the users file; true when everything that
 /// is configured reloaded.
-pub fn reload_security(shared: &Shared) -> bool {
+pub fn reload_security(shared: &Gateway) -> bool {
     let mut ok = true;
-    match crate::tls::reload_tls(shared) {
-        Ok(true) => info!("reload: TLS certificate and key reloaded"),
-        Ok(false) => {}
+    match shared.tls().map(|tls| tls.reload()).transpose() {
+        Ok(Some(())) => info!("reload: TLS certificate and key reloaded"),
+        Ok(None) => {}
         Err(e) => {
             error!("reload: TLS certificate not reloaded, the old one stays in use: {e}");
             ok = false;
         }
     }
-    match crate::auth::reload_users(shared) {
+    match shared.users().map(|store| store.reload()).transpose() {
         Ok(Some(n)) => info!("reload: users file reloaded ({n} users)"),
         Ok(None) => {}
         Err(e) => {

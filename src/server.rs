@@ -13,8 +13,9 @@
 use crate::audit::AuditLog;
 use crate::config::{Config, ListenerPolicy};
 use crate::filter::FilterChain;
+use crate::gateway::Gateway;
 use crate::metrics::http;
-use crate::session::{Session, Shared};
+use crate::session::Session;
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
@@ -33,7 +34,7 @@ pub struct Server {
     /// does (TLS, AUTH).
     listeners: Vec<(TcpListener, ListenerPolicy)>,
     /// What every session shares.
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     /// Starts the graceful shutdown.
     trigger: ShutdownTrigger,
     /// Sessions currently open.
@@ -103,7 +104,8 @@ impl Server {
         let (trigger, signal) = shutdown::channel();
         Ok(Server {
             listeners,
-            shared: Shared::new(config, filters, signal, audit)?,
+            shared: Gateway::build(config, filters, signal, audit)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
             trigger,
             active: Arc::new(AtomicUsize::new(0)),
             metrics_listener,
@@ -127,7 +129,7 @@ impl Server {
 
     /// What the sessions share (configuration, filter chain), e.g. to swap
     /// the filter chain on reload.
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<Gateway> {
         self.shared.clone()
     }
 
@@ -140,9 +142,13 @@ impl Server {
     /// (at most `shutdown_grace_s`).
     pub async fn run(self) {
         let signal = self.shared.shutdown.clone();
-        let metrics = self
-            .metrics_listener
-            .map(|l| task::spawn(http::serve(l, self.shared.clone())));
+        let metrics = self.metrics_listener.map(|l| {
+            task::spawn(http::serve(
+                l,
+                self.shared.metrics_handle(),
+                self.shared.shutdown.clone(),
+            ))
+        });
         let upkeep = {
             let shared = self.shared.clone();
             task::spawn(async move {
@@ -181,7 +187,7 @@ impl Server {
 async fn accept_loop(
     listener: TcpListener,
     policy: ListenerPolicy,
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     active: Arc<AtomicUsize>,
 ) {
     let addr = listener.local_addr().ok();
@@ -250,7 +256,7 @@ fn start(
     stream: TcpStream,
     peer: SocketAddr,
     policy: ListenerPolicy,
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     admitted: Option<ActiveGuard>,
 ) {
     let session = Session::new(stream, peer, shared).on_listener(policy);

@@ -1,7 +1,7 @@
 //! TLS in both directions, on rustls with the `ring` provider.
 //!
 //! Server side: the listener certificate and key ([`server_config`]),
-//! reloadable while the gateway runs ([`TlsServer`], [`reload_tls`]), and
+//! reloadable while the gateway runs ([`TlsServer::reload`]), and
 //! [`MaybeTls`], the client stream a session runs over, which STARTTLS
 //! turns from plain text into TLS in place. Client side: the verifying
 //! configuration for the upstream ([`client_config`]), against the system
@@ -12,7 +12,6 @@
 
 use crate::config::{TlsFiles, Upstream};
 use crate::filter::TlsInfo;
-use crate::session::Shared;
 use crate::stream::Stream;
 use futures::io::{AsyncRead, AsyncWrite};
 use futures_rustls::rustls::client::danger::{
@@ -150,16 +149,6 @@ impl TlsServer {
             Err(poisoned) => *poisoned.into_inner() = new,
         }
         Ok(())
-    }
-}
-
-/// Reloads the listener certificate and key of a running gateway (call it
-/// on SIGHUP). `Ok(false)` when no TLS is configured; on error the old
-/// certificate stays in use.
-pub fn reload_tls(shared: &Shared) -> Result<bool, FileError> {
-    match shared.tls() {
-        Some(tls) => tls.reload().map(|()| true),
-        None => Ok(false),
     }
 }
 

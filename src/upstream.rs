@@ -152,6 +152,25 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
+impl UpstreamError {
+    /// The `kind` label this failure is counted under in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Closed => "closed",
+            UpstreamError::Io(_) => "io",
+            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Refused(_) => "refused",
+            UpstreamError::Tls(_) => "tls",
+            UpstreamError::TlsRequired(_) => "tls_required",
+            UpstreamError::Auth(_) => "auth",
+            UpstreamError::AuthUnavailable(_) => "auth_unavailable",
+            UpstreamError::ClientRefused(_) => "client_refused",
+        }
+    }
+}
+
 /// Chunk size for streaming a body: large enough for few syscalls, small
 /// enough to keep memory per session low.
 const BODY_CHUNK: usize = 64 * 1024;
@@ -577,6 +596,31 @@ impl Upstream {
                 }
                 Err(e) => return Err(UpstreamError::Io(e)),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::UPSTREAM_ERROR_KINDS;
+
+    #[test]
+    fn every_error_kind_is_a_metrics_label() {
+        let reply = Reply::plain(550, "no");
+        for e in [
+            UpstreamError::Connect(io::Error::other("x")),
+            UpstreamError::Timeout("x"),
+            UpstreamError::Closed,
+            UpstreamError::Io(io::Error::other("x")),
+            UpstreamError::Refused(reply.clone()),
+            UpstreamError::Tls(io::Error::other("x")),
+            UpstreamError::TlsRequired("x".into()),
+            UpstreamError::Auth(reply.clone()),
+            UpstreamError::AuthUnavailable("x"),
+            UpstreamError::ClientRefused(reply),
+        ] {
+            assert!(UPSTREAM_ERROR_KINDS.contains(&e.kind()), "{}", e.kind());
         }
     }
 }

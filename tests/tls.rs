@@ -308,7 +308,7 @@ fn reloaded_certificates_are_seen_by_new_connections() {
     pki.reissue("second");
     let second = CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap();
     assert_ne!(first, second);
-    assert_eq!(smtpgate::tls::reload_tls(&gw.shared), Ok(true));
+    assert_eq!(gw.shared.tls().map(|t| t.reload()), Some(Ok(())));
     let mut new = TlsClient::implicit(gw.addr, pki.client_config());
     assert_eq!(new.peer_certificate(), second);
     new.cmd("NOOP", 250);
@@ -317,7 +317,7 @@ fn reloaded_certificates_are_seen_by_new_connections() {
 
     // A broken file is refused and the current certificate stays.
     std::fs::write(pki.key_path(), "garbage").unwrap();
-    assert!(smtpgate::tls::reload_tls(&gw.shared).is_err());
+    assert!(gw.shared.tls().map(|t| t.reload()).unwrap().is_err());
     assert!(!smtpgate::reload::reload_security(&gw.shared));
     let mut after = TlsClient::implicit(gw.addr, pki.client_config());
     assert_eq!(after.peer_certificate(), second);

@@ -12,16 +12,3 @@ pub mod users;
 pub use hash::{hash_password, StoredHash};
 pub use sasl::{Credentials, Exchange, Mechanism, MechanismError, SaslError, Step};
 pub use users::{User, UserStore, Users};
-
-use crate::config::ConfigError;
-use crate::session::Shared;
-
-/// Re-reads the users file of a running gateway (call it on SIGHUP).
-/// `Ok(None)` when AUTH is not configured, else the number of users; on
-/// error the previous users stay.
-pub fn reload_users(shared: &Shared) -> Result<Option<usize>, ConfigError> {
-    match shared.users() {
-        Some(store) => store.reload().map(Some),
-        None => Ok(None),
-    }
-}

@@ -13,6 +13,7 @@
 //! 127.0.0.1:2525, store accepted mail under `./spool/`, and load the rules
 //! in `./rules/` when that directory exists.
 
+mod checks;
 mod edge;
 mod error;
 pub(crate) mod locate;
@@ -21,6 +22,7 @@ mod protection;
 mod security;
 mod validate;
 
+pub use checks::{CheckSettings, ChecksOptions, OnError};
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use ops::{MetricsOptions, PoolOptions};
@@ -98,7 +100,33 @@ pub struct Config {
     /// Default: none (no listener).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsOptions>,
+    /// The checks that run before the rules: timeouts and what a failure
+    /// does. See `docs/checks.md`.
+    pub checks: ChecksOptions,
+    /// The text this configuration was read from, so that errors found
+    /// later, when the gateway opens the files it names, still get a line.
+    #[serde(skip)]
+    pub source: Source,
 }
+
+/// Where a configuration came from: its name in errors and its text.
+/// Two configurations with the same values are equal wherever they came
+/// from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The file's path as given, or `<inline>`; empty for built-in defaults.
+    pub origin: String,
+    /// The YAML text, to find the line of a key.
+    pub text: std::sync::Arc<str>,
+}
+
+impl PartialEq for Source {
+    fn eq(&self, _other: &Source) -> bool {
+        true
+    }
+}
+
+impl Eq for Source {}
 
 /// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +165,8 @@ impl Default for Config {
             protection: Protection::default(),
             proxy_protocol: None,
             metrics: None,
+            checks: ChecksOptions::default(),
+            source: Source::default(),
         }
     }
 }
@@ -507,15 +537,29 @@ impl Config {
         // `Option` turns an empty document into `None` rather than an error.
         let parsed: Option<Config> =
             serde_yaml::from_str(text).map_err(|err| serde_error(err, text, origin))?;
-        let config = parsed.unwrap_or_default();
-        let locate = |err: ValidationError| ConfigError {
-            file: origin.to_string(),
-            line: locate::line_of(text, &err.path),
-            reason: err.to_string(),
+        let mut config = parsed.unwrap_or_default();
+        config.source = Source {
+            origin: origin.to_string(),
+            text: text.into(),
         };
-        config.validate().map_err(locate)?;
-        config.check_files().map_err(locate)?;
+        config.validate().map_err(|e| config.locate(e))?;
         Ok(config)
+    }
+
+    /// The error at `err`'s key path, with the file and line it is on in
+    /// the text this configuration was read from. For errors found after
+    /// loading (a file the configuration names cannot be used).
+    pub fn locate(&self, err: ValidationError) -> ConfigError {
+        let file = if self.source.origin.is_empty() {
+            "<built-in configuration>".to_string()
+        } else {
+            self.source.origin.clone()
+        };
+        ConfigError {
+            file,
+            line: locate::line_of(&self.source.text, &err.path),
+            reason: err.to_string(),
+        }
     }
 
     /// Cross-field checks: limits and timeouts in range, `listen` not empty
@@ -524,6 +568,7 @@ impl Config {
     /// filter parses. The error names the key path of the first bad value.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
+        checks::check(&self.checks)?;
         if let Some(up) = &self.upstream {
             ops::check_pool(&up.pool)?;
         }
@@ -533,13 +578,6 @@ impl Config {
         security::check(self)?;
         protection::check(&self.protection)?;
         edge::check(self)
-    }
-
-    /// Opens the files the configuration names (TLS certificate and key,
-    /// users file, upstream CA and password files) and checks they can be
-    /// used. Relative paths are relative to the working directory.
-    pub fn check_files(&self) -> Result<(), ValidationError> {
-        security::check_files(self)
     }
 
     /// Human summary printed by `smtpgate check`: hostname, listeners,

@@ -2,10 +2,9 @@
 //! control, and TLS/AUTH/failover towards the upstream.
 //!
 //! Kept apart from the core settings in `mod.rs` so that each part reads on
-//! its own. The cross-field checks are in [`check`]; [`check_files`] then
-//! opens every file the configuration names (certificates, users file, CA
-//! file, password file), so that a broken file stops start-up — and
-//! `smtpgate check` — with the config line that names it.
+//! its own. The cross-field checks are in [`check`]. The files these keys
+//! name (certificates, users file, CA file) are opened by the gateway when
+//! it is built, which names the config line of a broken one.
 
 use super::validate::{is_domain, MAX_SECONDS};
 use super::{Config, Listener, Upstream, ValidationError};
@@ -459,52 +458,6 @@ fn upstream(up: &Upstream) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Opens every file the configuration names and checks it can be used:
-/// the TLS certificate and key (and that they match), the users file, the
-/// upstream's CA file and password file. The error names the key that
-/// points at the broken file.
-pub(super) fn check_files(c: &Config) -> Result<(), ValidationError> {
-    if let Some(t) = &c.tls {
-        if let Err(reason) = crate::tls::server_config(t) {
-            return Err(err(file_key(&reason, "tls.cert", "tls.key"), reason.text));
-        }
-    }
-    if let Some(a) = &c.auth {
-        if let Err(e) = crate::auth::Users::load(&a.users_file) {
-            return Err(err("auth.users_file", e.to_string()));
-        }
-    }
-    if let Some(up) = &c.upstream {
-        if up.uses_tls() {
-            if let Err(reason) = crate::tls::client_config(up) {
-                return Err(err(
-                    if up.ca_file.is_some() {
-                        "upstream.ca_file"
-                    } else {
-                        "upstream"
-                    },
-                    reason,
-                ));
-            }
-        }
-        if let Some(a) = &up.auth {
-            if let Err(reason) = a.read_password() {
-                return Err(err("upstream.auth.password_file", reason));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Which of two keys a file error belongs to.
-fn file_key(e: &crate::tls::FileError, cert: &'static str, key: &'static str) -> &'static str {
-    if e.is_key {
-        key
-    } else {
-        cert
-    }
-}
-
 impl Config {
     /// One listener for the summary: the address, then what it does when
     /// that is more than plain SMTP (`0.0.0.0:587 (starttls required, auth
@@ -711,45 +664,6 @@ mod tests {
                 "upstream:\n  addr: \"mx:465\"\n  tls: implicit\n  auth:\n    user: u\n".into(),
                 4,
                 "upstream.auth: needs `password` or `password_file`",
-            ),
-        ];
-        for (text, line, want) in cases {
-            let e = parse(&text).expect_err(&text);
-            assert!(e.reason.contains(want), "{text}\nwant {want:?}\ngot  {e}");
-            assert_eq!(e.line, Some(line), "{text}\n{e}");
-        }
-    }
-
-    #[test]
-    fn missing_files_are_reported_at_the_key_that_names_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing");
-        let cases = [
-            (
-                format!("hostname: a.test\ntls:\n  cert: \"{0}\"\n  key: \"{0}\"\n", missing.display()),
-                3,
-                "tls.cert: cannot read certificates from",
-            ),
-            (
-                format!("auth:\n  users_file: \"{}\"\n", missing.display()),
-                2,
-                "auth.users_file: ",
-            ),
-            (
-                format!(
-                    "upstream:\n  addr: \"mx:465\"\n  tls: implicit\n  tls_verify: false\n  auth:\n    user: u\n    password_file: \"{}\"\n",
-                    missing.display()
-                ),
-                7,
-                "upstream.auth.password_file: cannot read",
-            ),
-            (
-                format!(
-                    "upstream:\n  addr: \"mx:25\"\n  starttls: required\n  ca_file: \"{}\"\n",
-                    missing.display()
-                ),
-                4,
-                "upstream.ca_file: cannot read certificates",
             ),
         ];
         for (text, line, want) in cases {

@@ -12,7 +12,8 @@
 //! cannot make it hold more than a few kilobytes. A general HTTP stack
 //! (hyper and its runtime) would be far more code than this needs.
 
-use crate::session::Shared;
+use super::Metrics;
+use crate::shutdown::ShutdownSignal;
 use async_std::io::timeout;
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
@@ -32,8 +33,19 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Connections served at once; more are closed at once.
 pub const MAX_CONCURRENT: usize = 32;
 
-/// Serves metrics and health checks on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// What the listener reports on: the gateway's counters, and whether it is
+/// draining.
+struct Source {
+    /// Rendered by `/metrics`.
+    metrics: Arc<Metrics>,
+    /// Fired once shutdown began: `/healthz` turns 503.
+    shutdown: ShutdownSignal,
+}
+
+/// Serves `metrics` and a health check that turns 503 once `shutdown`
+/// fires, on `listener`, until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: ShutdownSignal) {
+    let shared = Arc::new(Source { metrics, shutdown });
     if let Ok(addr) = listener.local_addr() {
         info!("metrics on http://{addr}/metrics, health check on http://{addr}/healthz");
     }
@@ -64,7 +76,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Reads one request and writes its answer.
-async fn answer(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+async fn answer(mut stream: TcpStream, shared: &Source) -> io::Result<()> {
     let head = timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await;
     let response = match head {
         Ok(Some(head)) => respond(&head, shared),
@@ -134,7 +146,7 @@ fn end_of_head(buf: &[u8]) -> Option<usize> {
 }
 
 /// The whole response to a request head.
-fn respond(head: &[u8], shared: &Shared) -> Vec<u8> {
+fn respond(head: &[u8], shared: &Source) -> Vec<u8> {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.trim_end().split(' ');
@@ -153,7 +165,7 @@ fn respond(head: &[u8], shared: &Shared) -> Vec<u8> {
     }
     let path = target.split('?').next().unwrap_or_default();
     let mut r = match path {
-        "/metrics" => response(200, "OK", super::CONTENT_TYPE, &shared.metrics().render()),
+        "/metrics" => response(200, "OK", super::CONTENT_TYPE, &shared.metrics.render()),
         "/healthz" if shared.shutdown.is_fired() => {
             response(503, "Service Unavailable", "text/plain", "shutting down\n")
         }

@@ -9,7 +9,8 @@
 mod tests {
     use crate::config::Config;
     use crate::filter::FilterChain;
-    use crate::session::{Session, Shared};
+    use crate::gateway::Gateway;
+    use crate::session::Session;
     use crate::shutdown;
 
     /// The size limit checked here. Before the boxing above it was over 9 KiB
@@ -19,7 +20,7 @@ mod tests {
     #[test]
     fn the_session_future_stays_small() {
         let (_trigger, signal) = shutdown::channel();
-        let shared = Shared::new(Config::default(), FilterChain::new(), signal, None).unwrap();
+        let shared = Gateway::build(Config::default(), FilterChain::new(), signal, None).unwrap();
         let stream = futures::io::Cursor::new(Vec::<u8>::new());
         let session = Session::new(stream, "127.0.0.1:1".parse().unwrap(), shared);
         let struct_size = std::mem::size_of_val(&session);

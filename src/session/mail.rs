@@ -216,7 +216,7 @@ impl<S: Stream> Session<S> {
                     Ok(reply)
                 }
                 Err(e) => {
-                    shared.metrics().upstream_error(&e);
+                    shared.metrics().upstream_error_kind(e.kind());
                     self.upstream = None;
                     self.upstream_dirty = false;
                     Err(e)

@@ -22,18 +22,13 @@ pub(crate) mod replies;
 mod starttls;
 mod transaction;
 
-use crate::audit::AuditLog;
-use crate::auth::{Exchange, User, UserStore};
-use crate::config::{Config, ListenerPolicy};
+use crate::auth::{Exchange, User};
+use crate::config::ListenerPolicy;
 use crate::filter::{Context, FilterChain, Outcome, Stage};
-use crate::metrics::Metrics;
-use crate::protection::Protection;
+use crate::gateway::Gateway;
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
-use crate::relay::RelayPolicy;
-use crate::shutdown::ShutdownSignal;
 use crate::stream::Stream;
-use crate::tls::TlsServer;
-use crate::upstream::{Upstream, UpstreamPool};
+use crate::upstream::Upstream;
 use async_std::io::timeout;
 use conn::Conn;
 use futures::future::{select, Either};
@@ -41,147 +36,9 @@ use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use transaction::{Disposition, Transaction};
-
-/// What every session shares: configuration, the shutdown signal, id source.
-pub struct Shared {
-    /// The validated configuration.
-    pub config: Config,
-    /// Fires when the gateway is shutting down.
-    pub shutdown: ShutdownSignal,
-    /// Prefix that makes ids unique across restarts (start time).
-    id_prefix: String,
-    /// Session counter, for ids.
-    next_session: AtomicU64,
-    /// The filter chain new sessions start with; swapped on reload while
-    /// sessions in flight keep the one they started with.
-    filters: RwLock<Arc<FilterChain>>,
-    /// The listener certificate, when TLS is configured (reloadable).
-    tls: Option<TlsServer>,
-    /// The AUTH users, when AUTH is configured (reloadable).
-    users: Option<UserStore>,
-    /// Local domains and trusted networks.
-    relay: RelayPolicy,
-    /// The upstream servers with failover, when there is an upstream.
-    upstreams: Option<UpstreamPool>,
-    /// The audit trail writer, when `audit` is configured.
-    audit: Option<AuditLog>,
-    /// Per-client protection: connections per IP, rate limits.
-    protection: Protection,
-    /// Counters for `/metrics`.
-    metrics: Arc<Metrics>,
-}
-
-impl Shared {
-    /// Shared state for sessions run with `config` and `filters`: loads
-    /// the TLS certificate, the users file and the upstream settings;
-    /// audit records go to `audit` when given.
-    pub fn new(
-        config: Config,
-        filters: FilterChain,
-        shutdown: ShutdownSignal,
-        audit: Option<AuditLog>,
-    ) -> io::Result<Arc<Shared>> {
-        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-        let tls = match &config.tls {
-            Some(files) => Some(TlsServer::load(files).map_err(|e| invalid(format!("tls: {e}")))?),
-            None => None,
-        };
-        let users = match &config.auth {
-            Some(a) => {
-                Some(UserStore::load(&a.users_file).map_err(|e| invalid(format!("auth: {e}")))?)
-            }
-            None => None,
-        };
-        let metrics = Arc::new(Metrics::new());
-        let upstreams = match &config.upstream {
-            Some(up) => Some(
-                UpstreamPool::new(up, metrics.clone())
-                    .map_err(|e| invalid(format!("upstream: {e}")))?,
-            ),
-            None => None,
-        };
-        let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
-            .map_err(|e| invalid(format!("protection: {e}")))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Ok(Arc::new(Shared {
-            protection,
-            relay: RelayPolicy::new(&config.relay),
-            config,
-            shutdown,
-            id_prefix: format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
-            next_session: AtomicU64::new(1),
-            filters: RwLock::new(Arc::new(filters)),
-            tls,
-            users,
-            upstreams,
-            audit,
-            metrics,
-        }))
-    }
-
-    /// The gateway's metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// The listener certificate, when TLS is configured.
-    pub fn tls(&self) -> Option<&TlsServer> {
-        self.tls.as_ref()
-    }
-
-    /// The AUTH users, when AUTH is configured.
-    pub fn users(&self) -> Option<&UserStore> {
-        self.users.as_ref()
-    }
-
-    /// The relay policy.
-    pub fn relay(&self) -> &RelayPolicy {
-        &self.relay
-    }
-
-    /// The upstream servers, when there is an upstream.
-    pub fn upstreams(&self) -> Option<&UpstreamPool> {
-        self.upstreams.as_ref()
-    }
-
-    /// The audit trail writer, when one is configured.
-    pub fn audit(&self) -> Option<&AuditLog> {
-        self.audit.as_ref()
-    }
-
-    /// Per-client protection and rate limits.
-    pub fn protection(&self) -> &Protection {
-        &self.protection
-    }
-
-    /// The current filter chain (a snapshot: later swaps do not affect it).
-    pub fn filters(&self) -> Arc<FilterChain> {
-        match self.filters.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Replaces the filter chain for sessions that start from now on.
-    pub fn set_filters(&self, filters: FilterChain) {
-        let new = Arc::new(filters);
-        match self.filters.write() {
-            Ok(mut guard) => *guard = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
-    }
-
-    fn session_id(&self) -> String {
-        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        format!("{}{:x}", self.id_prefix, n)
-    }
-}
 
 /// Whether the session goes on after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -208,7 +65,7 @@ pub struct Session<S> {
     /// The client connection and its buffers.
     conn: Conn<S>,
     /// Configuration and shutdown signal.
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     /// Session id, in logs and transaction ids.
     id: String,
     /// The client's address.
@@ -263,7 +120,7 @@ pub struct Session<S> {
 
 impl<S: Stream> Session<S> {
     /// A session over `stream` with the client at `peer`.
-    pub fn new(stream: S, peer: SocketAddr, shared: Arc<Shared>) -> Self {
+    pub fn new(stream: S, peer: SocketAddr, shared: Arc<Gateway>) -> Self {
         let lines = LineReader::new(shared.config.limits.max_command_line);
         let filters = shared.filters();
         Session {
@@ -634,7 +491,7 @@ impl<S: Stream> Session<S> {
             .map(|u| u.peer.clone())
             .unwrap_or_default();
         warn!("session {} upstream {peer} failed: {err}", self.id);
-        self.shared.metrics().upstream_error(err);
+        self.shared.metrics().upstream_error_kind(err.kind());
         self.upstream = None;
         self.upstream_dirty = false;
         if let Some(tx) = self.tx.as_mut() {

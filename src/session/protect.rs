@@ -13,8 +13,9 @@
 
 use super::audit::TxEnd;
 use super::transaction::Transaction;
-use super::{replies, Flow, Session, Shared};
+use super::{replies, Flow, Session};
 use crate::filter::Stage;
+use crate::gateway::Gateway;
 use crate::protection::{client_key, ConnectionSlot, Decision, Kind};
 use crate::proto::Recipient;
 use crate::stream::Stream;
@@ -50,7 +51,7 @@ pub(super) struct State {
 /// (A free function: the session must not be borrowed whole across the
 /// store's await.)
 async fn rate_check(
-    shared: &Shared,
+    shared: &Gateway,
     kind: Kind,
     ip: Option<IpAddr>,
     user: Option<String>,

@@ -238,7 +238,7 @@ impl UpstreamPool {
                     return Ok(session);
                 }
                 Err(e) => {
-                    self.metrics.upstream_error(&e);
+                    self.metrics.upstream_error_kind(e.kind());
                     warn!(
                         "upstream {} failed: {e}; skipping it for {}s",
                         target.addr,

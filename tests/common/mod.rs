@@ -9,8 +9,8 @@ pub mod tls_upstream;
 
 use smtpgate::config::Config;
 use smtpgate::filter::FilterChain;
+use smtpgate::gateway::Gateway as Built;
 use smtpgate::server::Server;
-use smtpgate::session::Shared;
 use smtpgate::shutdown::ShutdownTrigger;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,7 +27,7 @@ pub struct Gateway {
     /// Every listener's address, in config order.
     pub addrs: Vec<SocketAddr>,
     /// What the sessions share (filter chain, audit log, TLS), e.g. to reload.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Built>,
     /// The metrics listener's address, when `metrics` is configured.
     pub metrics_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,

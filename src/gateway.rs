@@ -1,0 +1,229 @@
+//! The gateway: every component built once from the configuration, and
+//! shared by all sessions.
+//!
+//! This is the layer between the components (TLS, AUTH, relay control,
+//! protection, the upstream pool, the audit trail, metrics, the filter
+//! chain) and the sessions that use them. `smtpgate check` builds the same
+//! object the server runs, so a file the configuration names that cannot
+//! be used (a certificate, the users file, the upstream's CA or password
+//! file) stops both alike, with the config line that names it.
+
+use crate::audit::AuditLog;
+use crate::auth::UserStore;
+use crate::config::{Config, ConfigError, ValidationError};
+use crate::filter::FilterChain;
+use crate::metrics::Metrics;
+use crate::protection::Protection;
+use crate::relay::RelayPolicy;
+use crate::shutdown::ShutdownSignal;
+use crate::tls::TlsServer;
+use crate::upstream::UpstreamPool;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What every session shares: the configuration, the components built
+/// from it, the shutdown signal and the source of session ids.
+pub struct Gateway {
+    /// The validated configuration.
+    pub config: Config,
+    /// Fires when the gateway is shutting down.
+    pub shutdown: ShutdownSignal,
+    /// Prefix that makes ids unique across restarts (start time).
+    id_prefix: String,
+    /// Session counter, for ids.
+    next_session: AtomicU64,
+    /// The filter chain new sessions start with; swapped on reload while
+    /// sessions in flight keep the one they started with.
+    filters: RwLock<Arc<FilterChain>>,
+    /// The listener certificate, when TLS is configured (reloadable).
+    tls: Option<TlsServer>,
+    /// The AUTH users, when AUTH is configured (reloadable).
+    users: Option<UserStore>,
+    /// Local domains and trusted networks.
+    relay: RelayPolicy,
+    /// The upstream servers with failover, when there is an upstream.
+    upstreams: Option<UpstreamPool>,
+    /// The audit trail writer, when `audit` is configured.
+    audit: Option<AuditLog>,
+    /// Per-client protection: connections per IP, rate limits.
+    protection: Protection,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// Builds every component of `config`: loads the TLS certificate, the
+    /// users file and the upstream's CA roots and password, and sets up
+    /// protection. Sessions run `filters`; audit records go to `audit` when
+    /// given. A file that cannot be used is an error at the config line
+    /// that names it.
+    pub fn build(
+        config: Config,
+        filters: FilterChain,
+        shutdown: ShutdownSignal,
+        audit: Option<AuditLog>,
+    ) -> Result<Arc<Gateway>, ConfigError> {
+        let at = |path: &str, reason: String| config.locate(ValidationError::new(path, reason));
+        let tls = match &config.tls {
+            Some(files) => Some(TlsServer::load(files).map_err(|e| {
+                let key = if e.is_key { "tls.key" } else { "tls.cert" };
+                at(key, e.text)
+            })?),
+            None => None,
+        };
+        let users = match &config.auth {
+            Some(a) => Some(
+                UserStore::load(&a.users_file).map_err(|e| at("auth.users_file", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let upstreams = match &config.upstream {
+            Some(up) => {
+                if let Some(a) = &up.auth {
+                    // Read first, so a bad password file is named as such.
+                    a.read_password()
+                        .map_err(|e| at("upstream.auth.password_file", e))?;
+                }
+                let key = if up.ca_file.is_some() {
+                    "upstream.ca_file"
+                } else {
+                    "upstream"
+                };
+                Some(UpstreamPool::new(up, metrics.clone()).map_err(|e| at(key, e))?)
+            }
+            None => None,
+        };
+        let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
+            .map_err(|e| at("protection", e))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(Arc::new(Gateway {
+            protection,
+            relay: RelayPolicy::new(&config.relay),
+            config,
+            shutdown,
+            id_prefix: format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
+            next_session: AtomicU64::new(1),
+            filters: RwLock::new(Arc::new(filters)),
+            tls,
+            users,
+            upstreams,
+            audit,
+            metrics,
+        }))
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The gateway's metrics, to share with the metrics listener.
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The listener certificate, when TLS is configured.
+    pub fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
+    }
+
+    /// The AUTH users, when AUTH is configured.
+    pub fn users(&self) -> Option<&UserStore> {
+        self.users.as_ref()
+    }
+
+    /// The relay policy.
+    pub fn relay(&self) -> &RelayPolicy {
+        &self.relay
+    }
+
+    /// The upstream servers, when there is an upstream.
+    pub fn upstreams(&self) -> Option<&UpstreamPool> {
+        self.upstreams.as_ref()
+    }
+
+    /// The audit trail writer, when one is configured.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// Per-client protection and rate limits.
+    pub fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    /// The current filter chain (a snapshot: later swaps do not affect it).
+    pub fn filters(&self) -> Arc<FilterChain> {
+        match self.filters.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the filter chain for sessions that start from now on.
+    pub fn set_filters(&self, filters: FilterChain) {
+        let new = Arc::new(filters);
+        match self.filters.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// A new session id, unique across restarts.
+    pub fn session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{}{:x}", self.id_prefix, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_files_stop_the_build_at_the_key_that_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let cases = [
+            (
+                format!("hostname: a.test\ntls:\n  cert: \"{0}\"\n  key: \"{0}\"\n", missing.display()),
+                3,
+                "tls.cert: cannot read certificates from",
+            ),
+            (
+                format!("auth:\n  users_file: \"{}\"\n", missing.display()),
+                2,
+                "auth.users_file: ",
+            ),
+            (
+                format!(
+                    "upstream:\n  addr: \"mx:465\"\n  tls: implicit\n  tls_verify: false\n  auth:\n    user: u\n    password_file: \"{}\"\n",
+                    missing.display()
+                ),
+                7,
+                "upstream.auth.password_file: cannot read",
+            ),
+            (
+                format!(
+                    "upstream:\n  addr: \"mx:25\"\n  starttls: required\n  ca_file: \"{}\"\n",
+                    missing.display()
+                ),
+                4,
+                "upstream.ca_file: cannot read certificates",
+            ),
+        ];
+        for (text, line, want) in cases {
+            let config = Config::from_yaml(&text, "gateway.yaml").unwrap();
+            let (_trigger, signal) = crate::shutdown::channel();
+            let e = Gateway::build(config, FilterChain::new(), signal, None)
+                .err()
+                .expect(&text);
+            assert!(e.reason.contains(want), "{text}\nwant {want:?}\ngot  {e}");
+            assert_eq!(e.line, Some(line), "{text}\n{e}");
+        }
+    }
+}
