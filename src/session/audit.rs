@@ -198,7 +198,7 @@ impl<S: Stream> Session<S> {
             time: now(),
             session: self.id.clone(),
             client: ClientRecord::from(self.peer),
-            helo: self.helo.clone().or_else(|| ctx.helo.clone()),
+            helo: self.greeting.helo.clone().or_else(|| ctx.helo.clone()),
             tls: ctx.tls.as_ref().map(TlsRecord::from),
             auth_user: ctx.auth_user.clone(),
             auth_failures: self.auth_failures,

@@ -24,7 +24,7 @@ impl<S: Stream> Session<S> {
     pub(super) fn auth_offered(&self) -> bool {
         self.listener.auth != AuthMode::None
             && self.shared.users().is_some()
-            && self.auth.is_none()
+            && self.greeting.auth.is_none()
             && (self.is_tls() || self.listener.plaintext_auth)
     }
 
@@ -39,10 +39,10 @@ impl<S: Stream> Session<S> {
         if self.listener.auth == AuthMode::None || self.shared.users().is_none() {
             return self.client_error(replies::not_offered("AUTH"));
         }
-        if self.helo.is_none() || !self.esmtp {
+        if self.greeting.helo.is_none() || !self.greeting.esmtp {
             return self.client_error(replies::bad_sequence("Error: send EHLO first"));
         }
-        if self.auth.is_some() {
+        if self.greeting.auth.is_some() {
             return self.client_error(replies::bad_sequence("Error: already authenticated"));
         }
         if self.tx.is_some() {
@@ -66,7 +66,7 @@ impl<S: Stream> Session<S> {
 
     /// One response line of an AUTH exchange in progress.
     pub(super) async fn auth_response(&mut self, line: &[u8]) -> Flow {
-        let Some(mut exchange) = self.sasl.take() else {
+        let Some(mut exchange) = self.greeting.sasl.take() else {
             return Flow::Continue;
         };
         let step = match std::str::from_utf8(line) {
@@ -80,7 +80,7 @@ impl<S: Stream> Session<S> {
     async fn sasl_step(&mut self, exchange: Exchange, step: Step) -> Flow {
         if let Step::Challenge(text) = step {
             self.conn.push_raw(format!("334 {text}\r\n").as_bytes());
-            self.sasl = Some(exchange);
+            self.greeting.sasl = Some(exchange);
             // The response is read with the longer SASL limit.
             self.lines = LineReader::new(SASL_LINE_MAX.max(self.command_line_max()));
             return Flow::Continue;
@@ -121,11 +121,11 @@ impl<S: Stream> Session<S> {
         if let Some(flow) = self.login_limits(&user.name).await {
             return flow;
         }
-        self.auth = Some(user.clone());
+        self.greeting.auth = Some(user.clone());
         self.ctx.auth_user = Some(user.name.clone());
         match self.session_stage(Stage::Auth) {
             SessionVerdict::Refuse(r) => {
-                self.auth = None;
+                self.greeting.auth = None;
                 self.ctx.auth_user = None;
                 return self.reply(r);
             }
@@ -185,7 +185,7 @@ impl<S: Stream> Session<S> {
 
     /// Whether the logged-in user (if any) may use `from` in MAIL FROM.
     pub(super) fn sender_allowed(&self, from: Option<&Mailbox>) -> bool {
-        match &self.auth {
+        match &self.greeting.auth {
             Some(user) => user.may_send_as(from),
             None => true,
         }

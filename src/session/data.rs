@@ -289,7 +289,7 @@ impl<S: Stream> Session<S> {
 
     /// The `Received:` trace header (RFC 5321 §4.4) naming smtpgate.
     fn received_header(&self, tx: &Transaction) -> String {
-        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let helo = self.greeting.helo.as_deref().unwrap_or("unknown");
         let literal = match self.peer.ip() {
             IpAddr::V4(ip) => format!("[{ip}]"),
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),

@@ -9,7 +9,16 @@ impl<S: Stream> Session<S> {
     /// Answers EHLO (`extended`) or HELO. Either one resets a transaction in
     /// progress, like RSET.
     pub(super) async fn ehlo(&mut self, name: String, extended: bool) -> Flow {
-        self.abandon_transaction();
+        // A new greeting starts from what the connect stage left, so its
+        // helo-stage rules count once however often the client greets.
+        // After AUTH the session keeps its login (RFC 4954 does not undo it)
+        // and the helo stage, already run, is not run again.
+        let authenticated = self.greeting.auth.is_some();
+        if authenticated {
+            self.abandon_transaction();
+        } else {
+            self.restart_greeting();
+        }
         let host = self.shared.config.hostname.clone();
         let reply = if extended {
             // Only what the relay path can honour: no CHUNKING, DSN or
@@ -34,10 +43,15 @@ impl<S: Stream> Session<S> {
             Reply::plain(250, host)
         };
         self.ctx.helo = Some(name.clone());
-        match self.session_stage(Stage::Helo) {
+        let verdict = if authenticated {
+            SessionVerdict::Go
+        } else {
+            self.session_stage(Stage::Helo)
+        };
+        match verdict {
             SessionVerdict::Refuse(r) => {
                 self.ctx.helo = None;
-                self.helo = None;
+                self.greeting.helo = None;
                 return self.reply(r);
             }
             SessionVerdict::Close(r) => {
@@ -46,8 +60,8 @@ impl<S: Stream> Session<S> {
             }
             SessionVerdict::Go => {}
         }
-        self.helo = Some(name);
-        self.esmtp = extended;
+        self.greeting.helo = Some(name);
+        self.greeting.esmtp = extended;
         self.reply(reply)
     }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 impl<S: Stream> Session<S> {
     /// Answers MAIL FROM: local checks first, then the upstream's own reply.
     pub(super) async fn mail(&mut self, from: Option<Mailbox>, params: Vec<Param>) -> Flow {
-        if self.helo.is_none() {
+        if self.greeting.helo.is_none() {
             return self.client_error(replies::bad_sequence("Error: send HELO/EHLO first"));
         }
         if self.tx.is_some() {
@@ -25,13 +25,13 @@ impl<S: Stream> Session<S> {
         if self.needs_starttls() {
             return self.client_error(replies::must_starttls());
         }
-        if self.listener.auth == AuthMode::Required && self.auth.is_none() {
+        if self.listener.auth == AuthMode::Required && self.greeting.auth.is_none() {
             return self.client_error(replies::auth_required());
         }
         let mut declared_size = None;
         let mut eightbit = false;
         for param in &params {
-            if !self.esmtp {
+            if !self.greeting.esmtp {
                 return self.client_error(replies::unsupported_parameter(&param.keyword));
             }
             let value = param.value.as_deref().unwrap_or("");
@@ -58,6 +58,7 @@ impl<S: Stream> Session<S> {
         }
         if !self.sender_allowed(from.as_ref()) {
             let user = self
+                .greeting
                 .auth
                 .as_ref()
                 .map(|u| u.name.clone())
@@ -74,7 +75,7 @@ impl<S: Stream> Session<S> {
         self.tx_seq += 1;
         let id = format!("{}.{}", self.id, self.tx_seq);
         let mut tx = Transaction::new(id, from.clone(), declared_size, eightbit);
-        tx.disposition = self.session_disposition;
+        tx.disposition = self.greeting.disposition;
         tx.params.clone_from(&params);
         self.ctx.reset_transaction();
         self.ctx.mail_from = Some(from);
@@ -231,9 +232,9 @@ impl<S: Stream> Session<S> {
     fn client_info(&self, tx: &Transaction) -> ClientInfo {
         ClientInfo {
             addr: self.peer,
-            helo: self.helo.clone(),
-            esmtp: self.esmtp,
-            login: self.auth.as_ref().map(|u| u.name.clone()),
+            helo: self.greeting.helo.clone(),
+            esmtp: self.greeting.esmtp,
+            login: self.greeting.auth.as_ref().map(|u| u.name.clone()),
             ident: tx.id.clone(),
             session: self.id.clone(),
         }

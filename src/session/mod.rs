@@ -24,7 +24,7 @@ mod transaction;
 
 use crate::auth::{Exchange, User};
 use crate::config::ListenerPolicy;
-use crate::filter::{Context, FilterChain, Outcome, Stage};
+use crate::filter::{AfterConnect, Context, FilterChain, Outcome, Stage};
 use crate::gateway::Gateway;
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::stream::Stream;
@@ -74,10 +74,6 @@ pub struct Session<S> {
     started: Instant,
     /// Splits the input into command lines.
     lines: LineReader,
-    /// The HELO/EHLO name, once given.
-    helo: Option<String>,
-    /// The client greeted with EHLO (ESMTP parameters allowed).
-    esmtp: bool,
     /// Bad commands so far; too many end the session.
     errors: u32,
     /// The transaction in progress, from MAIL to the end of DATA.
@@ -96,18 +92,20 @@ pub struct Session<S> {
     filters: Arc<FilterChain>,
     /// What filters see and accumulate.
     ctx: Context,
-    /// A connect- or helo-stage `discard`/`quarantine` that applies to every transaction.
-    session_disposition: Disposition,
+    /// What the session learned from the greeting on; STARTTLS forgets
+    /// it in one step.
+    greeting: Greeting,
+    /// What the session had learned when its connect stage ended, to go
+    /// back to on STARTTLS and on a new EHLO.
+    after_connect: AfterConnect,
+    /// A connect-stage `discard`/`quarantine`: it outlives STARTTLS.
+    connect_disposition: Disposition,
     /// What the listener this client came in on does (TLS, AUTH).
     listener: ListenerPolicy,
     /// The client is in a trusted network: it may relay anywhere.
     trusted: bool,
-    /// The user the client authenticated as.
-    auth: Option<Arc<User>>,
     /// Failed AUTH attempts; too many end the session.
     auth_failures: u32,
-    /// An AUTH exchange waiting for the client's next response line.
-    sasl: Option<Exchange>,
     /// Time spent in the filter chain during the current transaction (audit).
     tx_rules_time: Duration,
     /// Transaction records written; a session without any gets a session record.
@@ -126,12 +124,12 @@ impl<S: Stream> Session<S> {
         Session {
             listener: ListenerPolicy::plain(),
             trusted: shared.relay().is_trusted(peer.ip()),
-            auth: None,
             auth_failures: 0,
-            sasl: None,
             filters,
+            after_connect: Context::new(peer).after_connect(),
             ctx: Context::new(peer),
-            session_disposition: Disposition::Relay,
+            greeting: Greeting::default(),
+            connect_disposition: Disposition::Relay,
             tx_rules_time: Duration::ZERO,
             audit_records: 0,
             refusal: None,
@@ -142,8 +140,6 @@ impl<S: Stream> Session<S> {
             peer,
             started: Instant::now(),
             lines,
-            helo: None,
-            esmtp: false,
             errors: 0,
             tx: None,
             tx_count: 0,
@@ -223,7 +219,7 @@ impl<S: Stream> Session<S> {
             "session {} peer={} helo={} duration={:.3}s transactions={} errors={} end={}",
             self.id,
             self.peer,
-            self.helo.as_deref().unwrap_or("-"),
+            self.greeting.helo.as_deref().unwrap_or("-"),
             self.started.elapsed().as_secs_f64(),
             self.tx_count,
             self.errors,
@@ -234,10 +230,25 @@ impl<S: Stream> Session<S> {
     /// Asks the filters about the new connection; a refusal is the reply to
     /// give instead of the greeting.
     fn connect_stage(&mut self) -> Option<Reply> {
-        match self.session_stage(Stage::Connect) {
+        let verdict = self.session_stage(Stage::Connect);
+        self.after_connect = self.ctx.after_connect();
+        self.connect_disposition = self.greeting.disposition;
+        match verdict {
             SessionVerdict::Refuse(r) | SessionVerdict::Close(r) => Some(r),
             SessionVerdict::Go => None,
         }
+    }
+
+    /// Goes back to what the session knew when its connect stage ended:
+    /// the greeting, AUTH, the helo- and auth-stage scores, headers, hits
+    /// and facts are forgotten, so a new greeting counts them once.
+    fn restart_greeting(&mut self) {
+        self.abandon_transaction();
+        self.greeting = Greeting {
+            disposition: self.connect_disposition,
+            ..Greeting::default()
+        };
+        self.ctx.restart(&self.after_connect);
     }
 
     /// Runs a session-level stage (connect, helo, auth): a refusal is noted
@@ -254,11 +265,11 @@ impl<S: Stream> Session<S> {
                 SessionVerdict::Close(r)
             }
             Outcome::Discard => {
-                self.session_disposition = Disposition::Discard;
+                self.greeting.disposition = Disposition::Discard;
                 SessionVerdict::Go
             }
             Outcome::Quarantine => {
-                self.session_disposition = Disposition::Quarantine;
+                self.greeting.disposition = Disposition::Quarantine;
                 SessionVerdict::Go
             }
             Outcome::Proceed => SessionVerdict::Go,
@@ -291,7 +302,7 @@ impl<S: Stream> Session<S> {
                 Some(Err(LineError::TooLong)) => {
                     self.conn.consume(used);
                     // An over-long SASL response ends the AUTH exchange.
-                    if self.sasl.take().is_some() {
+                    if self.greeting.sasl.take().is_some() {
                         self.lines = LineReader::new(self.shared.config.limits.max_command_line);
                     }
                     self.resolve_pending().await;
@@ -347,7 +358,7 @@ impl<S: Stream> Session<S> {
 
     /// Parses and answers one command line.
     async fn handle_line(&mut self, line: &[u8]) -> Flow {
-        if self.sasl.is_some() {
+        if self.greeting.sasl.is_some() {
             return self.auth_response(line).await;
         }
         let smtputf8 = false;
@@ -509,6 +520,24 @@ impl<S: Stream> Session<S> {
         }
         self.ctx.reset_transaction();
     }
+}
+
+/// What a session learns from its greeting on: the HELO name, AUTH, and
+/// what the helo and auth stages decided. STARTTLS replaces it with a new
+/// one, so nothing learnt in plain text carries over (RFC 3207 §4.2).
+#[derive(Default)]
+struct Greeting {
+    /// The HELO/EHLO name, once given.
+    helo: Option<String>,
+    /// The client greeted with EHLO (ESMTP parameters allowed).
+    esmtp: bool,
+    /// The user the client authenticated as.
+    auth: Option<Arc<User>>,
+    /// An AUTH exchange waiting for the client's next response line.
+    sasl: Option<Exchange>,
+    /// A connect-, helo- or auth-stage `discard`/`quarantine` that applies
+    /// to every transaction.
+    disposition: Disposition,
 }
 
 /// What a session-level stage (connect, helo, auth) decided.

@@ -80,7 +80,7 @@ impl<S: Stream> Session<S> {
 
     /// The logged-in user, for per-user limits.
     fn limited_user(&self) -> Option<String> {
-        self.auth.as_ref().map(|u| u.name.clone())
+        self.greeting.auth.as_ref().map(|u| u.name.clone())
     }
 
     /// The checks before anything is said to the client: connections open

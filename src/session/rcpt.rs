@@ -24,7 +24,7 @@ impl<S: Stream> Session<S> {
         if let Some(param) = params.first() {
             return self.client_error(replies::unsupported_parameter(&param.keyword));
         }
-        let authenticated = self.auth.is_some();
+        let authenticated = self.greeting.auth.is_some();
         if !self
             .shared
             .relay()

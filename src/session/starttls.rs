@@ -9,7 +9,6 @@
 
 use super::{replies, Flow, Session};
 use crate::config::StartTls;
-use crate::filter::Stage;
 use crate::stream::Stream;
 use futures_rustls::TlsAcceptor;
 use log::info;
@@ -93,15 +92,8 @@ impl<S: Stream> Session<S> {
     /// EHLO, as RFC 3207 §4.2 requires, and nothing learnt in plain text
     /// (HELO name, AUTH, the line being read) carries over.
     fn tls_started(&mut self) {
-        self.helo = None;
-        self.esmtp = false;
-        self.auth = None;
-        self.sasl = None;
         self.lines = crate::proto::LineReader::new(self.shared.config.limits.max_command_line);
-        self.abandon_transaction();
-        self.ctx.helo = None;
-        self.ctx.auth_user = None;
-        self.ctx.hits.retain(|h| h.stage == Stage::Connect);
+        self.restart_greeting();
         self.ctx.tls = self.conn.stream.tls_info();
         if let Some(info) = &self.ctx.tls {
             info!(
@@ -114,7 +106,11 @@ impl<S: Stream> Session<S> {
     /// The protocol name for the `Received:` header (RFC 3848): ESMTP, plus
     /// S under TLS and A when authenticated; SMTP after HELO.
     pub(super) fn received_protocol(&self) -> &'static str {
-        match (self.esmtp, self.is_tls(), self.auth.is_some()) {
+        match (
+            self.greeting.esmtp,
+            self.is_tls(),
+            self.greeting.auth.is_some(),
+        ) {
             (false, false, _) => "SMTP",
             (false, true, _) => "SMTPS",
             (true, false, false) => "ESMTP",

@@ -4,9 +4,10 @@ use crate::proto::{Mailbox, Param, Recipient, Reply};
 use std::time::Instant;
 
 /// Where an accepted message goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Disposition {
     /// Relayed upstream (or spooled when there is no upstream).
+    #[default]
     Relay,
     /// Answered 250 and dropped, by a filter's `discard`.
     Discard,
