@@ -9,8 +9,8 @@
 use super::lists::{CidrTable, DomainSet, Entry, ListFiles};
 use super::model::{self, ActionName, OneOrMany};
 use super::{
-    Action, AddressMatcher, Cond, NameMatcher, Range, Rule, Scoring, Source, StagePatterns,
-    Template, TemplatePart, Test, Var,
+    Action, AddressMatcher, Cond, FactTest, NameMatcher, Range, Rule, Scoring, Source,
+    StagePatterns, Template, TemplatePart, Test, Var,
 };
 use crate::config::{locate, ConfigError};
 use crate::filter::{Stage, Verdict};
@@ -246,6 +246,9 @@ impl FileCompiler<'_> {
                 extensions,
             }));
         }
+        if let Some(f) = &c.fact {
+            parts.push(Cond::Test(self.fact(at, &key("fact"), f)?));
+        }
         if let Some(b) = &c.body {
             let p = key("body");
             self.needs(at, &p, Stage::Data)?;
@@ -427,6 +430,65 @@ impl FileCompiler<'_> {
             .build()
             .map_err(|e| self.err(at, _path, format!("the regexes together: {e}")))?;
         Ok(Some(set))
+    }
+
+    /// `fact: { name, is | regex | min/max | present }`. Whether a check
+    /// gives the fact, and at this stage, is checked when the gateway plans
+    /// its checks.
+    fn fact(&mut self, at: &At<'_>, path: &str, def: &model::FactDef) -> Result<Test, ConfigError> {
+        let name = def.name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(self.err(
+                at,
+                &format!("{path}.name"),
+                format!(
+                    "{:?} is not a fact name (like iprev or client.ptr)",
+                    def.name
+                ),
+            ));
+        }
+        let forms = [
+            !def.is.0.is_empty(),
+            !def.regex.0.is_empty(),
+            def.min.is_some() || def.max.is_some(),
+            def.present.is_some(),
+        ];
+        if forms.iter().filter(|f| **f).count() != 1 {
+            return Err(self.err(
+                at,
+                path,
+                "give exactly one of is, regex, min/max or present",
+            ));
+        }
+        let test = if let Some(p) = def.present {
+            FactTest::Present(p)
+        } else if !def.is.0.is_empty() {
+            FactTest::Is(def.is.0.iter().map(|v| v.to_ascii_lowercase()).collect())
+        } else if !def.regex.0.is_empty() {
+            let mut entries = self.regex_entries(at, path, &def.regex, None)?;
+            match self.regex_set(at, path, &mut entries)? {
+                Some(set) => FactTest::Regex(set),
+                None => return Err(self.err(at, path, "give a regex")),
+            }
+        } else {
+            if let (Some(a), Some(b)) = (def.min, def.max) {
+                if a > b {
+                    return Err(self.err(at, path, format!("min {a} is above max {b}")));
+                }
+            }
+            FactTest::Number(Range {
+                min: def.min,
+                max: def.max,
+            })
+        };
+        Ok(Test::Fact {
+            name: name.to_string(),
+            test,
+        })
     }
 
     /// `client_ip: { cidrs, cidrs_file }`.

@@ -8,7 +8,7 @@
 //! `451 4.3.0`, so the client retries and nothing is lost or let through.
 
 use super::{
-    fmt_score, hit, Action, AddressMatcher, Cond, NameMatcher, Rule, RuleSet, StageRules,
+    fmt_score, hit, Action, AddressMatcher, Cond, FactTest, NameMatcher, Rule, RuleSet, StageRules,
     TemplatePart, Test, Var, SCORING_REJECT, SCORING_TAG,
 };
 use crate::filter::{Context, Message, Stage, Verdict};
@@ -283,6 +283,7 @@ fn test(t: &Test, ctx: &Context, env: &mut Env<'_, '_>) -> Result<bool, String> 
             .as_ref()
             .is_some_and(|m| range.contains(m.size())),
         Test::Score(range) => range.contains(ctx.score),
+        Test::Fact { name, test } => fact(ctx.facts.get(name), test),
         Test::Header {
             name,
             regexes,
@@ -537,4 +538,21 @@ pub(crate) fn is_ip_literal(helo: &str) -> bool {
         return inner.parse::<IpAddr>().is_ok();
     }
     helo.parse::<IpAddr>().is_ok()
+}
+
+/// Whether a fact's value passes a `fact:` test. An unknown fact passes
+/// only `present: false`.
+fn fact(value: Option<&crate::facts::Value>, test: &FactTest) -> bool {
+    let Some(value) = value else {
+        return matches!(test, FactTest::Present(false));
+    };
+    match test {
+        FactTest::Present(want) => *want,
+        FactTest::Is(values) => value
+            .texts()
+            .iter()
+            .any(|v| values.contains(&v.to_ascii_lowercase())),
+        FactTest::Regex(set) => value.texts().iter().any(|v| set.is_match(v)),
+        FactTest::Number(range) => value.number().is_some_and(|n| range.contains(n)),
+    }
 }

@@ -17,7 +17,7 @@ mod lists;
 mod model;
 
 use crate::config::{Config, ConfigError};
-use crate::filter::{Context, Filter, FilterChain, Hit, Message, Stage, Verdict};
+use crate::filter::{Context, FactUse, Filter, FilterChain, Hit, Message, Stage, Verdict};
 use crate::proto::{EnhancedCode, Recipient, Reply};
 use compile::FileCompiler;
 use lists::{CidrTable, DomainSet, ListFiles};
@@ -265,6 +265,13 @@ pub(crate) enum Test {
         /// Pattern indices in that set.
         ids: Vec<usize>,
     },
+    /// A fact a check established.
+    Fact {
+        /// Its name.
+        name: String,
+        /// How its value is tested.
+        test: FactTest,
+    },
     /// Attachment file names.
     Attachment {
         /// Regexes over the name.
@@ -272,6 +279,30 @@ pub(crate) enum Test {
         /// Extensions, lowercase, without dot.
         extensions: HashSet<String>,
     },
+}
+
+impl Cond {
+    /// The names of the facts this condition reads, into `out`.
+    fn facts(&self, out: &mut Vec<String>) {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| c.facts(out)),
+            Cond::Not(c) => c.facts(out),
+            Cond::Test(Test::Fact { name, .. }) => out.push(name.clone()),
+            Cond::Test(_) => {}
+        }
+    }
+}
+
+/// How a `fact:` matcher tests the value.
+pub(crate) enum FactTest {
+    /// One of these values, lowercase.
+    Is(HashSet<String>),
+    /// A regex finds it.
+    Regex(RegexSet),
+    /// A number within.
+    Number(Range<f64>),
+    /// Whether the fact is known at all.
+    Present(bool),
 }
 
 impl Rule {
@@ -724,6 +755,27 @@ impl Filter for RuleSet {
     fn name(&self) -> &str {
         RuleSet::NAME
     }
+    fn facts_used(&self) -> Vec<FactUse> {
+        let mut used = Vec::new();
+        for (stage, rules) in Stage::ALL.iter().zip(&self.stages) {
+            for rule in &rules.rules {
+                let mut names = Vec::new();
+                if let Some(c) = &rule.cond {
+                    c.facts(&mut names);
+                }
+                for fact in names {
+                    used.push(FactUse {
+                        fact,
+                        stage: *stage,
+                        file: rule.source.path.display().to_string(),
+                        line: rule.line(),
+                        path: format!("rule {:?}: when: fact", rule.name),
+                    });
+                }
+            }
+        }
+        used
+    }
     fn connect(&self, ctx: &mut Context) -> Verdict {
         self.run(Stage::Connect, ctx, None, None)
     }
@@ -864,6 +916,17 @@ fn describe(c: &Cond) -> String {
                 let n = regexes.as_ref().map(|s| s.len()).unwrap_or(0);
                 format!("attachment extensions [{}] or {n} regex(es)", v.join(" "))
             }
+            Test::Fact { name, test } => match test {
+                FactTest::Present(true) => format!("fact {name} known"),
+                FactTest::Present(false) => format!("fact {name} unknown"),
+                FactTest::Is(values) => {
+                    let mut v: Vec<&str> = values.iter().map(|s| s.as_str()).collect();
+                    v.sort();
+                    format!("fact {name} is [{}]", v.join(" "))
+                }
+                FactTest::Regex(set) => format!("fact {name} =~ {} regex(es)", set.len()),
+                FactTest::Number(r) => format!("fact {name} {}", describe_range(r)),
+            },
         },
     }
 }

@@ -186,6 +186,33 @@ pub(crate) struct Condition {
     /// Attachment file names.
     #[serde(default)]
     pub attachment: Option<AttachmentDef>,
+    /// A fact a check established (`iprev`, `client.ptr`).
+    #[serde(default)]
+    pub fact: Option<FactDef>,
+}
+
+/// `fact: { name: iprev, is: [fail, temperror] }`: a fact and one test of
+/// its value. Several values of a list fact match when any one does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FactDef {
+    /// The fact's name, as the check gives it.
+    pub name: String,
+    /// Matches when the value is one of these (case-insensitive).
+    #[serde(default)]
+    pub is: OneOrMany,
+    /// Matches when a regex finds the value.
+    #[serde(default)]
+    pub regex: OneOrMany,
+    /// Matches a number at least this.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Matches a number at most this.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Matches when the fact is (`true`) or is not (`false`) known.
+    #[serde(default)]
+    pub present: Option<bool>,
 }
 
 /// `client_ip: { cidrs, cidrs_file }`.

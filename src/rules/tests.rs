@@ -782,3 +782,77 @@ fn scores_format_for_people() {
     assert_eq!(fmt_score(-1.25), "-1.25");
     assert_eq!(fmt_score(-0.001), "0");
 }
+
+#[test]
+fn fact_matchers_test_the_value_a_check_gave() {
+    use crate::facts::{Scope, Value};
+    let s = set(r#"
+rules:
+  - { name: no-iprev, stage: connect, when: { fact: { name: iprev, is: [FAIL, temperror] } }, action: score, score: 1 }
+  - { name: dynamic, stage: connect, when: { fact: { name: client.ptr, regex: '(?i)\.dyn\.' } }, action: score, score: 2 }
+  - { name: high, stage: connect, when: { fact: { name: scanner.score, min: 5 } }, action: score, score: 4 }
+  - { name: unknown, stage: connect, when: { fact: { name: iprev, present: false } }, action: score, score: 8 }
+"#);
+    let c = chain(s);
+    let score = |facts: &[(&str, Value)]| {
+        let mut x = ctx("192.0.2.10");
+        for (n, v) in facts {
+            x.facts.set(*n, v.clone(), Scope::Connection);
+        }
+        c.run(Stage::Connect, &mut x, None, None);
+        x.score
+    };
+    assert_eq!(score(&[]), 8.0);
+    assert_eq!(score(&[("iprev", Value::text("pass"))]), 0.0);
+    assert_eq!(score(&[("iprev", Value::text("fail"))]), 1.0);
+    assert_eq!(score(&[("iprev", Value::text("temperror"))]), 1.0);
+    assert_eq!(
+        score(&[
+            ("iprev", Value::text("pass")),
+            ("client.ptr", Value::text("host-1.DYN.example.net")),
+            ("scanner.score", Value::Number(7.5)),
+        ]),
+        6.0
+    );
+    assert_eq!(
+        score(&[
+            ("iprev", Value::text("pass")),
+            ("scanner.score", Value::Number(4.9))
+        ]),
+        0.0
+    );
+}
+
+#[test]
+fn the_facts_a_rule_set_reads_are_listed_with_stage_and_place() {
+    let s = set(r#"
+rules:
+  - name: late
+    stage: mail
+    when: { any: [ { fact: { name: iprev, is: fail } }, { not: { fact: { name: client.ptr, present: true } } } ] }
+    action: reject
+"#);
+    let used = s.facts_used();
+    let names: Vec<(&str, Stage)> = used.iter().map(|u| (u.fact.as_str(), u.stage)).collect();
+    assert_eq!(
+        names,
+        vec![("iprev", Stage::Mail), ("client.ptr", Stage::Mail)]
+    );
+    assert_eq!(used[0].file, "test.yaml");
+    assert_eq!(used[0].line, Some(3));
+}
+
+#[test]
+fn a_fact_matcher_needs_a_name_and_exactly_one_test() {
+    let e = fail("rules:\n  - { name: a, stage: connect, when: { fact: { name: iprev } }, action: reject }\n");
+    assert!(
+        e.reason
+            .contains("give exactly one of is, regex, min/max or present"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(2));
+    let e = fail("rules:\n  - { name: a, stage: connect, when: { fact: { name: 'a b', is: x } }, action: reject }\n");
+    assert!(e.reason.contains("\"a b\" is not a fact name"), "{e}");
+    let e = fail("rules:\n  - { name: a, stage: connect, when: { fact: { name: x, is: y, present: true } }, action: reject }\n");
+    assert!(e.reason.contains("exactly one"), "{e}");
+}
