@@ -676,7 +676,7 @@ fn bytes(n: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (size, unit) in UNITS {
         if n >= size {
-            return if n % size == 0 {
+            return if n.is_multiple_of(size) {
                 format!("{n} B ({} {unit})", n / size)
             } else {
                 format!("{n} B ({:.1} {unit})", n as f64 / size as f64)
