@@ -13,6 +13,7 @@
 //! 127.0.0.1:2525, store accepted mail under `./spool/`, and load the rules
 //! in `./rules/` when that directory exists.
 
+mod dns;
 mod edge;
 mod error;
 pub(crate) mod locate;
@@ -21,6 +22,7 @@ mod protection;
 mod security;
 mod validate;
 
+pub use dns::DnsOptions;
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use ops::{MetricsOptions, PoolOptions};
@@ -98,6 +100,11 @@ pub struct Config {
     /// Default: none (no listener).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsOptions>,
+    /// The DNS resolver (iprev, and later DNS lists, SPF, DKIM, DMARC):
+    /// name servers, timeout, attempts and cache size. Default: the
+    /// system's name servers. Only read when something starts the
+    /// resolver.
+    pub dns: DnsOptions,
 }
 
 /// Where the audit trail goes. YAML: `audit: { path: audit.jsonl }`.
@@ -137,6 +144,7 @@ impl Default for Config {
             protection: Protection::default(),
             proxy_protocol: None,
             metrics: None,
+            dns: DnsOptions::default(),
         }
     }
 }
@@ -532,7 +540,8 @@ impl Config {
         }
         security::check(self)?;
         protection::check(&self.protection)?;
-        edge::check(self)
+        edge::check(self)?;
+        dns::check(&self.dns)
     }
 
     /// Opens the files the configuration names (TLS certificate and key,
