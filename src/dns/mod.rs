@@ -18,9 +18,11 @@
 //! This module depends on [`crate::config`] only.
 
 mod answer;
+pub mod iprev;
 mod thread;
 
 pub use hickory_resolver::TokioResolver;
+pub use iprev::{iprev, Iprev, IprevResult};
 
 use crate::config::DnsOptions;
 use futures::channel::{mpsc, oneshot};
