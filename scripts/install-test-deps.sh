@@ -2,9 +2,11 @@
 # Installs the Debian packages the tests use, when missing: swaks (with
 # Net::SSLeay for --tls), openssl, python3, redis-server (the Redis tests
 # start their own), postfix and haproxy (the end-to-end test runs private
-# instances). Postfix's package must neither configure nor start the
-# system's mail server: no configuration is preseeded, and no service
-# starts while installing (unless a policy-rc.d already decides that).
+# instances), unbound (the DNS tests start their own, serving only local
+# data). Postfix's package must neither configure nor start the system's
+# mail server, nor unbound's a system resolver: no configuration is
+# preseeded, and no service starts while installing (unless a policy-rc.d
+# already decides that).
 set -euo pipefail
 
 need=()
@@ -16,6 +18,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"
@@ -30,3 +33,6 @@ fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
+# A package that installed but left no binary would only show up as
+# skipped DNS tests; say so here instead.
+[ -x /usr/sbin/unbound ] || { echo "unbound is not at /usr/sbin/unbound" >&2; exit 1; }

@@ -155,7 +155,7 @@ impl AuditLog {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n == 1 || n % 1000 == 0 {
+                if n == 1 || n.is_multiple_of(1000) {
                     error!("AUDIT: writer is behind; {n} record(s) dropped so far");
                 }
             }

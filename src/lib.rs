@@ -17,12 +17,14 @@
 //!   data-stage filters share; [`audit`] the JSON audit trail.
 //! - [`protection`]: per-client limits and rate limits (memory or Redis).
 //! - [`metrics`]: counters for Prometheus, served with a health check.
+//! - [`dns`]: the one DNS resolver (its own thread) and the iprev check.
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod dns;
 pub mod facts;
 pub mod filter;
 pub mod gateway;

@@ -14,6 +14,7 @@
 //! in `./rules/` when that directory exists.
 
 mod checks;
+mod dns;
 mod edge;
 mod error;
 pub(crate) mod locate;
@@ -23,6 +24,7 @@ mod security;
 mod validate;
 
 pub use checks::{CheckSettings, ChecksOptions, OnError};
+pub use dns::DnsOptions;
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use ops::{MetricsOptions, PoolOptions};
@@ -100,6 +102,11 @@ pub struct Config {
     /// Default: none (no listener).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsOptions>,
+    /// The DNS resolver (iprev, and later DNS lists, SPF, DKIM, DMARC):
+    /// name servers, timeout, attempts and cache size. Default: the
+    /// system's name servers. Only read when something starts the
+    /// resolver.
+    pub dns: DnsOptions,
     /// The checks that run before the rules: timeouts and what a failure
     /// does. See `docs/checks.md`.
     pub checks: ChecksOptions,
@@ -165,6 +172,7 @@ impl Default for Config {
             protection: Protection::default(),
             proxy_protocol: None,
             metrics: None,
+            dns: DnsOptions::default(),
             checks: ChecksOptions::default(),
             source: Source::default(),
         }
@@ -577,7 +585,8 @@ impl Config {
         }
         security::check(self)?;
         protection::check(&self.protection)?;
-        edge::check(self)
+        edge::check(self)?;
+        dns::check(&self.dns)
     }
 
     /// Human summary printed by `smtpgate check`: hostname, listeners,
@@ -714,7 +723,7 @@ fn bytes(n: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (size, unit) in UNITS {
         if n >= size {
-            return if n % size == 0 {
+            return if n.is_multiple_of(size) {
                 format!("{n} B ({} {unit})", n / size)
             } else {
                 format!("{n} B ({:.1} {unit})", n as f64 / size as f64)

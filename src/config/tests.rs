@@ -538,3 +538,102 @@ fn example_file_loads() {
     let c = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     assert_eq!(c.upstream.map(|u| u.addr), Some("127.0.0.1:25".to_string()));
 }
+
+#[test]
+fn dns_defaults_use_the_system_servers() {
+    let c = parse("").unwrap();
+    assert_eq!(c.dns, DnsOptions::default());
+    assert!(c.dns.servers.is_empty());
+    assert_eq!(
+        (c.dns.timeout_ms, c.dns.attempts, c.dns.cache_size),
+        (2000, 2, 10_000)
+    );
+    assert_eq!(c.dns.timeout(), Duration::from_millis(2000));
+    assert_eq!(c.dns.server_addrs(), Ok(vec![]));
+}
+
+#[test]
+fn dns_keys_are_read() {
+    let c = parse(
+        "dns:\n  servers: [\"127.0.0.1:5353\", \"[::1]:53\"]\n  timeout_ms: 500\n  \
+         attempts: 3\n  cache_size: 0\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.dns.server_addrs().unwrap(),
+        vec![sa("127.0.0.1:5353"), sa("[::1]:53")]
+    );
+    assert_eq!(
+        (c.dns.timeout_ms, c.dns.attempts, c.dns.cache_size),
+        (500, 3, 0)
+    );
+}
+
+#[test]
+fn dns_bad_server_names_file_line_and_value() {
+    let e = fail("hostname: gw.test\ndns:\n  servers:\n    - \"x\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.yaml:4: dns.servers[0]: \"x\" is not an ip:port address \
+         (e.g. \"127.0.0.1:53\" or \"[::1]:53\")"
+    );
+    for bad in [
+        "127.0.0.1",
+        "::1:53",
+        "dns.example:53",
+        "127.0.0.1:0",
+        "1.2.3.4:99999",
+    ] {
+        let e = fail(&format!(
+            "dns: {{ servers: [\"127.0.0.1:53\", \"{bad}\"] }}\n"
+        ));
+        assert_eq!(e.line, Some(1), "{bad}");
+        assert!(
+            e.reason.starts_with(&format!(
+                "dns.servers[1]: {bad:?} is not an ip:port address"
+            )),
+            "{bad}: {e}"
+        );
+    }
+    let e = fail("dns:\n  servers:\n    - \"127.0.0.1:53\"\n    - \"127.0.0.1:53\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.yaml:4: dns.servers[1]: \"127.0.0.1:53\" is already listed at dns.servers[0]"
+    );
+}
+
+#[test]
+fn dns_numbers_out_of_range_are_refused() {
+    let cases = [
+        (
+            "dns:\n  timeout_ms: 0\n",
+            "test.yaml:2: dns.timeout_ms: must be between 1 and 60000",
+        ),
+        (
+            "dns:\n  timeout_ms: 60001\n",
+            "test.yaml:2: dns.timeout_ms: must be between 1 and 60000",
+        ),
+        (
+            "dns:\n  attempts: 0\n",
+            "test.yaml:2: dns.attempts: must be between 1 and 10",
+        ),
+        (
+            "dns:\n\n  attempts: 11\n",
+            "test.yaml:3: dns.attempts: must be between 1 and 10",
+        ),
+        (
+            "dns: { cache_size: 10000001 }\n",
+            "test.yaml:1: dns.cache_size: must be at most 10000000",
+        ),
+    ];
+    for (yaml, want) in cases {
+        assert_eq!(fail(yaml).to_string(), want, "{yaml}");
+    }
+    let e = fail("dns:\n  server: [\"127.0.0.1:53\"]\n");
+    assert!(
+        e.to_string().starts_with("test.yaml:2: ") && e.reason.contains("unknown field `server`"),
+        "{e}"
+    );
+    let e = fail("dns:\n  attempts: two\n");
+    assert_eq!(e.line, Some(2), "{e}");
+}
