@@ -8,9 +8,11 @@
 //! goes on. SIGUSR1 asks the writer to reopen the file, for logrotate.
 
 use crate::config::AuditOptions;
+use crate::facts::{CheckRun, Facts, Value};
 use crate::filter::{Hit, TlsInfo};
 use log::{error, info};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -355,6 +357,13 @@ pub struct TransactionRecord {
     pub decided_by: Option<String>,
     /// The upstream's reply to the end of DATA, when the message went there.
     pub upstream_reply: Option<String>,
+    /// What the checks found (`{"iprev": "pass"}`); absent when no
+    /// check ran.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, Value>,
+    /// Each check that ran: its outcome and duration.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckRun>,
     /// Durations.
     pub durations_ms: Durations,
     /// Milliseconds the error tarpit delayed this session's replies so
@@ -385,6 +394,13 @@ pub struct SessionRecord {
     pub auth_failures: u32,
     /// Rules that matched (connect, helo and auth stages).
     pub rules: Vec<HitRecord>,
+    /// What the checks found (`{"iprev": "pass"}`); absent when no
+    /// check ran.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, Value>,
+    /// Each check that ran: its outcome and duration.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckRun>,
     /// Why the session ended: `refused at connect`, `client closed`, ...
     pub end: String,
     /// The last reply that refused the client, if one did.
@@ -397,6 +413,14 @@ pub struct SessionRecord {
     /// absent when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tarpit_ms: Option<f64>,
+}
+
+/// The facts as a record's `facts` object.
+pub fn facts_record(facts: &Facts) -> BTreeMap<String, Value> {
+    facts
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 /// Now, as written in records.

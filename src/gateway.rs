@@ -10,6 +10,7 @@
 
 use crate::audit::AuditLog;
 use crate::auth::UserStore;
+use crate::checks::{Fixtures, Plan, PlanError, Registry};
 use crate::config::{Config, ConfigError, ValidationError};
 use crate::filter::FilterChain;
 use crate::metrics::Metrics;
@@ -19,7 +20,7 @@ use crate::shutdown::ShutdownSignal;
 use crate::tls::TlsServer;
 use crate::upstream::UpstreamPool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What every session shares: the configuration, the components built
@@ -33,9 +34,14 @@ pub struct Gateway {
     id_prefix: String,
     /// Session counter, for ids.
     next_session: AtomicU64,
-    /// The filter chain new sessions start with; swapped on reload while
-    /// sessions in flight keep the one they started with.
-    filters: RwLock<Arc<FilterChain>>,
+    /// The filter chain and check plan new sessions start with; swapped
+    /// on reload while sessions in flight keep the one they started with.
+    pipeline: RwLock<Arc<Pipeline>>,
+    /// Every check the gateway can run; the pipeline's plan picks the
+    /// ones its rules read.
+    registry: Registry,
+    /// Facts given instead of looked up (the simulator's `--fact`).
+    fixtures: OnceLock<Fixtures>,
     /// The listener certificate, when TLS is configured (reloadable).
     tls: Option<TlsServer>,
     /// The AUTH users, when AUTH is configured (reloadable).
@@ -95,6 +101,11 @@ impl Gateway {
             }
             None => None,
         };
+        let registry = Registry::new(&config);
+        for name in registry.names() {
+            metrics.check_known(name);
+        }
+        let pipeline = Pipeline::new(filters, &registry).map_err(plan_error)?;
         let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
             .map_err(|e| at("protection", e))?;
         let now = SystemTime::now()
@@ -107,7 +118,9 @@ impl Gateway {
             shutdown,
             id_prefix: format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
             next_session: AtomicU64::new(1),
-            filters: RwLock::new(Arc::new(filters)),
+            pipeline: RwLock::new(Arc::new(pipeline)),
+            registry,
+            fixtures: OnceLock::new(),
             tls,
             users,
             upstreams,
@@ -156,27 +169,76 @@ impl Gateway {
         &self.protection
     }
 
-    /// The current filter chain (a snapshot: later swaps do not affect it).
-    pub fn filters(&self) -> Arc<FilterChain> {
-        match self.filters.read() {
+    /// The current filter chain and check plan (a snapshot: later swaps
+    /// do not affect it).
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        match self.pipeline.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Replaces the filter chain for sessions that start from now on.
-    pub fn set_filters(&self, filters: FilterChain) {
-        let new = Arc::new(filters);
-        match self.filters.write() {
+    /// The current filter chain.
+    pub fn filters(&self) -> FilterChain {
+        self.pipeline().chain.clone()
+    }
+
+    /// Replaces the filter chain for sessions that start from now on, with
+    /// the checks its filters read. On error (a fact no check gives) the
+    /// current chain stays.
+    pub fn set_filters(&self, filters: FilterChain) -> Result<(), ConfigError> {
+        let new = Arc::new(Pipeline::new(filters, &self.registry).map_err(plan_error)?);
+        match self.pipeline.write() {
             Ok(mut guard) => *guard = new,
             Err(poisoned) => *poisoned.into_inner() = new,
         }
+        Ok(())
+    }
+
+    /// Facts sessions take instead of looking them up: how the simulator
+    /// tries rules that read facts offline. Set once, before any session.
+    pub fn set_fixtures(&self, fixtures: Fixtures) {
+        let _ = self.fixtures.set(fixtures);
+    }
+
+    /// The facts given instead of looked up (none outside the simulator).
+    pub fn fixtures(&self) -> &Fixtures {
+        static NONE: OnceLock<Fixtures> = OnceLock::new();
+        self.fixtures
+            .get()
+            .unwrap_or_else(|| NONE.get_or_init(Fixtures::default))
     }
 
     /// A new session id, unique across restarts.
     pub fn session_id(&self) -> String {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         format!("{}{:x}", self.id_prefix, n)
+    }
+}
+
+/// What a session runs at each stage: the checks its filters read, then
+/// the filters.
+pub struct Pipeline {
+    /// The filters, asked in order.
+    pub chain: FilterChain,
+    /// The checks that run before them, stage by stage.
+    pub plan: Plan,
+}
+
+impl Pipeline {
+    /// `chain` with the checks of `registry` its filters read.
+    pub fn new(chain: FilterChain, registry: &Registry) -> Result<Pipeline, PlanError> {
+        let plan = Plan::new(registry, &chain.facts_used())?;
+        Ok(Pipeline { chain, plan })
+    }
+}
+
+/// A rule that reads a fact no check gives, as a load error.
+fn plan_error(e: PlanError) -> ConfigError {
+    ConfigError {
+        file: e.file,
+        line: e.line,
+        reason: e.reason,
     }
 }
 

@@ -31,7 +31,10 @@ pub fn reload_rules(shared: &Gateway) -> Result<(), ConfigError> {
         Ok(set) => {
             let count = set.len();
             let chain = shared.filters().replacing(RuleSet::NAME, Arc::new(set));
-            shared.set_filters(chain);
+            if let Err(e) = shared.set_filters(chain) {
+                error!("reload: the new rules are invalid, keeping the old ones: {e}");
+                return Err(e);
+            }
             info!(
                 "reload: {count} rules loaded from {}; new sessions use them",
                 dir.display()

@@ -1,6 +1,6 @@
 //! `dns:`: how the gateway's one DNS resolver reaches its name servers
 //! (which servers, how long to wait, how often to ask) and how many
-//! answers it keeps. The resolver itself is [`crate::dns`].
+//! answers it keeps. The resolver itself is the `dns` module.
 
 use super::ValidationError;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@
 use super::transaction::{Disposition, Transaction};
 use super::Session;
 use crate::audit::{
-    now, ClientRecord, Durations, HitRecord, RcptRecord, SessionRecord, TlsRecord,
+    facts_record, now, ClientRecord, Durations, HitRecord, RcptRecord, SessionRecord, TlsRecord,
     TransactionRecord,
 };
 use crate::filter::{Message, Stage, Verdict};
@@ -95,12 +95,46 @@ impl<S: Stream> Session<S> {
         }
         let started = Instant::now();
         let before = self.ctx.hits.len();
-        let verdict = self.filters.run(stage, &mut self.ctx, rcpt, message);
+        let verdict = self.pipeline.chain.run(stage, &mut self.ctx, rcpt, message);
         self.tx_rules_time += started.elapsed();
         for hit in self.ctx.hits.get(before..).unwrap_or_default() {
             self.shared.metrics().rule_hit(&hit.rule, &hit.action);
         }
         verdict
+    }
+
+    /// Runs the checks planned for `stage` whose facts are not known yet
+    /// (none, at no cost, when no rule reads a fact); `Some` when a failed
+    /// check's policy refuses the stage for now.
+    pub(super) async fn run_checks(&mut self, stage: Stage) -> Option<Verdict> {
+        if self.pipeline.plan.at(stage).is_empty()
+            || self.ctx.accepted_session
+            || (self.ctx.accepted_transaction && stage.in_transaction())
+        {
+            return None;
+        }
+        let pipeline = self.pipeline.clone();
+        let refusal = crate::checks::run_stage(
+            &pipeline.plan,
+            stage,
+            &mut self.ctx,
+            self.shared.fixtures(),
+            self.shared.metrics(),
+        )
+        .await;
+        refusal.map(Verdict::Tempfail)
+    }
+
+    /// A stage without a message: its checks, then its filters.
+    pub(super) async fn stage_verdict(
+        &mut self,
+        stage: Stage,
+        rcpt: Option<&Recipient>,
+    ) -> Verdict {
+        if let Some(refused) = self.run_checks(stage).await {
+            return refused;
+        }
+        self.run_filters(stage, rcpt, None)
     }
 
     /// Remembers a refusal outside any transaction (connect, helo), for the
@@ -174,6 +208,8 @@ impl<S: Stream> Session<S> {
             reply: end.reply.as_ref().map(|r| r.to_string()),
             decided_by: end.decided_by,
             upstream_reply: tx.upstream_reply.as_ref().map(|r| r.to_string()),
+            facts: facts_record(&ctx.facts),
+            checks: ctx.checks.clone(),
             durations_ms: Durations {
                 total: ms(tx.started.elapsed()),
                 rules: ms(self.tx_rules_time),
@@ -203,6 +239,8 @@ impl<S: Stream> Session<S> {
             auth_user: ctx.auth_user.clone(),
             auth_failures: self.auth_failures,
             rules: ctx.hits.iter().map(HitRecord::from).collect(),
+            facts: facts_record(&ctx.facts),
+            checks: ctx.checks.clone(),
             end: end.to_string(),
             reply: self.refusal.as_ref().map(|(r, _)| r.to_string()),
             decided_by: self.refusal.as_ref().map(|(_, by)| by.clone()),

@@ -123,7 +123,7 @@ impl<S: Stream> Session<S> {
         }
         self.greeting.auth = Some(user.clone());
         self.ctx.auth_user = Some(user.name.clone());
-        match self.session_stage(Stage::Auth) {
+        match self.session_stage(Stage::Auth).await {
             SessionVerdict::Refuse(r) => {
                 self.greeting.auth = None;
                 self.ctx.auth_user = None;

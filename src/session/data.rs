@@ -79,8 +79,12 @@ impl<S: Stream> Session<S> {
                 replies::local_error()
             }
             None => {
+                let checked = self.run_checks(Stage::Data).await;
                 let mut message = Message::new(&mut body);
-                let verdict = self.run_filters(Stage::Data, None, Some(&mut message));
+                let verdict = match checked {
+                    Some(refused) => refused,
+                    None => self.run_filters(Stage::Data, None, Some(&mut message)),
+                };
                 if self.shared.audit().is_some() {
                     if let Ok(headers) = message.headers() {
                         tx.message_id = headers.first("Message-ID").map(|f| truncate(&f.raw));

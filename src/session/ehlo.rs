@@ -46,7 +46,7 @@ impl<S: Stream> Session<S> {
         let verdict = if authenticated {
             SessionVerdict::Go
         } else {
-            self.session_stage(Stage::Helo)
+            self.session_stage(Stage::Helo).await
         };
         match verdict {
             SessionVerdict::Refuse(r) => {

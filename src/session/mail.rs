@@ -84,7 +84,7 @@ impl<S: Stream> Session<S> {
         if let Some(flow) = self.mail_limits(&tx).await {
             return flow;
         }
-        match self.run_filters(Stage::Mail, None, None).outcome() {
+        match self.stage_verdict(Stage::Mail, None).await.outcome() {
             Outcome::Refuse(r) => {
                 let by = self.ctx.decided_by.clone();
                 self.audit_transaction(&tx, TxEnd::refused(Stage::Mail, &r, by));

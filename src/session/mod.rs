@@ -24,8 +24,8 @@ mod transaction;
 
 use crate::auth::{Exchange, User};
 use crate::config::ListenerPolicy;
-use crate::filter::{AfterConnect, Context, FilterChain, Outcome, Stage};
-use crate::gateway::Gateway;
+use crate::filter::{AfterConnect, Context, Outcome, Stage};
+use crate::gateway::{Gateway, Pipeline};
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::stream::Stream;
 use crate::upstream::Upstream;
@@ -88,8 +88,8 @@ pub struct Session<S> {
     upstream_dirty: bool,
     /// Answers owed to the client, in order.
     pending: VecDeque<Pending>,
-    /// The filter chain this session started with.
-    filters: Arc<FilterChain>,
+    /// The checks and filters this session started with.
+    pipeline: Arc<Pipeline>,
     /// What filters see and accumulate.
     ctx: Context,
     /// What the session learned from the greeting on; STARTTLS forgets
@@ -120,12 +120,12 @@ impl<S: Stream> Session<S> {
     /// A session over `stream` with the client at `peer`.
     pub fn new(stream: S, peer: SocketAddr, shared: Arc<Gateway>) -> Self {
         let lines = LineReader::new(shared.config.limits.max_command_line);
-        let filters = shared.filters();
+        let pipeline = shared.pipeline();
         Session {
             listener: ListenerPolicy::plain(),
             trusted: shared.relay().is_trusted(peer.ip()),
             auth_failures: 0,
-            filters,
+            pipeline,
             after_connect: Context::new(peer).after_connect(),
             ctx: Context::new(peer),
             greeting: Greeting::default(),
@@ -192,7 +192,7 @@ impl<S: Stream> Session<S> {
             "shutting down"
         } else if let Some(end) = self.pregreet().await {
             end
-        } else if let Some(refusal) = self.connect_stage() {
+        } else if let Some(refusal) = self.connect_stage().await {
             self.conn.push(&refusal);
             "refused at connect"
         } else {
@@ -229,8 +229,8 @@ impl<S: Stream> Session<S> {
 
     /// Asks the filters about the new connection; a refusal is the reply to
     /// give instead of the greeting.
-    fn connect_stage(&mut self) -> Option<Reply> {
-        let verdict = self.session_stage(Stage::Connect);
+    async fn connect_stage(&mut self) -> Option<Reply> {
+        let verdict = self.session_stage(Stage::Connect).await;
         self.after_connect = self.ctx.after_connect();
         self.connect_disposition = self.greeting.disposition;
         match verdict {
@@ -254,8 +254,8 @@ impl<S: Stream> Session<S> {
     /// Runs a session-level stage (connect, helo, auth): a refusal is noted
     /// for the session's audit record, and a `discard` or `quarantine`
     /// applies to every transaction of the session.
-    fn session_stage(&mut self, stage: Stage) -> SessionVerdict {
-        match self.run_filters(stage, None, None).outcome() {
+    async fn session_stage(&mut self, stage: Stage) -> SessionVerdict {
+        match self.stage_verdict(stage, None).await.outcome() {
             Outcome::Refuse(r) => {
                 self.note_refusal(&r);
                 SessionVerdict::Refuse(r)

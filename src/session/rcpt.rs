@@ -51,7 +51,7 @@ impl<S: Stream> Session<S> {
         if let Some(flow) = self.rcpt_limits(&to).await {
             return flow;
         }
-        match self.run_filters(Stage::Rcpt, Some(&to), None).outcome() {
+        match self.stage_verdict(Stage::Rcpt, Some(&to)).await.outcome() {
             Outcome::Refuse(r) => {
                 let by = self.ctx.decided_by.clone().unwrap_or_default();
                 self.record_rcpt(to, &r, &by);
