@@ -8,7 +8,8 @@
 //! at 0 before anything happened, and the handles used on every reply are
 //! resolved once, not looked up per reply.
 //!
-//! Every metric is named `smtpgate_*`; the README lists them all.
+//! Every metric is named `smtpgate_*`; `docs/metrics.md` lists them all
+//! (and `tests/docs.rs` checks that it does).
 
 pub mod http;
 
@@ -35,7 +36,7 @@ pub const VERDICTS: [&str; 7] = [
 ];
 
 /// Kinds of upstream failure (see [`error_kind`]).
-const ERROR_KINDS: [&str; 11] = [
+const ERROR_KINDS: [&str; 12] = [
     "connect",
     "timeout",
     "closed",
@@ -46,6 +47,7 @@ const ERROR_KINDS: [&str; 11] = [
     "tls_required",
     "auth",
     "auth_unavailable",
+    "client_refused",
     "closing_421",
 ];
 
@@ -408,12 +410,32 @@ mod tests {
 
     #[test]
     fn error_kinds_are_all_listed() {
-        for e in [
-            UpstreamError::Closed,
+        let io = || std::io::Error::other("x");
+        let reply = || crate::proto::Reply::plain(554, "no");
+        let every = [
+            UpstreamError::Connect(io()),
             UpstreamError::Timeout("x"),
-            UpstreamError::Io(std::io::Error::other("x")),
-        ] {
-            assert!(ERROR_KINDS.contains(&error_kind(&e)));
+            UpstreamError::Closed,
+            UpstreamError::Io(io()),
+            UpstreamError::Protocol(crate::proto::ReplyError::TooLong),
+            UpstreamError::Refused(reply()),
+            UpstreamError::Tls(io()),
+            UpstreamError::TlsRequired("x".into()),
+            UpstreamError::Auth(reply()),
+            UpstreamError::AuthUnavailable("x"),
+            UpstreamError::ClientRefused(reply()),
+        ];
+        // Every kind is present at 0 before the first failure.
+        let text = Metrics::new().render();
+        for e in &every {
+            let kind = error_kind(e);
+            assert!(ERROR_KINDS.contains(&kind), "{kind} missing in ERROR_KINDS");
+            assert!(
+                text.contains(&format!(
+                    "smtpgate_upstream_errors_total{{kind=\"{kind}\"}} 0\n"
+                )),
+                "{kind} missing from a fresh /metrics"
+            );
         }
     }
 }
