@@ -157,6 +157,7 @@ pub fn default_hostname() -> String {
 pub struct Listener {
     /// IP address and port to bind, e.g. `0.0.0.0:25` or `[::]:587`.
     /// Required; port 0 picks a free port (useful in tests).
+    #[serde(deserialize_with = "socket_addr")]
     pub addr: SocketAddr,
     /// STARTTLS: `none`, `optional` or `required`. Default: `optional`
     /// when top-level `tls` is configured, else `none`.
@@ -193,6 +194,26 @@ impl Default for Listener {
             proxy_protocol: false,
         }
     }
+}
+
+/// Serde helper: an `IP:port` socket address; the error quotes the value.
+/// (A visitor, so the error is raised where the value is and names its key.)
+pub(crate) fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    struct Addr;
+    impl serde::de::Visitor<'_> for Addr {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an IP address and port")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SocketAddr, E> {
+            s.parse().map_err(|_| {
+                E::custom(format!(
+                    "invalid socket address syntax: {s:?} (want IP:port, e.g. \"0.0.0.0:25\" or \"[::]:25\")"
+                ))
+            })
+        }
+    }
+    d.deserialize_str(Addr)
 }
 
 /// Serde helper: leaves default values out of serialized output.
@@ -535,10 +556,18 @@ impl Config {
         edge::check(self)
     }
 
-    /// Opens the files the configuration names (TLS certificate and key,
-    /// users file, upstream CA and password files) and checks they can be
-    /// used. Relative paths are relative to the working directory.
+    /// Opens the files the configuration names (the rules directory, TLS
+    /// certificate and key, users file, upstream CA and password files) and
+    /// checks they can be used. Relative paths are relative to the working directory.
     pub fn check_files(&self) -> Result<(), ValidationError> {
+        if let Some(dir) = &self.rules_dir {
+            if let Err(e) = std::fs::read_dir(dir) {
+                return Err(ValidationError::new(
+                    "rules_dir",
+                    format!("cannot read the rules directory {}: {e}", dir.display()),
+                ));
+            }
+        }
         security::check_files(self)
     }
 
