@@ -66,7 +66,8 @@
 //! cargo run --release --example loadgen -- --idle-rss 5000 --source-ips 250
 //! ```
 //!
-//! `scripts/bench.sh` runs the README's whole benchmark table this way.
+//! `scripts/bench.sh` runs the whole benchmark table of `docs/benchmarks.md`
+//! this way.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's benchmark table in one run, printed as markdown:
+# The benchmark table of docs/benchmarks.md in one run, printed as markdown:
 #   - direct to a sink vs through smtpgate (no rules, the example rules in
 #     rules/, clients on STARTTLS), at 10 and 100 sessions, 2 KB and 1 MB
 #     messages, one message per connection: msgs/s, ratios, p99 latency,

@@ -2,7 +2,8 @@
 //!
 //! It terminates inbound SMTP, checks every envelope and message, and relays
 //! what passes to an upstream mail server in lockstep (or, with no upstream,
-//! stores it in a local spool). See `DESIGN.md` for the flow and invariants.
+//! stores it in a local spool). `docs/architecture.md` describes the layers,
+//! the flow of a connection and the invariants, and where each is tested.
 //!
 //! Layers, from the wire up:
 //! - [`proto`]: the sans-I/O codec (commands, replies, DATA).

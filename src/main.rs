@@ -183,7 +183,7 @@ fn run(config: Config) -> ExitCode {
     let chain = match rules::chain_for(&config) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("{e}");
+            // Once, on stderr, as `check` says it (not also as a log line).
             eprintln!("smtpgate: {e}");
             return ExitCode::from(2);
         }

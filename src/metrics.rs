@@ -8,7 +8,8 @@
 //! at 0 before anything happened, and the handles used on every reply are
 //! resolved once, not looked up per reply.
 //!
-//! Every metric is named `smtpgate_*`; the README lists them all.
+//! Every metric is named `smtpgate_*`; `docs/metrics.md` lists them all
+//! (and `tests/docs.rs` checks that it does).
 
 pub mod http;
 

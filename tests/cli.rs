@@ -18,7 +18,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Runs the real binary in `dir` with `args`; killed on drop.
+/// Runs the real binary in `dir` with `args`; killed on drop. Its log
+/// (stderr) goes to `smtpgate.log` in `dir`.
 struct Running(Child);
 
 impl Drop for Running {
@@ -34,7 +35,7 @@ fn start(dir: &Path, args: &[&str], port: u16) -> Running {
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("smtpgate.log")).expect("log file"))
         .spawn()
         .expect("start smtpgate");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -117,6 +118,66 @@ fn running_with_a_bad_config_stops_at_startup() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gateway.yaml:1:"));
+}
+
+#[test]
+fn a_broken_rule_stops_startup_with_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/bad.yaml"),
+        "rules:\n  - name: broken\n    stage: mail\n    when:\n      sender: { regex: '(' }\n    action: reject\n",
+    )
+    .unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "listen: [{ addr: \"127.0.0.1:0\" }]\nrules_dir: rules\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("bad regex").count(), 1, "{err}");
+    assert!(
+        err.contains("smtpgate: rules/bad.yaml:5: rule \"broken\": when.sender.regex: bad regex"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_rules_dir_names_the_config_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "hostname: mx.example.com\nrules_dir: no-such-rules\n",
+    )
+    .unwrap();
+    for args in [
+        &["--config", "gateway.yaml"][..],
+        &["--config", "gateway.yaml", "check"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(
+                "smtpgate: gateway.yaml:2: rules_dir: cannot read the rules directory no-such-rules: "
+            ),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -213,4 +274,11 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The transaction's log line says where the message went: the spool.
+    let log = std::fs::read_to_string(dir.path().join("smtpgate.log")).unwrap();
+    let tx = log
+        .lines()
+        .find(|l| l.contains(" tx ") && l.contains("from=<alice@example.com>"))
+        .unwrap_or_else(|| panic!("no transaction line in\n{log}"));
+    assert!(tx.contains(" disposition=spool "), "{tx}");
 }

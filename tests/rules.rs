@@ -313,7 +313,23 @@ fn rules_work_in_spool_mode_too() {
 
 #[test]
 fn a_bad_rules_dir_stops_start_up() {
-    let config = Config::from_yaml("rules_dir: /nonexistent/rules\n", "t.yaml").unwrap();
+    // The configuration names the file and line that set it.
+    let e = Config::from_yaml(
+        "hostname: mx.test\nrules_dir: /nonexistent/rules\n",
+        "t.yaml",
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string().starts_with(
+            "t.yaml:2: rules_dir: cannot read the rules directory /nonexistent/rules: "
+        ),
+        "{e}"
+    );
+    // A directory removed after start-up fails the rule load (a reload).
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml(&rules_line(dir.path()), "t.yaml").unwrap();
+    drop(dir);
     let e = smtpgate::rules::chain_for(&config).err().unwrap();
     assert!(
         e.to_string().contains("cannot read the rules directory"),

@@ -195,6 +195,7 @@ pub fn default_hostname() -> String {
 pub struct Listener {
     /// IP address and port to bind, e.g. `0.0.0.0:25` or `[::]:587`.
     /// Required; port 0 picks a free port (useful in tests).
+    #[serde(deserialize_with = "socket_addr")]
     pub addr: SocketAddr,
     /// STARTTLS: `none`, `optional` or `required`. Default: `optional`
     /// when top-level `tls` is configured, else `none`.
@@ -231,6 +232,26 @@ impl Default for Listener {
             proxy_protocol: false,
         }
     }
+}
+
+/// Serde helper: an `IP:port` socket address; the error quotes the value.
+/// (A visitor, so the error is raised where the value is and names its key.)
+pub(crate) fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    struct Addr;
+    impl serde::de::Visitor<'_> for Addr {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an IP address and port")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SocketAddr, E> {
+            s.parse().map_err(|_| {
+                E::custom(format!(
+                    "invalid socket address syntax: {s:?} (want IP:port, e.g. \"0.0.0.0:25\" or \"[::]:25\")"
+                ))
+            })
+        }
+    }
+    d.deserialize_str(Addr)
 }
 
 /// Serde helper: leaves default values out of serialized output.
@@ -551,6 +572,7 @@ impl Config {
             text: text.into(),
         };
         config.validate().map_err(|e| config.locate(e))?;
+        config.check_rules_dir().map_err(|e| config.locate(e))?;
         Ok(config)
     }
 
@@ -587,6 +609,20 @@ impl Config {
         protection::check(&self.protection)?;
         edge::check(self)?;
         dns::check(&self.dns)
+    }
+
+    /// The rules directory can be read. The gateway reads the rule files
+    /// themselves; this names the config line when the directory is gone.
+    pub fn check_rules_dir(&self) -> Result<(), ValidationError> {
+        if let Some(dir) = &self.rules_dir {
+            if let Err(e) = std::fs::read_dir(dir) {
+                return Err(ValidationError::new(
+                    "rules_dir",
+                    format!("cannot read the rules directory {}: {e}", dir.display()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Human summary printed by `smtpgate check`: hostname, listeners,

@@ -62,6 +62,7 @@ impl PoolOptions {
 pub struct MetricsOptions {
     /// Address and port to serve `GET /metrics` and `GET /healthz` on.
     /// Required. A loopback address unless `allow_remote` is set.
+    #[serde(deserialize_with = "super::socket_addr")]
     pub addr: SocketAddr,
     /// Allow a non-loopback `addr` (e.g. for a load balancer's health check
     /// from another host). The endpoint has no authentication: firewall it.

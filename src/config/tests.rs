@@ -58,7 +58,7 @@ message:
 shutdown_grace_s: 5
 log:
   level: "info,smtpgate=debug"
-rules_dir: /etc/smtpgate/rules
+rules_dir: rules
 audit: { path: /var/log/smtpgate/audit.jsonl }
 "#;
 
@@ -387,9 +387,10 @@ fn parse_errors_name_key_and_line() {
         ("upstream:\n  helo: gw.example\n", 2, "upstream: missing field `addr`"),
         ("listen:\n  - {}\n", 2, "listen[0]: missing field `addr`"),
         // Bad values.
-        ("listen:\n  - addr: \"localhost:25\"\n", 2, "listen[0].addr: invalid socket address syntax"),
-        ("listen:\n  - addr: \"127.0.0.1\"\n", 2, "listen[0].addr: invalid socket address syntax"),
-        ("listen:\n  - addr: \"127.0.0.1:70000\"\n", 2, "listen[0].addr: invalid socket address syntax"),
+        ("listen:\n  - addr: \"localhost:25\"\n", 2, "listen[0].addr: invalid socket address syntax: \"localhost:25\" (want IP:port"),
+        ("listen:\n  - addr: \"127.0.0.1\"\n", 2, "listen[0].addr: invalid socket address syntax: \"127.0.0.1\""),
+        ("listen:\n  - addr: \"127.0.0.1:70000\"\n", 2, "listen[0].addr: invalid socket address syntax: \"127.0.0.1:70000\""),
+        ("metrics:\n  addr: \"9025\"\n", 2, "metrics.addr: invalid socket address syntax: \"9025\""),
         // Duplicate keys and YAML syntax.
         ("hostname: a\nlimits: {}\nhostname: b\n", 3, "duplicate field `hostname`"),
         ("limits:\n  max_errors: 3\n  max_recipients: 4\n  max_errors: 5\n", 4, "limits: duplicate field `max_errors`"),
@@ -470,6 +471,30 @@ fn missing_file_has_no_line_and_the_os_reason() {
 }
 
 #[test]
+fn missing_rules_dir_names_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    let rules = dir.path().join("no-such-rules");
+    std::fs::write(
+        &path,
+        format!("hostname: mx.example.com\nrules_dir: {}\n", rules.display()),
+    )
+    .unwrap();
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(e.file, path.display().to_string());
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(
+        e.reason.starts_with(&format!(
+            "rules_dir: cannot read the rules directory {}: ",
+            rules.display()
+        )),
+        "{e}"
+    );
+    std::fs::create_dir(&rules).unwrap();
+    assert!(Config::load(&path).is_ok());
+}
+
+#[test]
 fn summary_mentions_everything() {
     let c = parse(FULL).unwrap();
     let s = c.summary();
@@ -484,7 +509,7 @@ fn summary_mentions_everything() {
         "bare CR/LF normalize, Received header off",
         "shutdown:  5s grace",
         "log:       info,smtpgate=debug",
-        "rules:     from /etc/smtpgate/rules; MIME scanned up to 2097152 B (2 MiB)",
+        "rules:     from rules; MIME scanned up to 2097152 B (2 MiB)",
         "audit:     /var/log/smtpgate/audit.jsonl",
     ] {
         assert!(s.contains(want), "missing {want:?} in\n{s}");

@@ -134,13 +134,13 @@ impl<S: Stream> Session<S> {
             .map(|h| format!("{}:{}", h.rule, h.action))
             .collect();
         info!(
-            "tx {} peer={} from=<{}> rcpts=[{}] size={} disposition={:?} score={} hits=[{}] reply=\"{}\" duration={:.3}s",
+            "tx {} peer={} from=<{}> rcpts=[{}] size={} disposition={} score={} hits=[{}] reply=\"{}\" duration={:.3}s",
             tx.id,
             self.peer,
             tx.sender(),
             tx.rcpt_summary(),
             body.len(),
-            disposition,
+            disposition.log_name(self.shared.config.upstream.is_none()),
             self.ctx.score,
             hits.join(","),
             reply,

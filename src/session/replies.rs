@@ -1,7 +1,8 @@
 //! Every reply the gateway itself sends, in one place.
 //!
 //! Replies that come from the upstream are passed through untouched; these
-//! are the ones smtpgate speaks on its own (DESIGN.md, "Reply codes used").
+//! are the ones smtpgate speaks on its own (`docs/architecture.md`, invariants
+//! 2 and 6; the list is in `docs/operating.md`, "Reply codes it sends").
 
 use crate::proto::{CommandError, DataError, EnhancedCode, Reply};
 

@@ -15,6 +15,20 @@ pub(crate) enum Disposition {
     Quarantine,
 }
 
+impl Disposition {
+    /// The word in the transaction's log line: where the message went
+    /// (`relay` to the upstream, `spool` without one, `discard`,
+    /// `quarantine`).
+    pub(crate) fn log_name(self, spool_mode: bool) -> &'static str {
+        match self {
+            Disposition::Relay if spool_mode => "spool",
+            Disposition::Relay => "relay",
+            Disposition::Discard => "discard",
+            Disposition::Quarantine => "quarantine",
+        }
+    }
+}
+
 /// One mail transaction in progress.
 pub(crate) struct Transaction {
     /// Transaction id: the session id and a sequence number; names the spool file.
