@@ -2,7 +2,9 @@
 //! rules, or simulate a transaction through the rules.
 
 use clap::{Args, Parser, Subcommand};
+use smtpgate::checks::Fixtures;
 use smtpgate::config::Config;
+use smtpgate::facts::Value;
 use smtpgate::filter::FilterChain;
 use smtpgate::gateway::Gateway;
 use smtpgate::rules;
@@ -62,6 +64,12 @@ struct TestRules {
     /// Simulate a session under TLS.
     #[arg(long)]
     tls: bool,
+    /// A fact a check would look up, given instead (NAME=VALUE, e.g.
+    /// iprev=fail; a comma makes a list); repeat for several. A check
+    /// whose facts are given is not run, so rules that read facts can be
+    /// tried offline.
+    #[arg(long = "fact", value_name = "NAME=VALUE")]
+    facts: Vec<String>,
     /// The message (an .eml file; "-" reads standard input).
     message: PathBuf,
 }
@@ -161,7 +169,29 @@ fn test_rules(config: &Config, args: TestRules) -> ExitCode {
         Some(dir) => println!("rules from {}", dir.display()),
         None => println!("no rules (no rules_dir)"),
     }
-    match simulate(config, &chain, &sim) {
+    let mut fixtures = Vec::new();
+    for f in &args.facts {
+        let Some((name, value)) = f.split_once('=').filter(|(n, _)| !n.trim().is_empty()) else {
+            eprintln!("smtpgate: --fact {f:?}: give NAME=VALUE, e.g. iprev=fail");
+            return ExitCode::from(2);
+        };
+        let value = if value.contains(',') {
+            Value::List(value.split(',').map(|v| v.trim().to_string()).collect())
+        } else {
+            Value::text(value.trim())
+        };
+        fixtures.push((name.trim().to_string(), value));
+    }
+    let (_trigger, signal) = shutdown::channel();
+    let gateway = match Gateway::build(config.clone(), chain, signal, None) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    gateway.set_fixtures(Fixtures(fixtures));
+    match simulate(&gateway, &sim) {
         Ok(report) => {
             print!("{}", report.render());
             ExitCode::from(report.exit_code())

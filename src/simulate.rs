@@ -3,15 +3,20 @@
 //! stage, reporting which rules matched, the score, and the reply a client
 //! would get.
 //!
-//! It runs the same chain the gateway builds ([`crate::rules::chain_for`]),
-//! with the same [`FilterChain::run`], the same verdict mapping
-//! ([`Verdict::outcome`]) and the same replies as a live session; the
-//! session's own checks that come before the rules (size and recipient
-//! limits) are applied in the same order.
+//! It runs on the gateway a live server builds ([`Gateway::build`]): the
+//! same chain and check plan, the same [`FilterChain::run`] and check
+//! runner, the same verdict mapping ([`Verdict::outcome`]) and the same
+//! replies as a live session; the session's own decisions that come before
+//! the rules (relay control, size and recipient limits) are made by the
+//! same components in the same order. Facts that would need the network can
+//! be given as fixtures ([`Gateway::set_fixtures`]), so a rule that reads a
+//! fact can be tried offline.
 
 use crate::body::Body;
-use crate::config::Config;
+use crate::checks::{run_stage, Fixtures, Plan};
 use crate::filter::{Context, FilterChain, Hit, Message, Outcome, Stage, TlsInfo, Verdict};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
 use crate::proto::{parse_command, Command, EnhancedCode, Recipient, Reply};
 use crate::rules::fmt_score;
 use crate::session::replies;
@@ -116,6 +121,8 @@ pub struct Report {
     pub accepted: usize,
     /// Headers the rules would add.
     pub headers: Vec<(String, String)>,
+    /// What the checks found (or the fixtures gave), by name.
+    pub facts: Vec<(String, String)>,
     /// The final score.
     pub score: f64,
     /// What becomes of the message: relayed, stored in the spool or the
@@ -168,6 +175,12 @@ impl Report {
                 let _ = writeln!(s, "         ({n})");
             }
         }
+        if !self.facts.is_empty() {
+            let _ = writeln!(s, "facts:");
+            for (n, v) in &self.facts {
+                let _ = writeln!(s, "         {n} = {v}");
+            }
+        }
         if !self.headers.is_empty() {
             let _ = writeln!(s, "headers added:");
             for (n, v) in &self.headers {
@@ -192,9 +205,12 @@ impl Report {
     }
 }
 
-/// Runs `sim` through `chain` under `config`. `Err` for input that is not
-/// valid (addresses that do not parse).
-pub fn simulate(config: &Config, chain: &FilterChain, sim: &Simulation) -> Result<Report, String> {
+/// Runs `sim` through what `gateway` runs: its checks, its filters, its
+/// relay control and limits. `Err` for input that is not valid (addresses
+/// that do not parse).
+pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
+    let config = &gateway.config;
+    let pipeline = gateway.pipeline();
     let host = config.hostname.clone();
     let relay = config.upstream.is_some();
     let destination = |verdict: Final| match verdict {
@@ -208,7 +224,10 @@ pub fn simulate(config: &Config, chain: &FilterChain, sim: &Simulation) -> Resul
         _ => "nothing forwarded".to_string(),
     };
     let mut run = Run {
-        chain,
+        chain: &pipeline.chain,
+        plan: &pipeline.plan,
+        fixtures: gateway.fixtures(),
+        metrics: gateway.metrics(),
         ctx: Context::new(SocketAddr::new(sim.client_ip, 0)),
         stages: Vec::new(),
     };
@@ -221,6 +240,12 @@ pub fn simulate(config: &Config, chain: &FilterChain, sim: &Simulation) -> Resul
                 reply,
                 accepted,
                 headers: run.ctx.add_headers.clone(),
+                facts: run
+                    .ctx
+                    .facts
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
                 score: run.ctx.score,
                 stages: run.stages,
                 destination: destination(verdict),
@@ -305,6 +330,23 @@ pub fn simulate(config: &Config, chain: &FilterChain, sim: &Simulation) -> Resul
         let Ok(Command::Rcpt { to: rcpt, .. }) = parse_command(line.as_bytes(), true) else {
             return Err(format!("--to {to:?} is not a valid address"));
         };
+        let trusted = gateway.relay().is_trusted(sim.client_ip);
+        if !gateway
+            .relay()
+            .may_relay(&rcpt, trusted, sim.auth_user.is_some())
+        {
+            run.stages.push(StageReport {
+                stage: Stage::Rcpt,
+                subject: format!("<{to}>"),
+                hits: Vec::new(),
+                score: run.ctx.score,
+                verdict: Verdict::Continue,
+                decided_by: Some("gateway".into()),
+                reply: Some(replies::relay_denied(&rcpt.to_string())),
+                note: Some("relay control: not a local domain, and the client is neither trusted nor authenticated".into()),
+            });
+            continue;
+        }
         if accepted >= config.limits.max_recipients {
             let r = replies::too_many_recipients();
             run.stages.push(StageReport {
@@ -396,6 +438,12 @@ fn refused(r: &Reply) -> Final {
 struct Run<'c> {
     /// The chain under test.
     chain: &'c FilterChain,
+    /// The checks that run before it.
+    plan: &'c Plan,
+    /// Facts given instead of looked up.
+    fixtures: &'c Fixtures,
+    /// Where check runs are counted.
+    metrics: &'c Metrics,
     /// What the rules see.
     ctx: Context,
     /// What happened so far.
@@ -414,7 +462,17 @@ impl Run<'_> {
         ok: Option<Reply>,
     ) -> Outcome {
         let before = self.ctx.hits.len();
-        let verdict = self.chain.run(stage, &mut self.ctx, rcpt, message);
+        let checked = async_std::task::block_on(run_stage(
+            self.plan,
+            stage,
+            &mut self.ctx,
+            self.fixtures,
+            self.metrics,
+        ));
+        let verdict = match checked {
+            Some(refused) => Verdict::Tempfail(refused),
+            None => self.chain.run(stage, &mut self.ctx, rcpt, message),
+        };
         let outcome = verdict.clone().outcome();
         let (reply, note) = match &outcome {
             Outcome::Refuse(r) => (Some(r.clone()), None),
@@ -466,6 +524,7 @@ pub fn crlf(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::rules::{RuleOptions, RuleSet};
     use std::path::Path;
     use std::sync::Arc;
@@ -475,6 +534,13 @@ mod tests {
         let mut c = FilterChain::new();
         c.push(Arc::new(set));
         c
+    }
+
+    /// The gateway `config` builds, running `chain`; x.test is local.
+    fn gateway(mut config: Config, chain: &FilterChain) -> Arc<Gateway> {
+        config.relay.local_domains = vec!["x.test".into()];
+        let (_trigger, signal) = crate::shutdown::channel();
+        Gateway::build(config, chain.clone(), signal, None).unwrap()
     }
 
     fn sim(to: &[&str]) -> Simulation {
@@ -493,7 +559,11 @@ mod tests {
     fn per_recipient_refusal_and_spool_delivery() {
         let c = chain("rules:\n  - { name: no-bob, stage: rcpt, when: { recipient: { regex: '^bob@' } }, action: reject }\n");
         let config = Config::default();
-        let r = simulate(&config, &c, &sim(&["bob@x.test", "carol@x.test"])).unwrap();
+        let r = simulate(
+            &gateway(config.clone(), &c),
+            &sim(&["bob@x.test", "carol@x.test"]),
+        )
+        .unwrap();
         assert_eq!(r.verdict, Final::Delivered);
         assert_eq!(r.accepted, 1);
         assert_eq!(r.exit_code(), 0);
@@ -501,7 +571,7 @@ mod tests {
         assert!(text.contains("matched no-bob (reject)"), "{text}");
         assert!(text.contains("-> 550 5.7.1 Rejected by policy"), "{text}");
         assert!(text.contains("verdict: delivered at data"), "{text}");
-        let r = simulate(&config, &c, &sim(&["bob@x.test"])).unwrap();
+        let r = simulate(&gateway(config.clone(), &c), &sim(&["bob@x.test"])).unwrap();
         assert_eq!(r.verdict, Final::Rejected);
         assert_eq!(r.reply.as_ref().unwrap().code, 554);
         assert_eq!(r.exit_code(), 1);
@@ -514,7 +584,7 @@ mod tests {
             upstream: Some(crate::config::Upstream::new("10.0.0.5:25")),
             ..Config::default()
         };
-        let r = simulate(&config, &c, &sim(&["b@x.test"])).unwrap();
+        let r = simulate(&gateway(config.clone(), &c), &sim(&["b@x.test"])).unwrap();
         assert_eq!(r.verdict, Final::Relayed);
         assert!(r.reply.is_none());
         assert!(r.render().contains("relayed to the upstream 10.0.0.5:25"));
@@ -524,12 +594,15 @@ mod tests {
     fn bad_addresses_are_errors() {
         let c = chain("rules: []\n");
         let mut s = sim(&["not an address"]);
-        assert!(simulate(&Config::default(), &c, &s).is_err());
+        assert!(simulate(&gateway(Config::default(), &c), &s).is_err());
         s.to = vec!["b@x.test".into()];
         s.from = "nope".into();
-        assert!(simulate(&Config::default(), &c, &s).is_err());
+        assert!(simulate(&gateway(Config::default(), &c), &s).is_err());
         s.from = String::new();
-        assert!(simulate(&Config::default(), &c, &s).is_ok(), "<> is fine");
+        assert!(
+            simulate(&gateway(Config::default(), &c), &s).is_ok(),
+            "<> is fine"
+        );
     }
 
     #[test]

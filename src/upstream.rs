@@ -623,7 +623,10 @@ mod tests {
             assert!(UPSTREAM_ERROR_KINDS.contains(&e.kind()), "{}", e.kind());
             // Present at 0 on a fresh /metrics, before the first failure.
             let text = crate::metrics::Metrics::new().render();
-            let series = format!("smtpgate_upstream_errors_total{{kind=\"{}\"}} 0\n", e.kind());
+            let series = format!(
+                "smtpgate_upstream_errors_total{{kind=\"{}\"}} 0\n",
+                e.kind()
+            );
             assert!(text.contains(&series), "{series}");
         }
     }

@@ -13,15 +13,26 @@ fn data(name: &str) -> PathBuf {
     root().join("tests/data").join(name)
 }
 
-/// Runs `smtpgate test-rules ARGS` from the top of the repository (so the
-/// embedded default picks up `rules/`); returns (exit code, stdout, stderr).
+/// Runs `smtpgate test-rules ARGS` from the top of the repository, with
+/// the example rules and example.com as a local domain unless ARGS name a
+/// configuration; returns (exit code, stdout, stderr).
 fn sim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_smtpgate"))
-        .arg("test-rules")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rules_dir: \"{}\"\nrelay: {{ local_domains: [example.com] }}\n",
+            root().join("rules").display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smtpgate"));
+    command.arg("test-rules");
+    if !args.contains(&"--config") {
+        command.arg("--config").arg(&cfg);
+    }
+    let out = command.args(args).current_dir(root()).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -48,7 +59,10 @@ fn a_clean_message_is_accepted() {
         msg.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    has(&out, "rules from rules\n");
+    has(
+        &out,
+        &format!("rules from {}\n", root().join("rules").display()),
+    );
     has(&out, "connect  203.0.113.9\n         no rule matched");
     has(&out, "helo     mail.example.net");
     has(&out, "mail     <alice@example.net> SIZE=");
@@ -230,7 +244,7 @@ fn with_an_upstream_the_reply_is_the_upstreams() {
     std::fs::write(
         &cfg,
         format!(
-            "upstream: {{ addr: \"10.0.0.5:25\" }}\nrules_dir: \"{}\"\n",
+            "upstream: {{ addr: \"10.0.0.5:25\" }}\nrelay: {{ local_domains: [example.com] }}\nrules_dir: \"{}\"\n",
             root().join("rules").display()
         ),
     )
@@ -312,4 +326,51 @@ fn errors_exit_2() {
         &err,
         "bad.yaml:2: rule \"x\": reply.code: 451 does not fit this action",
     );
+}
+
+#[test]
+fn a_rule_that_reads_a_fact_is_tried_offline_with_a_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - { name: no-iprev, stage: mail, when: { fact: { name: iprev, is: fail } }, action: reject,\n      reply: { code: 550, enhanced: 5.7.25, text: Reverse DNS required } }\n",
+    )
+    .unwrap();
+    let cdir = tempfile::tempdir().unwrap();
+    let cfg = cdir.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rules_dir: \"{}\"\nrelay: {{ local_domains: [example.com] }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let msg = data("clean.eml");
+    let run = |fact: &str| {
+        sim(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--from",
+            "a@example.net",
+            "--to",
+            "bob@example.com",
+            "--client-ip",
+            "192.0.2.1",
+            "--fact",
+            fact,
+            msg.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = run("iprev=fail");
+    assert_eq!(code, 1, "{out}{err}");
+    has(&out, "matched no-iprev (reject)");
+    has(&out, "-> 550 5.7.25 Reverse DNS required");
+    has(&out, "iprev = fail");
+    let (code, out, err) = run("iprev=pass");
+    assert_eq!(code, 0, "{out}{err}");
+    has(&out, "iprev = pass");
+    let (code, _, err) = run("no-equals-sign");
+    assert_eq!(code, 2);
+    assert!(err.contains("give NAME=VALUE"), "{err}");
 }
