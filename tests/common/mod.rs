@@ -6,6 +6,7 @@ pub mod certs;
 pub mod mock_upstream;
 pub mod tls_client;
 pub mod tls_upstream;
+pub mod unbound;
 
 use smtpgate::config::Config;
 use smtpgate::filter::FilterChain;
