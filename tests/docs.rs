@@ -139,12 +139,16 @@ fn every_relative_link_resolves() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
+/// The design file the project once cited, which is not in the
+/// repository; spelt in two parts so this file does not cite it either.
+const OUTSIDE: &str = concat!("DES", "IGN.md");
+
 #[test]
 fn no_document_points_at_what_the_repository_does_not_have() {
     // Everything a reader is sent to is in the repository.
     for file in markdown_files() {
         let text = read(&file);
-        for gone in ["DESIGN.md", "closing notes of"] {
+        for gone in [OUTSIDE, "closing notes of"] {
             assert!(!text.contains(gone), "{file} mentions {gone:?}");
         }
     }
@@ -154,7 +158,7 @@ fn no_document_points_at_what_the_repository_does_not_have() {
         "rules/10-senders.yaml",
         "rules/30-content.yaml",
     ] {
-        assert!(!read(file).contains("DESIGN.md"), "{file} cites DESIGN.md");
+        assert!(!read(file).contains(OUTSIDE), "{file} cites {OUTSIDE}");
     }
 }
 
