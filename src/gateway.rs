@@ -10,7 +10,7 @@
 
 use crate::audit::AuditLog;
 use crate::auth::UserStore;
-use crate::checks::{Fixtures, Plan, PlanError, Registry};
+use crate::checks::{Fixtures, Plan, Registry};
 use crate::config::{Config, ConfigError, ValidationError};
 use crate::filter::FilterChain;
 use crate::metrics::Metrics;
@@ -105,7 +105,7 @@ impl Gateway {
         for name in registry.names() {
             metrics.check_known(name);
         }
-        let pipeline = Pipeline::new(filters, &registry).map_err(plan_error)?;
+        let pipeline = Pipeline::new(filters, &registry)?;
         let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
             .map_err(|e| at("protection", e))?;
         let now = SystemTime::now()
@@ -187,7 +187,7 @@ impl Gateway {
     /// the checks its filters read. On error (a fact no check gives) the
     /// current chain stays.
     pub fn set_filters(&self, filters: FilterChain) -> Result<(), ConfigError> {
-        let new = Arc::new(Pipeline::new(filters, &self.registry).map_err(plan_error)?);
+        let new = Arc::new(Pipeline::new(filters, &self.registry)?);
         match self.pipeline.write() {
             Ok(mut guard) => *guard = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -227,18 +227,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// `chain` with the checks of `registry` its filters read.
-    pub fn new(chain: FilterChain, registry: &Registry) -> Result<Pipeline, PlanError> {
+    pub fn new(chain: FilterChain, registry: &Registry) -> Result<Pipeline, ConfigError> {
         let plan = Plan::new(registry, &chain.facts_used())?;
         Ok(Pipeline { chain, plan })
-    }
-}
-
-/// A rule that reads a fact no check gives, as a load error.
-fn plan_error(e: PlanError) -> ConfigError {
-    ConfigError {
-        file: e.file,
-        line: e.line,
-        reason: e.reason,
     }
 }
 

@@ -23,7 +23,7 @@ pub mod iprev;
 mod plan;
 mod resolver;
 
-pub use plan::{Plan, PlanError};
+pub use plan::Plan;
 pub use resolver::SharedResolver;
 
 use crate::config::{CheckSettings, Config, OnError};

@@ -1,8 +1,8 @@
 //! Which checks run at which stage, from the facts the loaded rules read.
 
 use super::{Configured, Registry};
+use crate::config::ConfigError;
 use crate::filter::{FactUse, Stage};
-use std::fmt;
 use std::sync::Arc;
 
 /// The checks to run, stage by stage. Each check appears once, at the
@@ -14,26 +14,6 @@ pub struct Plan {
     stages: [Vec<Arc<Configured>>; 6],
 }
 
-/// A rule that reads a fact no check can give at its stage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlanError {
-    /// The rule file.
-    pub file: String,
-    /// The line of the reading matcher, when known.
-    pub line: Option<usize>,
-    /// What is wrong, starting with the key path.
-    pub reason: String,
-}
-
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.reason),
-            None => write!(f, "{}: {}", self.file, self.reason),
-        }
-    }
-}
-
 /// The position of `stage` in [`Stage::ALL`].
 fn index(stage: Stage) -> usize {
     Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)
@@ -42,10 +22,10 @@ fn index(stage: Stage) -> usize {
 impl Plan {
     /// The plan for rules that read `used`. An error names the first
     /// fact no check gives, or one read before its check can run.
-    pub fn new(registry: &Registry, used: &[FactUse]) -> Result<Plan, PlanError> {
+    pub fn new(registry: &Registry, used: &[FactUse]) -> Result<Plan, ConfigError> {
         let mut first: Vec<(Arc<Configured>, Stage)> = Vec::new();
         for u in used {
-            let err = |reason: String| PlanError {
+            let err = |reason: String| ConfigError {
                 file: u.file.clone(),
                 line: u.line,
                 reason: format!("{}: {reason}", u.path),
