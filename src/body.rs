@@ -72,6 +72,18 @@ impl Body {
         &self.head
     }
 
+    /// The whole message in memory, for a data-stage check that needs it
+    /// all at once (a DKIM verifier hashes the full body).
+    pub fn to_vec(&mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        let mut buf = Vec::new();
+        let mut chunks = self.chunks(1 << 16)?;
+        while chunks.next_into(&mut buf)? {
+            out.extend_from_slice(&buf);
+        }
+        Ok(out)
+    }
+
     /// Reads the whole body back in chunks of at most `chunk` bytes.
     pub fn chunks(&mut self, chunk: usize) -> io::Result<Chunks<'_>> {
         if let Some(file) = &mut self.file {

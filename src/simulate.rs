@@ -458,14 +458,20 @@ impl Run<'_> {
         stage: Stage,
         subject: String,
         rcpt: Option<&Recipient>,
-        message: Option<&mut Message<'_>>,
+        mut message: Option<&mut Message<'_>>,
         ok: Option<Reply>,
     ) -> Outcome {
         let before = self.ctx.hits.len();
+        // The whole message, as the session hands it to data-stage checks.
+        let whole = match &mut message {
+            Some(m) if !self.plan.at(stage).is_empty() => m.body.to_vec().ok(),
+            _ => None,
+        };
         let checked = async_std::task::block_on(run_stage(
             self.plan,
             stage,
             &mut self.ctx,
+            whole.as_deref(),
             self.fixtures,
             self.metrics,
         ));

@@ -15,12 +15,17 @@ use std::sync::Arc;
 pub struct Iprev {
     /// The shared resolver.
     resolver: Arc<SharedResolver>,
+    /// `iprev` and `client.ptr`.
+    facts: Vec<String>,
 }
 
 impl Iprev {
     /// The check, looking up through `resolver`.
     pub fn new(resolver: Arc<SharedResolver>) -> Iprev {
-        Iprev { resolver }
+        Iprev {
+            resolver,
+            facts: vec!["iprev".to_string(), "client.ptr".to_string()],
+        }
     }
 }
 
@@ -29,15 +34,15 @@ impl Check for Iprev {
         "iprev"
     }
 
-    fn facts(&self) -> &'static [&'static str] {
-        &["iprev", "client.ptr"]
+    fn facts(&self) -> &[String] {
+        &self.facts
     }
 
     fn earliest(&self) -> Stage {
         Stage::Connect
     }
 
-    fn run<'a>(&'a self, ctx: &'a Context) -> CheckFuture<'a> {
+    fn run<'a>(&'a self, ctx: &'a Context, _message: Option<&'a [u8]>) -> CheckFuture<'a> {
         Box::pin(async move {
             let resolver = self.resolver.get()?;
             let found = crate::dns::iprev::iprev(resolver, ctx.client.ip()).await;

@@ -49,15 +49,18 @@ pub trait Check: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// The facts it gives; a rule that reads one of them makes it run.
-    fn facts(&self) -> &'static [&'static str];
+    /// Borrowed from the check, so a check built from config (one fact
+    /// per configured DNS list, say) names its own.
+    fn facts(&self) -> &[String];
 
     /// The first stage it can run at: what it looks at is known from then
     /// on (the client's IP at connect, the sender at mail).
     fn earliest(&self) -> Stage;
 
-    /// Looks it up. An `Err` says why the answer is unknown: every fact of
-    /// the check then says `temperror`.
-    fn run<'a>(&'a self, ctx: &'a Context) -> CheckFuture<'a>;
+    /// Looks it up. `message` is the whole message (dot-unstuffed, CRLF)
+    /// at the data stage, `None` before. An `Err` says why the answer is
+    /// unknown: every fact of the check then says `temperror`.
+    fn run<'a>(&'a self, ctx: &'a Context, message: Option<&'a [u8]>) -> CheckFuture<'a>;
 }
 
 /// A check with its settings.
@@ -104,14 +107,16 @@ impl Registry {
 
     /// The check that gives `fact`.
     fn giving(&self, fact: &str) -> Option<&Arc<Configured>> {
-        self.checks.iter().find(|c| c.check.facts().contains(&fact))
+        self.checks
+            .iter()
+            .find(|c| c.check.facts().iter().any(|f| f == fact))
     }
 
     /// Every fact some check gives, for error messages.
-    fn all_facts(&self) -> Vec<&'static str> {
+    fn all_facts(&self) -> Vec<&str> {
         self.checks
             .iter()
-            .flat_map(|c| c.check.facts().iter().copied())
+            .flat_map(|c| c.check.facts().iter().map(String::as_str))
             .collect()
     }
 }
@@ -157,7 +162,8 @@ enum Ran {
 }
 
 /// Runs the checks `plan` has for `stage` whose facts are not known yet,
-/// all at once, and records their facts and runs in `ctx`. Facts given in
+/// all at once, and records their facts and runs in `ctx`. `message` is
+/// the whole message at the data stage. Facts given in
 /// `fixtures` are taken instead of looking them up. Returns the reply that
 /// refuses the stage when a check failed and its policy is `tempfail`
 /// (`ctx.decided_by` then names the check).
@@ -165,6 +171,7 @@ pub async fn run_stage(
     plan: &Plan,
     stage: Stage,
     ctx: &mut Context,
+    message: Option<&[u8]>,
     fixtures: &Fixtures,
     metrics: &Metrics,
 ) -> Option<Reply> {
@@ -176,7 +183,7 @@ pub async fn run_stage(
         }
         let given: Vec<(&str, Value)> = facts
             .iter()
-            .filter_map(|f| fixtures.get(f).map(|v| (*f, v.clone())))
+            .filter_map(|f| fixtures.get(f).map(|v| (f.as_str(), v.clone())))
             .collect();
         if given.is_empty() {
             due.push(c);
@@ -201,7 +208,9 @@ pub async fn run_stage(
     let view: &Context = ctx;
     let runs = join_all(due.iter().map(|c| async move {
         let started = Instant::now();
-        let ran = match async_std::future::timeout(c.settings.timeout(), c.check.run(view)).await {
+        let ran = match async_std::future::timeout(c.settings.timeout(), c.check.run(view, message))
+            .await
+        {
             Ok(Ok(facts)) => Ran::Facts(facts),
             Ok(Err(why)) => Ran::Failed(why),
             Err(_) => Ran::TimedOut,
@@ -229,7 +238,7 @@ pub async fn run_stage(
         if let Some(why) = &error {
             // Never "no answer means clean": every fact says temperror.
             for f in c.check.facts() {
-                ctx.facts.set(*f, Value::text(TEMPERROR), scope);
+                ctx.facts.set(f.as_str(), Value::text(TEMPERROR), scope);
             }
             warn!(
                 "check {name} at {stage} for {}: {outcome}: {why}",

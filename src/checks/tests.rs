@@ -9,7 +9,7 @@ use std::sync::Mutex;
 /// A check whose answer the test decides.
 struct Fake {
     name: &'static str,
-    facts: &'static [&'static str],
+    facts: Vec<String>,
     earliest: Stage,
     answer: Answer,
     runs: AtomicUsize,
@@ -29,13 +29,13 @@ impl Check for Fake {
     fn name(&self) -> &'static str {
         self.name
     }
-    fn facts(&self) -> &'static [&'static str] {
-        self.facts
+    fn facts(&self) -> &[String] {
+        &self.facts
     }
     fn earliest(&self) -> Stage {
         self.earliest
     }
-    fn run<'a>(&'a self, _ctx: &'a Context) -> CheckFuture<'a> {
+    fn run<'a>(&'a self, _ctx: &'a Context, _message: Option<&'a [u8]>) -> CheckFuture<'a> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             match &self.answer {
@@ -62,7 +62,7 @@ impl Check for Fake {
 fn fake(name: &'static str, facts: &'static [&'static str], answer: Answer) -> Arc<Fake> {
     Arc::new(Fake {
         name,
-        facts,
+        facts: facts.iter().map(|f| f.to_string()).collect(),
         earliest: Stage::Connect,
         answer,
         runs: AtomicUsize::new(0),
@@ -94,7 +94,7 @@ fn ctx() -> Context {
 }
 
 fn run(plan: &Plan, stage: Stage, ctx: &mut Context, fixtures: &Fixtures) -> Option<Reply> {
-    async_std::task::block_on(run_stage(plan, stage, ctx, fixtures, &Metrics::new()))
+    async_std::task::block_on(run_stage(plan, stage, ctx, None, fixtures, &Metrics::new()))
 }
 
 #[test]

@@ -105,8 +105,13 @@ impl<S: Stream> Session<S> {
 
     /// Runs the checks planned for `stage` whose facts are not known yet
     /// (none, at no cost, when no rule reads a fact); `Some` when a failed
-    /// check's policy refuses the stage for now.
-    pub(super) async fn run_checks(&mut self, stage: Stage) -> Option<Verdict> {
+    /// check's policy refuses the stage for now. `message` is the whole
+    /// message at the data stage.
+    pub(super) async fn run_checks(
+        &mut self,
+        stage: Stage,
+        message: Option<&[u8]>,
+    ) -> Option<Verdict> {
         if self.pipeline.plan.at(stage).is_empty()
             || self.ctx.accepted_session
             || (self.ctx.accepted_transaction && stage.in_transaction())
@@ -118,11 +123,31 @@ impl<S: Stream> Session<S> {
             &pipeline.plan,
             stage,
             &mut self.ctx,
+            message,
             self.shared.fixtures(),
             self.shared.metrics(),
         )
         .await;
         refusal.map(Verdict::Tempfail)
+    }
+
+    /// The whole message, read into memory only when a data-stage check
+    /// runs. A body that cannot be read back gives `None`: the checks then
+    /// fail (`temperror`), they do not pass.
+    pub(super) fn message_for_checks(&self, body: &mut crate::body::Body) -> Option<Vec<u8>> {
+        if self.pipeline.plan.at(Stage::Data).is_empty() {
+            return None;
+        }
+        match body.to_vec() {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                log::error!(
+                    "session {} cannot read the message back for checks: {e}",
+                    self.id
+                );
+                None
+            }
+        }
     }
 
     /// A stage without a message: its checks, then its filters.
@@ -131,7 +156,7 @@ impl<S: Stream> Session<S> {
         stage: Stage,
         rcpt: Option<&Recipient>,
     ) -> Verdict {
-        if let Some(refused) = self.run_checks(stage).await {
+        if let Some(refused) = self.run_checks(stage, None).await {
             return refused;
         }
         self.run_filters(stage, rcpt, None)

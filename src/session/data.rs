@@ -79,7 +79,8 @@ impl<S: Stream> Session<S> {
                 replies::local_error()
             }
             None => {
-                let checked = self.run_checks(Stage::Data).await;
+                let whole = self.message_for_checks(&mut body);
+                let checked = self.run_checks(Stage::Data, whole.as_deref()).await;
                 let mut message = Message::new(&mut body);
                 let verdict = match checked {
                     Some(refused) => refused,
