@@ -171,6 +171,22 @@ impl UpstreamError {
     }
 }
 
+/// True when a command's `result` on a *reused* connection (kept from an
+/// earlier transaction, or idle in the pool) shows that the connection
+/// died while it waited: closed, reset or silent, or the server saying
+/// `421` because it is closing. Nothing reached a mail transaction then,
+/// so the command is retried once on a fresh connection before the
+/// client hears anything. Any other answer is the upstream's real one.
+pub fn reused_connection_died(result: &Result<Reply, UpstreamError>) -> bool {
+    match result {
+        Ok(reply) => reply.code == 421,
+        Err(e) => matches!(
+            e,
+            UpstreamError::Closed | UpstreamError::Io(_) | UpstreamError::Timeout(_)
+        ),
+    }
+}
+
 /// Chunk size for streaming a body: large enough for few syscalls, small
 /// enough to keep memory per session low.
 const BODY_CHUNK: usize = 64 * 1024;
@@ -257,27 +273,69 @@ pub struct Opening<'a> {
     pub auth: Option<&'a UpstreamCredentials>,
 }
 
+/// A stream being opened, and the peer name for logs.
+pub type Connecting<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = io::Result<(BoxStream, String)>> + Send + 'a>,
+>;
+
+/// What opens the byte stream to an upstream server. The pool uses TCP;
+/// a test harness or an offline run hands it an in-memory one instead,
+/// and everything above the stream (TLS, greeting, AUTH, the relay) stays
+/// the same.
+pub trait Connector: Send + Sync {
+    /// A stream to `addr` ("host:port"), and the peer name for logs.
+    fn connect<'a>(&'a self, addr: &'a str) -> Connecting<'a>;
+}
+
+/// Opens a TCP connection to `addr` within the connect timeout.
+async fn connect_tcp(
+    addr: &str,
+    timeouts: &Timeouts,
+) -> Result<(BoxStream, String), UpstreamError> {
+    let tcp = match timeout(timeouts.upstream_connect(), TcpStream::connect(addr)).await {
+        Ok(tcp) => tcp,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            return Err(UpstreamError::Timeout("connect"))
+        }
+        Err(e) => return Err(UpstreamError::Connect(e)),
+    };
+    let _ = tcp.set_nodelay(true);
+    let peer = tcp
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.to_string());
+    Ok((Box::new(tcp), peer))
+}
+
 impl Upstream {
     /// Opens a session to `addr` ("host:port", resolved now): connects,
     /// does implicit TLS or STARTTLS as the policy says, greets, and
     /// authenticates. With TLS required, nothing but EHLO and STARTTLS is
     /// ever sent in clear.
     pub async fn open(addr: &str, opening: &Opening<'_>) -> Result<Upstream, UpstreamError> {
+        Upstream::open_with(None, addr, opening).await
+    }
+
+    /// [`open`](Self::open), over a stream from `connector` when one is
+    /// given instead of TCP.
+    pub async fn open_with(
+        connector: Option<&dyn Connector>,
+        addr: &str,
+        opening: &Opening<'_>,
+    ) -> Result<Upstream, UpstreamError> {
         let timeouts = opening.timeouts;
-        let tcp = match timeout(timeouts.upstream_connect(), TcpStream::connect(addr)).await {
-            Ok(tcp) => tcp,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return Err(UpstreamError::Timeout("connect"))
-            }
-            Err(e) => return Err(UpstreamError::Connect(e)),
+        let (stream, peer) = match connector {
+            None => connect_tcp(addr, timeouts).await?,
+            Some(c) => match timeout(timeouts.upstream_connect(), c.connect(addr)).await {
+                Ok(opened) => opened,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(UpstreamError::Timeout("connect"))
+                }
+                Err(e) => return Err(UpstreamError::Connect(e)),
+            },
         };
-        let _ = tcp.set_nodelay(true);
-        let peer = tcp
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| addr.to_string());
         let mut up = Upstream {
-            stream: Box::new(tcp),
+            stream,
             rbuf: Vec::with_capacity(1024),
             wbuf: Vec::with_capacity(1024),
             parser: ReplyParser::new(),

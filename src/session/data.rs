@@ -6,7 +6,7 @@
 use super::audit::{data_verdict, TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::protect::DataDeadline;
 use super::transaction::{Disposition, Transaction};
-use super::{replies, Flow, Session};
+use super::{link, replies, Flow, Session};
 use crate::audit::truncate;
 use crate::body::Body;
 use crate::filter::{Message, Outcome, Stage};
@@ -45,7 +45,7 @@ impl<S: Stream> Session<S> {
         };
         if tx.upstream_failed {
             self.abandon_transaction();
-            return self.reply(replies::upstream_failed());
+            return self.reply(link::transaction_lost());
         }
         if tx.rcpts.is_empty() {
             return self.reply(replies::no_valid_recipients());
@@ -122,10 +122,10 @@ impl<S: Stream> Session<S> {
             }
         };
         let relayed = disposition == Disposition::Relay && reply.is_positive();
-        if !relayed && self.upstream.is_some() {
-            // The upstream still holds MAIL/RCPT of a transaction it will
-            // never get DATA for.
-            self.upstream_dirty = true;
+        if !relayed {
+            // The upstream may still hold MAIL/RCPT of a transaction it
+            // will never get DATA for.
+            self.upstream.abandoned();
         }
         self.tx_count += 1;
         let hits: Vec<String> = self
@@ -276,8 +276,8 @@ impl<S: Stream> Session<S> {
                 }
             };
         }
-        let Some(up) = self.upstream.as_mut() else {
-            return replies::upstream_failed();
+        let Some(up) = self.upstream.get() else {
+            return link::transaction_lost();
         };
         match up.send_message(&prepend, body).await {
             Ok(reply) => {
@@ -287,7 +287,7 @@ impl<S: Stream> Session<S> {
             }
             Err(e) => {
                 self.upstream_lost(&e);
-                replies::upstream_failed()
+                link::failure_reply(&e)
             }
         }
     }

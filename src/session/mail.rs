@@ -2,6 +2,7 @@
 //! upstream session in lockstep.
 
 use super::audit::{TxEnd, BY_GATEWAY, BY_UPSTREAM};
+use super::link::{self, Link};
 use super::transaction::{Disposition, Transaction};
 use super::{replies, Flow, Session};
 use crate::config::AuthMode;
@@ -9,7 +10,7 @@ use crate::filter::{Outcome, Stage};
 use crate::proto::{Mailbox, Param, Reply};
 use crate::stream::Stream;
 use crate::upstream::forward::ClientInfo;
-use crate::upstream::{Extensions, Upstream, UpstreamError};
+use crate::upstream::{reused_connection_died, Extensions, Upstream, UpstreamError};
 use log::{debug, warn};
 use std::time::Instant;
 
@@ -127,7 +128,7 @@ impl<S: Stream> Session<S> {
             }
             Err(e) => {
                 warn!("session {} upstream unavailable for MAIL: {e}", self.id);
-                let reply = replies::upstream_failed();
+                let reply = link::failure_reply(&e);
                 let end = TxEnd::refused(Stage::Mail, &reply, Some(BY_GATEWAY.into()));
                 self.audit_transaction(&tx, end);
                 self.ctx.reset_transaction();
@@ -153,58 +154,46 @@ impl<S: Stream> Session<S> {
         let timeouts = &shared.config.timeouts;
         // The server may have closed our kept connection while the client
         // was idle: no need to send it anything to find out.
-        if self.upstream.as_mut().is_some_and(|up| !up.looks_alive()) {
+        if self.upstream.get().is_some_and(|up| !up.looks_alive()) {
             debug!("session {} kept upstream was closed; reconnecting", self.id);
             pool.stale();
-            self.upstream = None;
-            self.upstream_dirty = false;
+            self.upstream.drop_connection();
         }
         let mut fresh_only = false;
         loop {
-            let reused = match self.upstream {
-                Some(_) => true,
-                None => {
-                    let (up, pooled) = if fresh_only {
-                        (pool.connect(helo, timeouts).await?, false)
-                    } else {
-                        pool.checkout(helo, timeouts).await?
-                    };
-                    self.upstream = Some(up);
-                    self.upstream_dirty = false;
-                    pooled
-                }
+            let reused = if self.upstream.is_connected() {
+                true
+            } else {
+                let (up, pooled) = if fresh_only {
+                    (pool.connect(helo, timeouts).await?, false)
+                } else {
+                    pool.checkout(helo, timeouts).await?
+                };
+                self.upstream = Link::Clean(up);
+                pooled
             };
-            let dirty = self.upstream_dirty;
+            let dirty = self.upstream.needs_rset();
             let client = self.client_info(tx);
             let our_helo = cfg.helo_name(&self.shared.config.hostname).to_string();
-            let Some(up) = self.upstream.as_mut() else {
+            let Some(up) = self.upstream.get() else {
                 return Err(UpstreamError::Closed);
             };
             let started = Instant::now();
             let result = send_mail(up, tx, dirty, &cfg, &client, &our_helo).await;
-            let stale = reused
-                && match &result {
-                    Ok(reply) => reply.code == 421,
-                    Err(e) => matches!(
-                        e,
-                        UpstreamError::Closed | UpstreamError::Io(_) | UpstreamError::Timeout(_)
-                    ),
-                };
-            if stale && !fresh_only {
+            if reused && !fresh_only && reused_connection_died(&result) {
                 debug!(
                     "session {} reused upstream connection is dead; reconnecting",
                     self.id
                 );
                 pool.stale();
-                self.upstream = None;
-                self.upstream_dirty = false;
+                self.upstream.drop_connection();
                 fresh_only = true;
                 continue;
             }
             return match result {
                 Ok(reply) => {
                     shared.metrics().upstream_latency("mail", started.elapsed());
-                    self.upstream_dirty = false;
+                    self.upstream.settled();
                     Ok(reply)
                 }
                 Err(UpstreamError::ClientRefused(reply)) => {
@@ -212,14 +201,12 @@ impl<S: Stream> Session<S> {
                     // that answer is the client's, and the connection now
                     // stands for a refused client.
                     debug!("session {} upstream refused XCLIENT: {reply}", self.id);
-                    self.upstream = None;
-                    self.upstream_dirty = false;
+                    self.upstream.drop_connection();
                     Ok(reply)
                 }
                 Err(e) => {
                     shared.metrics().upstream_error_kind(e.kind());
-                    self.upstream = None;
-                    self.upstream_dirty = false;
+                    self.upstream.drop_connection();
                     Err(e)
                 }
             };

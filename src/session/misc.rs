@@ -14,16 +14,19 @@ impl<S: Stream> Session<S> {
             }
             None => false,
         };
-        if had_tx || self.upstream_dirty {
-            if let Some(up) = self.upstream.as_mut() {
-                match up.command("RSET", "RSET reply").await {
-                    Ok(reply) if reply.is_positive() => self.upstream_dirty = false,
-                    Ok(reply) => {
-                        debug!("session {} upstream RSET answered {reply}", self.id);
-                        self.upstream_dirty = true;
-                    }
-                    Err(e) => self.upstream_lost(&e),
+        if had_tx || self.upstream.needs_rset() {
+            let answer = match self.upstream.get() {
+                Some(up) => Some(up.command("RSET", "RSET reply").await),
+                None => None,
+            };
+            match answer {
+                Some(Ok(reply)) if reply.is_positive() => self.upstream.settled(),
+                Some(Ok(reply)) => {
+                    debug!("session {} upstream RSET answered {reply}", self.id);
+                    self.upstream.abandoned();
                 }
+                Some(Err(e)) => self.upstream_lost(&e),
+                None => {}
             }
         }
         self.reply(replies::ok())

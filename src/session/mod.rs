@@ -14,6 +14,7 @@ mod conn;
 mod data;
 mod ehlo;
 mod footprint;
+mod link;
 mod mail;
 mod misc;
 mod protect;
@@ -28,10 +29,10 @@ use crate::filter::{AfterConnect, Context, Outcome, Stage};
 use crate::gateway::{Gateway, Pipeline};
 use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
 use crate::stream::Stream;
-use crate::upstream::Upstream;
 use async_std::io::timeout;
 use conn::Conn;
 use futures::future::{select, Either};
+use link::Link;
 use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::io;
@@ -82,10 +83,9 @@ pub struct Session<S> {
     tx_count: u32,
     /// Transactions started (MAIL past the gateway's checks), for ids.
     tx_seq: u32,
-    /// The upstream connection, kept for the next transaction.
-    upstream: Option<Upstream>,
-    /// The upstream is in the middle of an abandoned transaction and needs RSET.
-    upstream_dirty: bool,
+    /// The upstream connection, kept for the next transaction, and
+    /// whether it needs RSET first.
+    upstream: Link,
     /// Answers owed to the client, in order.
     pending: VecDeque<Pending>,
     /// The checks and filters this session started with.
@@ -144,8 +144,7 @@ impl<S: Stream> Session<S> {
             tx: None,
             tx_count: 0,
             tx_seq: 0,
-            upstream: None,
-            upstream_dirty: false,
+            upstream: Link::None,
             pending: VecDeque::new(),
         }
     }
@@ -201,11 +200,11 @@ impl<S: Stream> Session<S> {
             self.command_loop().await
         };
         let _ = self.conn.flush(self.shared.config.timeouts.command()).await;
-        if let Some(up) = self.upstream.take() {
+        if let Some((up, needs_rset)) = self.upstream.take() {
             // Kept for the next session only when nothing is left owed; a
             // transaction still open there is reset first.
             let reusable = self.pending.is_empty() && !self.shared.shutdown.is_fired();
-            let dirty = self.upstream_dirty || self.tx.is_some();
+            let dirty = needs_rset || self.tx.is_some();
             if let Some(pool) = self.shared.upstreams() {
                 // Boxed: a rare, large future kept out of every idle task.
                 Box::pin(pool.release(up, dirty, reusable)).await;
@@ -434,7 +433,7 @@ impl<S: Stream> Session<S> {
         if self.pending.is_empty() {
             return;
         }
-        let mut alive = match self.upstream.as_mut() {
+        let mut alive = match self.upstream.get() {
             Some(up) => match up.flush().await {
                 Ok(()) => true,
                 Err(e) => {
@@ -448,7 +447,7 @@ impl<S: Stream> Session<S> {
             match owed {
                 Pending::Local(reply) => self.conn.push(&reply),
                 Pending::Rcpt(rcpt) => {
-                    let answer = match (alive, self.upstream.as_mut()) {
+                    let answer = match (alive, self.upstream.get()) {
                         (true, Some(up)) => up.reply("RCPT reply").await,
                         _ => Err(crate::upstream::UpstreamError::Closed),
                     };
@@ -459,7 +458,7 @@ impl<S: Stream> Session<S> {
                                 self.upstream_lost(&e);
                                 alive = false;
                             }
-                            (replies::upstream_failed(), audit::BY_GATEWAY)
+                            (link::failure_reply(&e), audit::BY_GATEWAY)
                         }
                     };
                     self.record_rcpt(rcpt, &reply, by);
@@ -478,8 +477,7 @@ impl<S: Stream> Session<S> {
         if reply.code == 421 {
             warn!("session {} upstream is closing: {reply}", self.id);
             self.shared.metrics().upstream_error_kind("closing_421");
-            self.upstream = None;
-            self.upstream_dirty = false;
+            self.upstream.drop_connection();
             if let Some(tx) = self.tx.as_mut() {
                 tx.upstream_failed = true;
             }
@@ -498,13 +496,12 @@ impl<S: Stream> Session<S> {
     fn upstream_lost(&mut self, err: &crate::upstream::UpstreamError) {
         let peer = self
             .upstream
-            .as_ref()
+            .peek()
             .map(|u| u.peer.clone())
             .unwrap_or_default();
         warn!("session {} upstream {peer} failed: {err}", self.id);
         self.shared.metrics().upstream_error_kind(err.kind());
-        self.upstream = None;
-        self.upstream_dirty = false;
+        self.upstream.drop_connection();
         if let Some(tx) = self.tx.as_mut() {
             tx.upstream_failed = true;
         }
@@ -514,9 +511,7 @@ impl<S: Stream> Session<S> {
     fn abandon_transaction(&mut self) {
         if let Some(tx) = self.tx.take() {
             self.audit_aborted(&tx);
-            if self.upstream.is_some() {
-                self.upstream_dirty = true;
-            }
+            self.upstream.abandoned();
         }
         self.ctx.reset_transaction();
     }

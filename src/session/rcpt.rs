@@ -3,7 +3,7 @@
 
 use super::audit::{TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::transaction::Disposition;
-use super::{replies, Flow, Pending, Session};
+use super::{link, replies, Flow, Pending, Session};
 use crate::filter::{Outcome, Stage};
 use crate::proto::{Param, Recipient, Reply};
 use crate::stream::Stream;
@@ -44,7 +44,7 @@ impl<S: Stream> Session<S> {
             return self.reply(reply);
         }
         if tx.upstream_failed {
-            let reply = replies::upstream_failed();
+            let reply = link::transaction_lost();
             self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.reply(reply);
         }
@@ -80,8 +80,8 @@ impl<S: Stream> Session<S> {
             }
         };
         let pipelining = cfg.pipelining;
-        let Some(up) = self.upstream.as_mut() else {
-            let reply = replies::upstream_failed();
+        let Some(up) = self.upstream.get() else {
+            let reply = link::transaction_lost();
             self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.reply(reply);
         };
@@ -98,7 +98,7 @@ impl<S: Stream> Session<S> {
             Ok(reply) => (self.upstream_reply(reply), BY_UPSTREAM),
             Err(e) => {
                 self.upstream_lost(&e);
-                (replies::upstream_failed(), BY_GATEWAY)
+                (link::failure_reply(&e), BY_GATEWAY)
             }
         };
         self.record_rcpt(to, &reply, by);
@@ -121,11 +121,8 @@ impl<S: Stream> Session<S> {
     /// the upstream, if it holds part of it, must forget it.
     fn set_disposition(&mut self, disposition: Disposition) {
         if let Some(tx) = self.tx.as_mut() {
-            if tx.disposition == Disposition::Relay
-                && self.upstream.is_some()
-                && self.shared.config.upstream.is_some()
-            {
-                self.upstream_dirty = true;
+            if tx.disposition == Disposition::Relay && self.shared.config.upstream.is_some() {
+                self.upstream.abandoned();
             }
             tx.disposition = disposition;
             tx.decided_by.clone_from(&self.ctx.decided_by);

@@ -14,13 +14,15 @@
 //! [`UpstreamPool::release`] when the client leaves.
 
 use super::idle::IdleConnections;
-use super::{Opening, TlsClient, TlsPolicy, Upstream, UpstreamCredentials, UpstreamError};
+use super::{
+    Connector, Opening, TlsClient, TlsPolicy, Upstream, UpstreamCredentials, UpstreamError,
+};
 use crate::config::{self, Timeouts, TlsMode, UpstreamStartTls};
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 use futures::future::{select, Either};
 use log::{info, warn};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -67,6 +69,8 @@ pub struct UpstreamPool {
     idle: IdleConnections,
     /// Connect latency and failures are counted here.
     metrics: Arc<Metrics>,
+    /// Opens streams instead of TCP, when set (see [`Connector`]).
+    connector: OnceLock<Arc<dyn Connector>>,
 }
 
 impl UpstreamPool {
@@ -115,6 +119,7 @@ impl UpstreamPool {
             retry_after: Duration::from_secs(up.retry_after_s),
             idle: IdleConnections::new(up.pool.clone(), metrics.pool.clone()),
             metrics,
+            connector: OnceLock::new(),
         })
     }
 
@@ -140,6 +145,13 @@ impl UpstreamPool {
             }
         }
         Ok((self.connect(helo, timeouts).await?, false))
+    }
+
+    /// Opens every later connection through `connector` instead of TCP:
+    /// the session-logic tests run a whole gateway over in-memory streams.
+    /// Only the first call counts; false when one was already set.
+    pub fn connect_through(&self, connector: Arc<dyn Connector>) -> bool {
+        self.connector.set(connector).is_ok()
     }
 
     /// Counts a reused connection that failed its first command (and is
@@ -228,7 +240,8 @@ impl UpstreamPool {
             let started = Instant::now();
             // Boxed: opening (TCP, TLS, AUTH) is a large future, and it
             // would otherwise be part of every session's task, idle or not.
-            match Box::pin(Upstream::open(&target.addr, &opening)).await {
+            let connector = self.connector.get().map(|c| c.as_ref());
+            match Box::pin(Upstream::open_with(connector, &target.addr, &opening)).await {
                 Ok(session) => {
                     self.metrics.upstream_latency("connect", started.elapsed());
                     if target.is_down(Instant::now()) {

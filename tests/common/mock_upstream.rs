@@ -1,8 +1,11 @@
 //! A small SMTP server that plays the upstream in tests and records what it
 //! receives, with knobs for the failures the gateway must survive.
 
+use super::pipe;
+use smtpgate::stream::BoxStream;
+use smtpgate::upstream::{Connecting, Connector};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +86,46 @@ pub struct MockUpstream {
     pub recorded: Arc<Mutex<Recorded>>,
 }
 
+/// Opens in-memory connections to a mock: each `connect` is a new pipe
+/// with the mock serving its far end on a thread of its own.
+pub struct MemoryConnector {
+    options: MockOptions,
+    recorded: Arc<Mutex<Recorded>>,
+}
+
+impl Connector for MemoryConnector {
+    fn connect<'a>(&'a self, _addr: &'a str) -> Connecting<'a> {
+        let (ours, mut theirs) = pipe::pair();
+        let id = new_connection(&self.recorded);
+        let (options, rec) = (self.options.clone(), self.recorded.clone());
+        theirs.set_read_timeout(Some(options.idle_close.unwrap_or(Duration::from_secs(30))));
+        std::thread::spawn(move || {
+            let _ = serve(&theirs, id, &options, &rec);
+        });
+        Box::pin(async move { Ok((Box::new(ours) as BoxStream, "memory".to_string())) })
+    }
+}
+
+/// Numbers a new connection and gives it its command list.
+fn new_connection(rec: &Mutex<Recorded>) -> usize {
+    let mut r = rec.lock().unwrap();
+    r.commands.push(Vec::new());
+    r.commands.len() - 1
+}
+
 impl MockUpstream {
+    /// A mock reached over in-memory pipes, not TCP: `addr` is only a
+    /// placeholder for the config, and `connector` opens the connections.
+    pub fn in_memory(options: MockOptions) -> (MockUpstream, Arc<MemoryConnector>) {
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let connector = Arc::new(MemoryConnector {
+            options,
+            recorded: recorded.clone(),
+        });
+        let addr = "127.0.0.1:9".parse().unwrap();
+        (MockUpstream { addr, recorded }, connector)
+    }
+
     pub fn start(options: MockOptions) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -94,13 +136,13 @@ impl MockUpstream {
                 let Ok(stream) = stream else { continue };
                 let rec = rec.clone();
                 let options = options.clone();
-                let id = {
-                    let mut r = rec.lock().unwrap();
-                    r.commands.push(Vec::new());
-                    r.commands.len() - 1
-                };
+                let id = new_connection(&rec);
+                let timeout = options.idle_close.unwrap_or(Duration::from_secs(30));
+                if stream.set_read_timeout(Some(timeout)).is_err() {
+                    continue;
+                }
                 std::thread::spawn(move || {
-                    let _ = serve(stream, id, &options, &rec);
+                    let _ = serve(&stream, id, &options, &rec);
                 });
             }
         });
@@ -136,14 +178,13 @@ pub fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-fn serve(
-    stream: TcpStream,
-    id: usize,
-    o: &MockOptions,
-    rec: &Mutex<Recorded>,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(o.idle_close.unwrap_or(Duration::from_secs(30))))?;
-    let mut w = stream.try_clone()?;
+/// Plays the upstream on one connection, over TCP or a pipe (both are
+/// read and written through shared references).
+fn serve<S>(stream: &S, id: usize, o: &MockOptions, rec: &Mutex<Recorded>) -> std::io::Result<()>
+where
+    for<'a> &'a S: Read + Write,
+{
+    let mut w = stream;
     let mut r = BufReader::new(stream);
     w.write_all(format!("{}\r\n", o.greeting).as_bytes())?;
     let mut from = String::new();

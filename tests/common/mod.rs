@@ -3,7 +3,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod dialogue;
 pub mod mock_upstream;
+pub mod pipe;
 pub mod tls_client;
 pub mod tls_upstream;
 pub mod unbound;
