@@ -212,8 +212,8 @@ impl<S: Stream> Session<S> {
             helo: ctx.helo.clone(),
             tls: ctx.tls.as_ref().map(TlsRecord::from),
             auth_user: ctx.auth_user.clone(),
-            mail_from: tx.sender(),
-            mail_params: tx.params.iter().map(|p| p.to_string()).collect(),
+            mail_from: super::transaction::sender(ctx),
+            mail_params: ctx.mail_params.iter().map(|p| p.to_string()).collect(),
             rcpts: tx
                 .rcpt_replies
                 .iter()

@@ -47,7 +47,7 @@ impl<S: Stream> Session<S> {
             self.abandon_transaction();
             return self.reply(link::transaction_lost());
         }
-        if tx.rcpts.is_empty() {
+        if self.ctx.rcpts.is_empty() {
             return self.reply(replies::no_valid_recipients());
         }
         self.reply(replies::start_data());
@@ -138,7 +138,7 @@ impl<S: Stream> Session<S> {
             "tx {} peer={} from=<{}> rcpts=[{}] size={} disposition={} score={} hits=[{}] reply=\"{}\" duration={:.3}s",
             tx.id,
             self.peer,
-            tx.sender(),
+            super::transaction::sender(&self.ctx),
             tx.rcpt_summary(),
             body.len(),
             disposition.log_name(self.shared.config.upstream.is_none()),
@@ -300,7 +300,7 @@ impl<S: Stream> Session<S> {
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
         };
         let protocol = self.received_protocol();
-        let for_clause = match tx.rcpts.as_slice() {
+        let for_clause = match self.ctx.rcpts.as_slice() {
             [only] => format!("\r\n\tfor <{only}>"),
             _ => String::new(),
         };

@@ -3,10 +3,10 @@
 
 use super::audit::{TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::link::{self, Link};
-use super::transaction::{Disposition, Transaction};
+use super::transaction::{self, Disposition, Transaction};
 use super::{replies, Flow, Session};
 use crate::config::AuthMode;
-use crate::filter::{Outcome, Stage};
+use crate::filter::{Context, Outcome, Stage};
 use crate::proto::{Mailbox, Param, Reply};
 use crate::stream::Stream;
 use crate::upstream::forward::ClientInfo;
@@ -30,7 +30,6 @@ impl<S: Stream> Session<S> {
             return self.client_error(replies::auth_required());
         }
         let mut declared_size = None;
-        let mut eightbit = false;
         for param in &params {
             if !self.greeting.esmtp {
                 return self.client_error(replies::unsupported_parameter(&param.keyword));
@@ -44,8 +43,7 @@ impl<S: Stream> Session<S> {
                     }
                 },
                 "BODY" => match value.to_ascii_uppercase().as_str() {
-                    "7BIT" => eightbit = false,
-                    "8BITMIME" => eightbit = true,
+                    "7BIT" | "8BITMIME" => {}
                     _ => return self.client_error(replies::bad_parameter("Bad BODY parameter")),
                 },
                 // RFC 4954 §5: accepted and not passed on; the identity we
@@ -75,9 +73,8 @@ impl<S: Stream> Session<S> {
         // refused transactions must not share one with the next).
         self.tx_seq += 1;
         let id = format!("{}.{}", self.id, self.tx_seq);
-        let mut tx = Transaction::new(id, from.clone(), declared_size, eightbit);
+        let mut tx = Transaction::new(id);
         tx.disposition = self.greeting.disposition;
-        tx.params.clone_from(&params);
         self.ctx.reset_transaction();
         self.ctx.mail_from = Some(from);
         self.ctx.mail_params = params;
@@ -179,7 +176,7 @@ impl<S: Stream> Session<S> {
                 return Err(UpstreamError::Closed);
             };
             let started = Instant::now();
-            let result = send_mail(up, tx, dirty, &cfg, &client, &our_helo).await;
+            let result = send_mail(up, &self.ctx, dirty, &cfg, &client, &our_helo).await;
             if reused && !fresh_only && reused_connection_died(&result) {
                 debug!(
                     "session {} reused upstream connection is dead; reconnecting",
@@ -233,7 +230,7 @@ impl<S: Stream> Session<S> {
 /// in one batch when the upstream allows pipelining.
 async fn send_mail(
     up: &mut Upstream,
-    tx: &Transaction,
+    envelope: &Context,
     mut dirty: bool,
     cfg: &crate::config::Upstream,
     client: &ClientInfo,
@@ -249,7 +246,7 @@ async fn send_mail(
     }
     let xforward = up.xforward_due(cfg.forward_client, client);
     // After XCLIENT the extensions are those of the new EHLO.
-    let line = mail_line(tx, &up.extensions);
+    let line = mail_line(envelope, &up.extensions);
     if cfg.pipelining && up.extensions.pipelining && (dirty || !xforward.is_empty()) {
         if dirty {
             up.queue("RSET");
@@ -290,12 +287,12 @@ fn xforward_answered(up: &Upstream, reply: &Reply) {
 }
 
 /// The MAIL command for the upstream, with only the parameters it offers.
-fn mail_line(tx: &Transaction, ext: &Extensions) -> String {
-    let mut line = format!("MAIL FROM:<{}>", tx.sender());
-    if let (Some(size), Some(_)) = (tx.declared_size, ext.size) {
+fn mail_line(envelope: &Context, ext: &Extensions) -> String {
+    let mut line = format!("MAIL FROM:<{}>", transaction::sender(envelope));
+    if let (Some(size), Some(_)) = (envelope.declared_size, ext.size) {
         line.push_str(&format!(" SIZE={size}"));
     }
-    if tx.eightbit && ext.eightbitmime {
+    if transaction::eightbit(&envelope.mail_params) && ext.eightbitmime {
         line.push_str(" BODY=8BITMIME");
     }
     line

@@ -14,6 +14,9 @@ impl<S: Stream> Session<S> {
             }
             None => false,
         };
+        // The envelope goes too (RFC 5321 §4.1.1.5), and with it what the
+        // transaction's rules had added.
+        self.ctx.reset_transaction();
         if had_tx || self.upstream.needs_rset() {
             let answer = match self.upstream.get() {
                 Some(up) => Some(up.command("RSET", "RSET reply").await),

@@ -38,7 +38,7 @@ impl<S: Stream> Session<S> {
             self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.client_error(reply);
         }
-        if tx.rcpts.len() + in_flight >= self.shared.config.limits.max_recipients {
+        if self.ctx.rcpts.len() + in_flight >= self.shared.config.limits.max_recipients {
             let reply = replies::too_many_recipients();
             self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.reply(reply);
@@ -110,7 +110,6 @@ impl<S: Stream> Session<S> {
     pub(super) fn record_rcpt(&mut self, to: Recipient, reply: &Reply, by: &str) {
         if let Some(tx) = self.tx.as_mut() {
             if reply.is_positive() {
-                tx.rcpts.push(to.clone());
                 self.ctx.rcpts.push(to.clone());
             }
             tx.rcpt_replies.push((to, reply.clone(), by.to_string()));

@@ -1,6 +1,11 @@
 //! The state of one mail transaction, from MAIL to the end of DATA.
+//!
+//! The envelope itself (sender, MAIL parameters, accepted recipients)
+//! lives in one place, the filter [`Context`], where rules read it; a
+//! [`Transaction`] holds only what the session needs beside it.
 
-use crate::proto::{Mailbox, Param, Recipient, Reply};
+use crate::filter::Context;
+use crate::proto::{Param, Recipient, Reply};
 use std::time::Instant;
 
 /// Where an accepted message goes.
@@ -33,14 +38,6 @@ impl Disposition {
 pub(crate) struct Transaction {
     /// Transaction id: the session id and a sequence number; names the spool file.
     pub(crate) id: String,
-    /// The reverse path; `None` is the null sender `<>`.
-    pub(crate) from: Option<Mailbox>,
-    /// SIZE= declared at MAIL, passed on to an upstream that supports SIZE.
-    pub(crate) declared_size: Option<u64>,
-    /// BODY=8BITMIME was given.
-    pub(crate) eightbit: bool,
-    /// Recipients that were accepted (by the upstream, or locally in spool mode).
-    pub(crate) rcpts: Vec<Recipient>,
     /// Every RCPT with the reply the client got and who gave it (a rule's
     /// name, `upstream` or `gateway`), for the transaction log and audit.
     pub(crate) rcpt_replies: Vec<(Recipient, Reply, String)>,
@@ -52,8 +49,6 @@ pub(crate) struct Transaction {
     pub(crate) disposition: Disposition,
     /// The rule that set a discard or quarantine disposition, for the audit.
     pub(crate) decided_by: Option<String>,
-    /// MAIL parameters as given, for the audit record.
-    pub(crate) params: Vec<Param>,
     /// The message's `Message-ID` (truncated), for the audit record.
     pub(crate) message_id: Option<String>,
     /// The message's decoded `Subject` (truncated), for the audit record.
@@ -63,36 +58,18 @@ pub(crate) struct Transaction {
 }
 
 impl Transaction {
-    /// A transaction that starts with MAIL FROM `from`.
-    pub(crate) fn new(
-        id: String,
-        from: Option<Mailbox>,
-        declared_size: Option<u64>,
-        eightbit: bool,
-    ) -> Self {
+    /// A transaction with id `id`, its envelope in the context.
+    pub(crate) fn new(id: String) -> Self {
         Transaction {
             id,
-            from,
-            declared_size,
-            eightbit,
-            rcpts: Vec::new(),
             rcpt_replies: Vec::new(),
             upstream_failed: false,
             started: Instant::now(),
             disposition: Disposition::Relay,
             decided_by: None,
-            params: Vec::new(),
             message_id: None,
             subject: None,
             upstream_reply: None,
-        }
-    }
-
-    /// The sender for logs and headers: `<>` for the null sender.
-    pub(crate) fn sender(&self) -> String {
-        match &self.from {
-            Some(m) => m.to_string(),
-            None => String::new(),
         }
     }
 
@@ -105,4 +82,23 @@ impl Transaction {
             .collect();
         parts.join(",")
     }
+}
+
+/// The reverse path in `ctx`, for logs, headers and the upstream's MAIL:
+/// empty for the null sender `<>`.
+pub(crate) fn sender(ctx: &Context) -> String {
+    match &ctx.mail_from {
+        Some(Some(m)) => m.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// True when the MAIL parameters say BODY=8BITMIME (RFC 6152).
+pub(crate) fn eightbit(params: &[Param]) -> bool {
+    params.iter().any(|p| {
+        p.keyword == "BODY"
+            && p.value
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case("8BITMIME"))
+    })
 }
