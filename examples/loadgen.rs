@@ -143,6 +143,10 @@ struct Args {
     /// for several variants.
     #[arg(long = "variant-yaml", value_name = "FILE")]
     variant_yaml: Vec<PathBuf>,
+    /// With --compare: also measure another smtpgate binary (an older
+    /// build, say) with the base config, labelled LABEL; repeatable.
+    #[arg(long = "variant-bin", value_name = "LABEL=PATH")]
+    variant_bin: Vec<String>,
     /// With --compare: also measure smtpgate with N generated data-stage
     /// body-regex rules, none of which matches the generated messages (so
     /// every rule is evaluated on every message).
@@ -339,6 +343,8 @@ struct Variant {
     yaml: String,
     /// Clients use STARTTLS with smtpgate.
     tls: bool,
+    /// Another smtpgate binary to run instead of `--gateway-bin`.
+    bin: Option<PathBuf>,
 }
 
 /// Sessions opened and closed before `--idle-rss` measures, so the
@@ -461,6 +467,18 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
             label,
             yaml: read_yaml(path)?,
             tls: false,
+            bin: None,
+        });
+    }
+    for spec in &args.variant_bin {
+        let Some((label, path)) = spec.split_once('=') else {
+            return Err(format!("--variant-bin {spec}: expected LABEL=PATH"));
+        };
+        variants.push(Variant {
+            label: label.to_string(),
+            yaml: String::new(),
+            tls: false,
+            bin: Some(gateway_binary(Path::new(path))?),
         });
     }
     if args.variant_tls {
@@ -468,6 +486,7 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
             label: "TLS (STARTTLS)".to_string(),
             yaml: String::new(),
             tls: true,
+            bin: None,
         });
     }
     if let Some(n) = args.body_rules {
@@ -478,6 +497,7 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
             label: format!("{n} body-regex rules"),
             yaml: format!("rules_dir: \"{}\"\n", dir.path().display()),
             tls: false,
+            bin: None,
         });
         dirs.push(dir);
     }
@@ -632,16 +652,21 @@ fn run_variants(
     variants: &[Variant],
     rounds: u64,
 ) -> Result<VariantTable, String> {
-    // (label, YAML, client TLS); None = direct to the sink.
-    let mut all: Vec<(String, Option<String>, bool)> = vec![
-        ("direct".to_string(), None, false),
-        ("smtpgate".to_string(), Some(base.0.to_string()), base.1),
+    // (label, YAML, client TLS, binary); no YAML = direct to the sink.
+    let mut all: Vec<(String, Option<String>, bool, &Path)> = vec![
+        ("direct".to_string(), None, false, bin),
+        ("smtpgate".to_string(), Some(base.0.to_string()), base.1, bin),
     ];
     for v in variants {
+        let label = match &v.bin {
+            Some(_) => v.label.clone(),
+            None => format!("smtpgate + {}", v.label),
+        };
         all.push((
-            format!("smtpgate + {}", v.label),
+            label,
             Some(format!("{}\n---\n{}", base.0, v.yaml)),
             base.1 || v.tls,
+            v.bin.as_deref().unwrap_or(bin),
         ));
     }
     let n = all.len();
@@ -651,7 +676,7 @@ fn run_variants(
     let mut rss: Vec<Option<u64>> = vec![None; n];
     let mut checks_ok = true;
     for round in 1..=rounds {
-        for (i, (label, yaml, tls)) in all.iter().enumerate() {
+        for (i, (label, yaml, tls, bin)) in all.iter().enumerate() {
             let (result, check, cpu, peak) = match yaml {
                 None => {
                     let (result, check) = measured_phase(sink, || run_load(sink.addr, spec, false));
@@ -697,7 +722,7 @@ fn run_variants(
     let rows = all
         .iter()
         .enumerate()
-        .map(|(i, (label, _, _))| VariantRow {
+        .map(|(i, (label, _, _, _))| VariantRow {
             label: label.clone(),
             rate: median(&rates[i]).unwrap_or(0.0),
             p99_ms: median(&p99s[i]),
