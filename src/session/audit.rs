@@ -159,7 +159,8 @@ impl<S: Stream> Session<S> {
         if let Some(refused) = self.run_checks(stage, None).await {
             return refused;
         }
-        self.run_filters(stage, rcpt, None)
+        let verdict = self.run_filters(stage, rcpt, None);
+        self.greylisting(stage, verdict, rcpt).await
     }
 
     /// Remembers a refusal outside any transaction (connect, helo), for the

@@ -84,7 +84,10 @@ impl<S: Stream> Session<S> {
                 let mut message = Message::new(&mut body);
                 let verdict = match checked {
                     Some(refused) => refused,
-                    None => self.run_filters(Stage::Data, None, Some(&mut message)),
+                    None => {
+                        let verdict = self.run_filters(Stage::Data, None, Some(&mut message));
+                        self.greylisting(Stage::Data, verdict, None).await
+                    }
                 };
                 if self.shared.audit().is_some() {
                     if let Ok(headers) = message.headers() {
