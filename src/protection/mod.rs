@@ -20,7 +20,7 @@ pub use greylist_store::{GreylistStore, MemoryGreylist, RedisGreylist, Write};
 pub use limiter::{Decision, Kind, RateLimiter};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
-pub use triplet::{client_network, normalise_local, normalise_sender, Triplet};
+pub use triplet::{check_triplet, client_network, normalise_local, normalise_sender, Triplet};
 
 use crate::config::{Network, Protection as Options, StoreUrl};
 use futures::future::BoxFuture;

@@ -79,7 +79,9 @@ pub fn client_network(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> IpNet {
 /// per-message tags (see the module documentation).
 pub fn normalise_sender(sender: &Mailbox) -> String {
     let local = normalise_local(&sender.local.to_lowercase());
-    format!("{local}@{}", sender.domain_lowercase())
+    // Trailing dots all go: `example.com.` is `example.com`.
+    let domain = sender.domain.trim_end_matches('.').to_lowercase();
+    format!("{local}@{domain}")
 }
 
 /// A lowercased local part without BATV, SRS, `+extension` and VERP tags.
@@ -165,6 +167,61 @@ fn numbers_out(local: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// The invariants the `triplet` fuzz target and `tests/fuzz_replay.rs`
+/// check on any input (an address, a NUL, then up to 16 bytes of client
+/// IP): no panic; the normalised sender is lowercase, not much longer
+/// than what it came from, and a fixed point (normalising it again
+/// changes nothing, so a retry keyed by it finds the same triplet); the
+/// client network holds the client.
+pub fn check_triplet(data: &[u8]) {
+    let (address, ip) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let text = String::from_utf8_lossy(address);
+    let (local, domain) = text.rsplit_once('@').unwrap_or((&text, "example.test"));
+    let sender = Mailbox {
+        local: local.to_string(),
+        domain: domain.to_string(),
+    };
+    let key = normalise_sender(&sender);
+    assert!(
+        !key.chars().any(|c| c.is_uppercase() && c.is_ascii()),
+        "{key:?}"
+    );
+    assert!(key.len() <= text.len() * 3 + 16, "{text:?} -> {key:?}");
+    let (nl, nd) = key.rsplit_once('@').unwrap_or((&key, ""));
+    let again = normalise_sender(&Mailbox {
+        local: nl.to_string(),
+        domain: nd.to_string(),
+    });
+    assert_eq!(again, key, "not a fixed point: {text:?}");
+    let client = if ip.len() >= 16 {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&ip[..16]);
+        IpAddr::from(b)
+    } else {
+        let mut b = [0u8; 4];
+        for (d, s) in b.iter_mut().zip(ip) {
+            *d = *s;
+        }
+        IpAddr::from(b)
+    };
+    let bits = ip.first().copied().unwrap_or(24);
+    let t = Triplet::new(
+        client,
+        Some(&sender),
+        &Recipient::Postmaster,
+        bits % 33,
+        bits % 129,
+    );
+    assert!(
+        t.network.contains(&client.to_canonical()),
+        "{client} {}",
+        t.network
+    );
 }
 
 #[cfg(test)]
@@ -261,6 +318,7 @@ mod tests {
             ("+only@example.com", "+only@example.com"),
             ("prvs=@example.com", "prvs=@example.com"),
             ("srs0=x@example.com", "srs0=x@example.com"),
+            ("a@Example.COM..", "a@example.com"),
         ] {
             assert_eq!(normalise_sender(&mb(given)), want, "{given}");
         }
@@ -276,5 +334,31 @@ mod tests {
             64,
         );
         assert_eq!(t.recipient, "bob+lists@x.test");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::check_triplet;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Addresses made of the characters the normalisation cares about.
+        #[test]
+        fn normalisation_holds_its_invariants(
+            local in "[a-zA-Z0-9=+#.\\-]{0,40}",
+            ip in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let mut data = format!("{local}@Example.TEST").into_bytes();
+            data.push(0);
+            data.extend(ip);
+            check_triplet(&data);
+        }
+
+        #[test]
+        fn any_bytes_hold_its_invariants(data in proptest::collection::vec(any::<u8>(), 0..80)) {
+            check_triplet(&data);
+        }
     }
 }
