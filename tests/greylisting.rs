@@ -48,7 +48,12 @@ struct Setup {
 /// A gateway behind a trusted proxy, relaying mail for example.com to a
 /// mock upstream, with `rules` and the `greylisting:` lines in `greylisting`.
 fn setup(rules: &str, greylisting: &str) -> Setup {
-    let up = MockUpstream::start(MockOptions::default());
+    setup_with(MockOptions::default(), rules, greylisting)
+}
+
+/// [`setup`] with an upstream that behaves as `options` say.
+fn setup_with(options: MockOptions, rules: &str, greylisting: &str) -> Setup {
+    let up = MockUpstream::start(options);
     let rules = rules_dir(&[("g.yaml", rules)]);
     let adir = tempfile::tempdir().unwrap();
     let audit = adir.path().join("audit.jsonl");
@@ -206,6 +211,29 @@ fn an_allowlisted_network_is_not_greylisted_again_until_its_days_are_over() {
     let r = attempt(&s.gw, "192.0.2.7", "alice@sender.test", "bob@example.com");
     assert_eq!(r.code, 250, "{}", r.raw);
     assert_eq!(count(&s.gw, "known"), 1);
+}
+
+#[test]
+fn a_retry_the_upstream_refuses_does_not_allowlist_the_network() {
+    let mut options = MockOptions::default();
+    options
+        .rcpt_replies
+        .insert("ghost@example.com".into(), "550 5.1.1 No such user".into());
+    let s = setup_with(options, RCPT_RULES, "");
+    let gl = s.gw.shared.greylist();
+    assert_eq!(
+        attempt(&s.gw, "192.0.2.7", "spam@sender.test", "ghost@example.com").code,
+        451
+    );
+    gl.advance_clock(Duration::from_secs(301));
+    // Greylisting lets the retry through; the upstream refuses it.
+    let r = attempt(&s.gw, "192.0.2.7", "spam@sender.test", "ghost@example.com");
+    assert_eq!(r.code, 550, "{}", r.raw);
+    assert_eq!(count(&s.gw, "retried"), 1);
+    // Nothing was delivered, so the network is not allowlisted.
+    let r = attempt(&s.gw, "192.0.2.8", "spam@sender.test", "bob@example.com");
+    assert_eq!(r.code, 451, "{}", r.raw);
+    assert_eq!(count(&s.gw, "allowlisted"), 0);
 }
 
 #[test]
@@ -531,4 +559,54 @@ fn http_get(port: u16, path: &str) -> String {
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or(out)
+}
+
+#[test]
+fn the_simulator_says_would_be_greylisted_or_lets_a_passed_triplet_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir(&[("g.yaml", DATA_RULES)]);
+    let cfg = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}relay: {{ local_domains: [example.com] }}\nspool_dir: \"{}\"\n\
+             greylisting: {{ delay_s: 90 }}\n",
+            rules_line(rules.path()),
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let eml = dir.path().join("m.eml");
+    std::fs::write(&eml, message("s", "hi\n")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_smtpgate"))
+            .arg("test-rules")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--from", "a@stranger.test", "--to", "b@example.com"])
+            .args(["--client-ip", "203.0.113.9"])
+            .args(extra)
+            .arg(&eml)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("matched greylist-message (greylist)"), "{out}");
+    assert!(
+        out.contains("would be greylisted by greylist-message"),
+        "{out}"
+    );
+    assert!(
+        out.contains("verdict: tempfailed at data")
+            && out.contains("451 4.7.1 Greylisted, please try again in 90 seconds"),
+        "{out}"
+    );
+    let (code, out) = run(&["--greylist-passed"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("the triplet passed before"), "{out}");
 }

@@ -167,6 +167,29 @@ pub(super) fn check(g: &GreylistOptions) -> Result<(), ValidationError> {
     check_store("greylisting.store", &g.store)
 }
 
+/// The `greylist:` line of `smtpgate check`.
+pub(super) fn summary(g: &GreylistOptions, s: &mut String) {
+    use std::fmt::Write as _;
+    let allowlist = if g.auto_allowlist_days == 0 {
+        "no auto-allowlist".to_string()
+    } else {
+        format!(
+            "network allowlisted {} days after {} passed",
+            g.auto_allowlist_days, g.auto_allowlist_after
+        )
+    };
+    let on_error = match g.on_error {
+        OnError::FailOpen => "fail open",
+        OnError::Tempfail => "tempfail",
+    };
+    let _ = writeln!(
+        s,
+        "greylist:  (for greylist rules) retry after {}s within {}s, passed {} days; {allowlist}; \
+         /{} and /{}; store {}, {on_error}",
+        g.delay_s, g.retry_window_s, g.passed_days, g.ipv4_prefix, g.ipv6_prefix, g.store
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
@@ -188,6 +211,21 @@ mod tests {
         .unwrap();
         assert_eq!(c.greylisting.delay_s, 2);
         assert_eq!(c.greylisting.on_error, crate::config::OnError::Tempfail);
+    }
+
+    #[test]
+    fn summary_line() {
+        let s = load("greylisting: { store: \"redis://:pw@10.0.0.9:6379/1\" }\n")
+            .unwrap()
+            .summary();
+        assert!(
+            s.contains(
+                "greylist:  (for greylist rules) retry after 300s within 86400s, passed 35 days; \
+                 network allowlisted 7 days after 1 passed; /24 and /64; \
+                 store redis://***@10.0.0.9:6379/1, fail open\n"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

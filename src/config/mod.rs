@@ -726,6 +726,7 @@ impl Config {
             bytes(l.max_mime_scan_bytes)
         );
         protection::summary(&self.protection, &self.relay.trusted_networks, &mut s);
+        greylisting::summary(&self.greylisting, &mut s);
         let _ = writeln!(
             s,
             "audit:     {}",

@@ -9,8 +9,12 @@
 //!
 //! What counts as passed: a retry that comes after the delay, inside the
 //! window (a retry before the delay does not start the delay over, as in
-//! Postgrey). The rules decide which mail is greylisted at all; this only
-//! keeps the state and answers.
+//! Postgrey). Such a triplet passes from then on; towards the network's
+//! auto-allowlisting it counts only once its message was delivered
+//! ([`Greylist::delivered`]), so a client that retries to addresses the
+//! upstream refuses (a dictionary attack) does not allowlist itself. The
+//! rules decide which mail is greylisted at all; this only keeps the state
+//! and answers.
 //!
 //! A store that cannot answer fails open by default (the mail is not
 //! greylisted; an error line at most every 10 seconds, and
@@ -37,8 +41,8 @@ pub enum Seen {
     New,
     /// A retry before the delay: greylisted again.
     Early,
-    /// A retry after the delay, inside the window: passes (and counts
-    /// towards the network's auto-allowlisting).
+    /// A retry after the delay, inside the window: passes (and, once
+    /// delivered, counts towards the network's auto-allowlisting).
     Retried,
     /// A triplet that passed before: passes.
     Known,
@@ -71,8 +75,9 @@ pub const GREYLIST_RESULTS: [&str; 6] =
 /// The greylister's answer for a stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// The mail passes (the worst of its triplets' results).
-    Pass(Seen),
+    /// The mail passes: the worst of its triplets' results, and how many
+    /// of them passed for the first time (to give [`Greylist::delivered`]).
+    Pass(Seen, u32),
     /// Refuse for now with this reply.
     Greylisted(Seen, Reply),
     /// The store could not answer and the mail passes (`fail_open`).
@@ -193,6 +198,7 @@ impl Greylist {
         let now = self.now_ms();
         let mut worst: Option<(Seen, Duration)> = None;
         let mut passed = Seen::Known;
+        let mut retried = 0;
         for t in triplets {
             let seen = match self.one(t, now).await {
                 Ok(s) => s,
@@ -207,6 +213,9 @@ impl Greylist {
             };
             self.store_ok();
             self.count(seen.0.name());
+            if seen.0 == Seen::Retried {
+                retried += 1;
+            }
             if seen.0.passes() {
                 if seen.0 == Seen::Retried || passed == Seen::Known {
                     passed = seen.0;
@@ -217,7 +226,31 @@ impl Greylist {
         }
         match worst {
             Some((seen, wait)) => Answer::Greylisted(seen, greylisted_reply(wait)),
-            None => Answer::Pass(passed),
+            None => Answer::Pass(passed, retried),
+        }
+    }
+
+    /// A message from `ip` whose check had `passes` first passes (see
+    /// [`Answer::Pass`]) was delivered: they count towards the client
+    /// network's auto-allowlisting. A store that fails here is logged and
+    /// counted like a failed check; the mail is gone already.
+    pub async fn delivered(&self, ip: IpAddr, passes: u32) {
+        let o = &self.options;
+        if passes == 0 || o.auto_allowlist_days == 0 {
+            return;
+        }
+        let network = super::triplet::client_network(ip, o.ipv4_prefix, o.ipv6_prefix);
+        let count = Write::Count {
+            key: format!("{}n:{network}", o.key_prefix),
+            ttl: o.allowlist_ttl(),
+        };
+        let writes = vec![count; passes as usize];
+        match self.timed(self.store.write(&writes, self.now_ms())).await {
+            Ok(()) => self.store_ok(),
+            Err(e) => {
+                self.count("error");
+                self.store_failed(&e);
+            }
         }
     }
 
@@ -228,7 +261,7 @@ impl Greylist {
         let prefix = &o.key_prefix;
         let triplet_key = format!("{prefix}t:{}", t.key());
         let network_key = format!("{prefix}n:{}", t.network);
-        let keys = [triplet_key.clone(), network_key.clone()];
+        let keys = [triplet_key.clone(), network_key];
         let values = self.timed(self.store.read(&keys, now)).await?;
         let allowlisting = o.auto_allowlist_days > 0;
         let passes_of_network = values
@@ -260,17 +293,11 @@ impl Greylist {
                 Ok((Seen::Early, Duration::from_millis(left)))
             }
             Some(first) if now.saturating_sub(first) <= window => {
-                let mut writes = vec![Write::Set {
+                let writes = [Write::Set {
                     key: triplet_key,
                     value: PASSED.to_string(),
                     ttl: o.passed_ttl(),
                 }];
-                if allowlisting {
-                    writes.push(Write::Count {
-                        key: network_key,
-                        ttl: o.allowlist_ttl(),
-                    });
-                }
                 self.timed(self.store.write(&writes, now)).await?;
                 Ok((Seen::Retried, Duration::ZERO))
             }
@@ -409,9 +436,13 @@ mod tests {
         async_std::task::block_on(g.check(&t))
     }
 
+    fn deliver(g: &Greylist, ip: &str, passes: u32) {
+        async_std::task::block_on(g.delivered(ip.parse().unwrap(), passes));
+    }
+
     fn seen(a: &Answer) -> Seen {
         match a {
-            Answer::Pass(s) | Answer::Greylisted(s, _) => *s,
+            Answer::Pass(s, _) | Answer::Greylisted(s, _) => *s,
             other => panic!("{other:?}"),
         }
     }
@@ -435,11 +466,11 @@ mod tests {
         // Another host of the same /24, another case: the same triplet.
         assert_eq!(
             ask(&g, "192.0.2.99", "A@B.test", "C@d.TEST"),
-            Answer::Pass(Seen::Retried)
+            Answer::Pass(Seen::Retried, 1)
         );
         assert_eq!(
             ask(&g, "192.0.2.7", "a@b.test", "c@d.test"),
-            Answer::Pass(Seen::Known)
+            Answer::Pass(Seen::Known, 0)
         );
         // Allowlisting off: another recipient is greylisted.
         assert_eq!(
@@ -470,7 +501,7 @@ mod tests {
         g.advance_clock(Duration::from_secs(61));
         assert_eq!(
             ask(&g, "192.0.2.7", "a@b.test", "c@d.test"),
-            Answer::Pass(Seen::Retried)
+            Answer::Pass(Seen::Retried, 1)
         );
     }
 
@@ -481,12 +512,18 @@ mod tests {
         g.advance_clock(Duration::from_secs(61));
         assert_eq!(
             ask(&g, "2001:db8:1:2::1", "a@b.test", "c@d.test"),
-            Answer::Pass(Seen::Retried)
+            Answer::Pass(Seen::Retried, 1)
         );
+        // Not allowlisted before the message was delivered.
+        assert_eq!(
+            seen(&ask(&g, "2001:db8:1:2:ffff::9", "x@y.test", "z@d.test")),
+            Seen::New
+        );
+        deliver(&g, "2001:db8:1:2::1", 1);
         // The same /64, someone else: allowlisted.
         assert_eq!(
             ask(&g, "2001:db8:1:2:ffff::9", "x@y.test", "z@d.test"),
-            Answer::Pass(Seen::Allowlisted)
+            Answer::Pass(Seen::Allowlisted, 0)
         );
         // Another /64 is not.
         assert_eq!(
@@ -511,6 +548,7 @@ mod tests {
             seen(&ask(&g, "192.0.2.7", "a@b.test", "c1@d.test")),
             Seen::Retried
         );
+        deliver(&g, "192.0.2.7", 1);
         assert_eq!(
             seen(&ask(&g, "192.0.2.7", "a@b.test", "c3@d.test")),
             Seen::New
@@ -519,6 +557,7 @@ mod tests {
             seen(&ask(&g, "192.0.2.7", "a@b.test", "c2@d.test")),
             Seen::Retried
         );
+        deliver(&g, "192.0.2.7", 1);
         assert_eq!(
             seen(&ask(&g, "192.0.2.8", "a@b.test", "c3@d.test")),
             Seen::Allowlisted
@@ -548,7 +587,7 @@ mod tests {
         g.advance_clock(Duration::from_secs(11));
         assert_eq!(
             async_std::task::block_on(g.check(&both)),
-            Answer::Pass(Seen::Retried)
+            Answer::Pass(Seen::Retried, 1)
         );
     }
 }

@@ -160,7 +160,11 @@ impl<S: Stream> Session<S> {
             return refused;
         }
         let verdict = self.run_filters(stage, rcpt, None);
-        self.greylisting(stage, verdict, rcpt).await
+        let (verdict, passes) = self.greylisting(stage, verdict, rcpt).await;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.greylist_passes += passes;
+        }
+        verdict
     }
 
     /// Remembers a refusal outside any transaction (connect, helo), for the

@@ -86,7 +86,9 @@ impl<S: Stream> Session<S> {
                     Some(refused) => refused,
                     None => {
                         let verdict = self.run_filters(Stage::Data, None, Some(&mut message));
-                        self.greylisting(Stage::Data, verdict, None).await
+                        let (verdict, passes) = self.greylisting(Stage::Data, verdict, None).await;
+                        tx.greylist_passes += passes;
+                        verdict
                     }
                 };
                 if self.shared.audit().is_some() {
@@ -125,6 +127,9 @@ impl<S: Stream> Session<S> {
             }
         };
         let relayed = disposition == Disposition::Relay && reply.is_positive();
+        if relayed {
+            self.greylist_delivered(tx.greylist_passes).await;
+        }
         if !relayed && self.upstream.is_some() {
             // The upstream still holds MAIL/RCPT of a transaction it will
             // never get DATA for.

@@ -1,7 +1,9 @@
 //! Greylisting in a session: a `greylist` rule only marks the stage; when
 //! the stage would otherwise go on, the session asks the greylisting store
 //! about the triplet (rcpt: this recipient; data: every accepted one) and
-//! turns a greylisted answer into the stage's `451 4.7.1`.
+//! turns a greylisted answer into the stage's `451 4.7.1`. A triplet that
+//! passes for the first time counts towards the client network's
+//! auto-allowlisting only once the transaction's message was delivered.
 
 use super::Session;
 use crate::filter::{Outcome, Stage, Verdict};
@@ -13,18 +15,20 @@ use log::{info, warn};
 impl<S: Stream> Session<S> {
     /// The stage's verdict once greylisting had its say: `verdict` itself
     /// unless a `greylist` rule matched, nothing else refused, and the
-    /// store says the triplet has not passed yet.
+    /// store says the triplet has not passed yet. With it, how many
+    /// triplets passed for the first time: the transaction keeps the count
+    /// for [`greylist_delivered`](Self::greylist_delivered).
     pub(super) async fn greylisting(
         &mut self,
         stage: Stage,
         verdict: Verdict,
         rcpt: Option<&Recipient>,
-    ) -> Verdict {
+    ) -> (Verdict, u32) {
         let Some(rule) = self.ctx.greylist.take() else {
-            return verdict;
+            return (verdict, 0);
         };
         if verdict.clone().outcome() != Outcome::Proceed {
-            return verdict;
+            return (verdict, 0);
         }
         let rcpts = match rcpt {
             Some(r) => vec![r.clone()],
@@ -42,14 +46,14 @@ impl<S: Stream> Session<S> {
                 .join(" ")
         };
         match greylist.check(&triplets).await {
-            Answer::Pass(seen) => {
+            Answer::Pass(seen, retried) => {
                 info!(
                     "session {} greylisting ({rule}) at {stage}: {} passes ({})",
                     self.id,
                     keys(),
                     seen.name()
                 );
-                verdict
+                (verdict, retried)
             }
             Answer::FailedOpen => {
                 warn!(
@@ -57,7 +61,7 @@ impl<S: Stream> Session<S> {
                     self.id,
                     keys()
                 );
-                verdict
+                (verdict, 0)
             }
             Answer::Greylisted(seen, reply) => {
                 info!(
@@ -67,12 +71,25 @@ impl<S: Stream> Session<S> {
                     seen.name()
                 );
                 self.ctx.decided_by = Some(rule);
-                Verdict::Tempfail(reply)
+                (Verdict::Tempfail(reply), 0)
             }
             Answer::Unavailable(reply) => {
                 self.ctx.decided_by = Some(rule);
-                Verdict::Tempfail(reply)
+                (Verdict::Tempfail(reply), 0)
             }
+        }
+    }
+
+    /// The message of a transaction whose greylisting had `passes` first
+    /// passes was delivered: only now do they count towards the client
+    /// network's auto-allowlisting.
+    pub(super) async fn greylist_delivered(&mut self, passes: u32) {
+        if passes > 0 {
+            let shared = self.shared.clone();
+            shared
+                .greylist()
+                .delivered(self.ctx.client.ip(), passes)
+                .await;
         }
     }
 }
