@@ -252,6 +252,10 @@ pub struct Context {
     pub facts: Facts,
     /// The checks that ran, with their outcome and duration, for the audit.
     pub checks: Vec<CheckRun>,
+    /// Set by a `greylist` rule (its name) at the rcpt or data stage: when
+    /// the stage otherwise goes on, the session asks the greylisting store
+    /// before it does. Cleared at the start of every stage.
+    pub greylist: Option<String>,
 }
 
 /// A place where a filter reads a fact: which fact, at which stage, and
@@ -311,6 +315,7 @@ impl Context {
             session_headers: Vec::new(),
             facts: Facts::new(),
             checks: Vec::new(),
+            greylist: None,
         }
     }
 
@@ -465,6 +470,7 @@ impl FilterChain {
         message: Option<&mut Message<'_>>,
     ) -> Verdict {
         ctx.decided_by = None;
+        ctx.greylist = None;
         let verdict = self.ask(stage, ctx, rcpt, message);
         if !stage.in_transaction() {
             // Before any transaction: what was gathered belongs to the session.

@@ -14,7 +14,7 @@ use crate::checks::{Fixtures, Plan, Registry};
 use crate::config::{Config, ConfigError, ValidationError};
 use crate::filter::FilterChain;
 use crate::metrics::Metrics;
-use crate::protection::Protection;
+use crate::protection::{Greylist, Protection};
 use crate::relay::RelayPolicy;
 use crate::shutdown::ShutdownSignal;
 use crate::tls::TlsServer;
@@ -56,6 +56,8 @@ pub struct Gateway {
     protection: Protection,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
+    /// Greylisting state, asked when a `greylist` rule matches.
+    greylist: Greylist,
 }
 
 impl Gateway {
@@ -108,10 +110,13 @@ impl Gateway {
         let pipeline = Pipeline::new(filters, &registry)?;
         let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
             .map_err(|e| at("protection", e))?;
+        let greylist =
+            Greylist::new(&config.greylisting, &metrics).map_err(|e| at("greylisting.store", e))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Ok(Arc::new(Gateway {
+            greylist,
             protection,
             relay: RelayPolicy::new(&config.relay),
             config,
@@ -167,6 +172,11 @@ impl Gateway {
     /// Per-client protection and rate limits.
     pub fn protection(&self) -> &Protection {
         &self.protection
+    }
+
+    /// The greylisting state.
+    pub fn greylist(&self) -> &Greylist {
+        &self.greylist
     }
 
     /// The current filter chain and check plan (a snapshot: later swaps

@@ -70,6 +70,11 @@ struct TestRules {
     /// tried offline.
     #[arg(long = "fact", value_name = "NAME=VALUE")]
     facts: Vec<String>,
+    /// When a greylist rule matches, take the greylisting store to know
+    /// the triplet as passed (the mail goes on); without it, a first
+    /// attempt (greylisted). The store itself is not asked.
+    #[arg(long)]
+    greylist_passed: bool,
     /// The message (an .eml file; "-" reads standard input).
     message: PathBuf,
 }
@@ -164,6 +169,7 @@ fn test_rules(config: &Config, args: TestRules) -> ExitCode {
         from: args.from,
         to: args.to,
         message,
+        greylist_passed: args.greylist_passed,
     };
     match rules::rules_dir(config) {
         Some(dir) => println!("rules from {}", dir.display()),

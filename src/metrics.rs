@@ -397,6 +397,24 @@ impl Metrics {
         let result = if success { "success" } else { "failure" };
         self.auth.with_label_values(&[result]).inc();
     }
+
+    /// Registers a counter family a component owns (its name must be
+    /// documented in `docs/metrics.md`) with the label values it knows in
+    /// advance created at 0; `None` when the name is taken already.
+    pub fn counter_family(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        known: &[&str],
+    ) -> Option<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), &[label]).ok()?;
+        self.registry.register(Box::new(c.clone())).ok()?;
+        for v in known {
+            c.with_label_values(&[v]);
+        }
+        Some(c)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::checks::{run_stage, Fixtures, Plan};
 use crate::filter::{Context, FilterChain, Hit, Message, Outcome, Stage, TlsInfo, Verdict};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::protection::greylisted_reply;
 use crate::proto::{parse_command, Command, EnhancedCode, Recipient, Reply};
 use crate::rules::fmt_score;
 use crate::session::replies;
@@ -41,6 +42,11 @@ pub struct Simulation {
     /// The message as read from a file: bare LF line endings are turned
     /// into CRLF, as an SMTP client does when it sends a file.
     pub message: Vec<u8>,
+    /// What the greylisting store would know when a `greylist` rule
+    /// matches: `false` (a first attempt: greylisted), `true` (the
+    /// triplets passed before, or the network is allowlisted: goes on).
+    /// The store itself is not asked.
+    pub greylist_passed: bool,
 }
 
 /// What happened at one stage (one line of recipients per RCPT).
@@ -230,6 +236,8 @@ pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
         metrics: gateway.metrics(),
         ctx: Context::new(SocketAddr::new(sim.client_ip, 0)),
         stages: Vec::new(),
+        greylist_passed: sim.greylist_passed,
+        greylist_delay: gateway.greylist().options().delay(),
     };
     let mut disposition = Outcome::Proceed;
     let end =
@@ -448,6 +456,10 @@ struct Run<'c> {
     ctx: Context,
     /// What happened so far.
     stages: Vec<StageReport>,
+    /// [`Simulation::greylist_passed`].
+    greylist_passed: bool,
+    /// `greylisting.delay_s`, for the reply a first attempt gets.
+    greylist_delay: std::time::Duration,
 }
 
 impl Run<'_> {
@@ -479,6 +491,7 @@ impl Run<'_> {
             Some(refused) => Verdict::Tempfail(refused),
             None => self.chain.run(stage, &mut self.ctx, rcpt, message),
         };
+        let (verdict, greylisting) = self.greylisting(verdict);
         let outcome = verdict.clone().outcome();
         let (reply, note) = match &outcome {
             Outcome::Refuse(r) => (Some(r.clone()), None),
@@ -492,6 +505,10 @@ impl Run<'_> {
                 Some("the message will be quarantined".into()),
             ),
             Outcome::Proceed => (ok, None),
+        };
+        let note = match (note, greylisting) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
         };
         let decided_by = if matches!(outcome, Outcome::Proceed) {
             None
@@ -509,6 +526,32 @@ impl Run<'_> {
             note,
         });
         outcome
+    }
+
+    /// What the session does when a `greylist` rule matched and nothing
+    /// else refused, with the store's answer taken from
+    /// [`Simulation::greylist_passed`]; the note says which it was.
+    fn greylisting(&mut self, verdict: Verdict) -> (Verdict, Option<String>) {
+        let Some(rule) = self.ctx.greylist.take() else {
+            return (verdict, None);
+        };
+        if verdict.clone().outcome() != Outcome::Proceed {
+            return (verdict, None);
+        }
+        if self.greylist_passed {
+            let note = format!("greylisting ({rule}): the triplet passed before, the mail goes on");
+            return (verdict, Some(note));
+        }
+        self.ctx.decided_by = Some(rule.clone());
+        let note = format!(
+            "would be greylisted by {rule}: a first attempt; a retry after {} s passes \
+             (--greylist-passed shows that)",
+            self.greylist_delay.as_secs()
+        );
+        (
+            Verdict::Tempfail(greylisted_reply(self.greylist_delay)),
+            Some(note),
+        )
     }
 }
 
@@ -558,6 +601,7 @@ mod tests {
             from: "a@example.net".into(),
             to: to.iter().map(|s| s.to_string()).collect(),
             message: b"Subject: hello\nMessage-ID: <1@x>\n\nhi\n".to_vec(),
+            greylist_passed: false,
         }
     }
 
@@ -609,6 +653,33 @@ mod tests {
             simulate(&gateway(Config::default(), &c), &s).is_ok(),
             "<> is fine"
         );
+    }
+
+    #[test]
+    fn greylisting_shows_as_would_be_greylisted_or_passed() {
+        let c = chain(
+            "rules:\n  - { name: gl, stage: data, when: { not: { sender: { domains: [friend.test] } } }, action: greylist }\n",
+        );
+        let mut config = Config::default();
+        config.greylisting.delay_s = 120;
+        let g = gateway(config, &c);
+        let r = simulate(&g, &sim(&["b@x.test"])).unwrap();
+        assert_eq!(r.verdict, Final::Tempfailed);
+        let text = r.render();
+        assert!(text.contains("matched gl (greylist)"), "{text}");
+        assert!(
+            text.contains("-> 451 4.7.1 Greylisted, please try again in 120 seconds"),
+            "{text}"
+        );
+        assert!(text.contains("would be greylisted by gl"), "{text}");
+        let mut s = sim(&["b@x.test"]);
+        s.greylist_passed = true;
+        let r = simulate(&g, &s).unwrap();
+        assert_eq!(r.verdict, Final::Delivered);
+        assert!(r.render().contains("the triplet passed before"));
+        s.greylist_passed = false;
+        s.from = "a@friend.test".into();
+        assert_eq!(simulate(&g, &s).unwrap().verdict, Final::Delivered);
     }
 
     #[test]

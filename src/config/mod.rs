@@ -17,6 +17,7 @@ mod checks;
 mod dns;
 mod edge;
 mod error;
+mod greylisting;
 pub(crate) mod locate;
 mod ops;
 mod protection;
@@ -27,6 +28,7 @@ pub use checks::{CheckSettings, ChecksOptions, OnError};
 pub use dns::DnsOptions;
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
+pub use greylisting::GreylistOptions;
 pub use ops::{MetricsOptions, PoolOptions};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
 pub use security::{
@@ -110,6 +112,10 @@ pub struct Config {
     /// The checks that run before the rules: timeouts and what a failure
     /// does. See `docs/checks.md`.
     pub checks: ChecksOptions,
+    /// Greylisting: its delays, the auto-allowlist and where triplets
+    /// live. Only used when a rule says `action: greylist`. See
+    /// `docs/greylisting.md`.
+    pub greylisting: GreylistOptions,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -174,6 +180,7 @@ impl Default for Config {
             metrics: None,
             dns: DnsOptions::default(),
             checks: ChecksOptions::default(),
+            greylisting: GreylistOptions::default(),
             source: Source::default(),
         }
     }
@@ -608,7 +615,8 @@ impl Config {
         security::check(self)?;
         protection::check(&self.protection)?;
         edge::check(self)?;
-        dns::check(&self.dns)
+        dns::check(&self.dns)?;
+        greylisting::check(&self.greylisting)
     }
 
     /// The rules directory can be read. The gateway reads the rule files
@@ -718,6 +726,7 @@ impl Config {
             bytes(l.max_mime_scan_bytes)
         );
         protection::summary(&self.protection, &self.relay.trusted_networks, &mut s);
+        greylisting::summary(&self.greylisting, &mut s);
         let _ = writeln!(
             s,
             "audit:     {}",

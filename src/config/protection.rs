@@ -235,10 +235,15 @@ pub(super) fn check(p: &Protection) -> Result<(), ValidationError> {
             "must not contain spaces or control characters".into(),
         ));
     }
-    if let StoreUrl::Redis(url) = &r.store {
+    check_store("protection.rate_limits.store", &r.store)
+}
+
+/// A store must be `memory` or a usable Redis URL; `path` names the key.
+pub(super) fn check_store(path: &str, store: &StoreUrl) -> Result<(), ValidationError> {
+    if let StoreUrl::Redis(url) = store {
         if !url.starts_with("redis://") {
-            return Err(err(
-                "protection.rate_limits.store",
+            return Err(ValidationError::new(
+                path,
                 format!(
                     "{:?} is not a store: write `memory` or `redis://host:port[/db]`",
                     redacted(url)
@@ -246,8 +251,8 @@ pub(super) fn check(p: &Protection) -> Result<(), ValidationError> {
             ));
         }
         if let Err(e) = redis::Client::open(url.as_str()) {
-            return Err(err(
-                "protection.rate_limits.store",
+            return Err(ValidationError::new(
+                path,
                 format!("{:?} is not a usable Redis URL: {e}", redacted(url)),
             ));
         }

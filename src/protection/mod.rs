@@ -1,5 +1,6 @@
 //! Per-client protection shared by every session: who is exempt, how many
-//! connections each client IP has open, and the rate limiter.
+//! connections each client IP has open, the rate limiter, and the
+//! greylisting state (which mail is greylisted, the rules decide).
 //!
 //! The session asks at its own points (before the greeting, at MAIL, RCPT
 //! and a successful AUTH) and turns the answers into replies
@@ -7,13 +8,19 @@
 //! store. Rate checks may wait on Redis, so they stay outside the
 //! synchronous filter chain.
 
+mod greylist;
+mod greylist_store;
 mod limiter;
 mod memory;
 mod redis_store;
+mod triplet;
 
+pub use greylist::{greylisted_reply, unavailable_reply, Answer, Greylist, Seen, GREYLIST_RESULTS};
+pub use greylist_store::{GreylistStore, MemoryGreylist, RedisGreylist, Write};
 pub use limiter::{Decision, Kind, RateLimiter};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+pub use triplet::{check_triplet, client_network, normalise_local, normalise_sender, Triplet};
 
 use crate::config::{Network, Protection as Options, StoreUrl};
 use futures::future::BoxFuture;

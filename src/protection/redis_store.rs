@@ -51,7 +51,7 @@ impl RedisStore {
     }
 
     /// The connection, connecting if needed (unless a recent attempt failed).
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+    pub(super) async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
         let mut link = self.link.lock().await;
         match &*link {
             Link::Up(c) => return Ok(c.clone()),
@@ -86,7 +86,7 @@ impl RedisStore {
     }
 
     /// Forgets a connection that failed, so the next hit reconnects.
-    async fn drop_connection(&self) {
+    pub(super) async fn drop_connection(&self) {
         let mut link = self.link.lock().await;
         if matches!(*link, Link::Up(_)) {
             *link = Link::Down(None);

@@ -647,6 +647,19 @@ impl FileCompiler<'_> {
             ActionName::Discard => Action::Discard,
             ActionName::Quarantine => Action::Quarantine,
             ActionName::Warn => Action::Warn,
+            ActionName::Greylist => {
+                if !matches!(at.stage, Stage::Rcpt | Stage::Data) {
+                    return Err(self.err(
+                        at,
+                        "action",
+                        format!(
+                            "greylist is for the rcpt and data stages, where the triplet is known (this rule runs at {})",
+                            at.stage
+                        ),
+                    ));
+                }
+                Action::Greylist
+            }
             ActionName::Reject => {
                 let default = if at.stage == Stage::Connect {
                     Verdict::default_reject_connect()
@@ -945,5 +958,6 @@ pub(crate) fn action_name(a: ActionName) -> &'static str {
         ActionName::AddHeader => "add_header",
         ActionName::Score => "score",
         ActionName::Warn => "warn",
+        ActionName::Greylist => "greylist",
     }
 }

@@ -118,6 +118,15 @@ fn apply(
             hit(ctx, name, stage, "warn", 0.0);
             return None;
         }
+        Action::Greylist => {
+            // A mark, not a verdict: a later reject still wins, and the
+            // store is asked only when the stage would go on.
+            if ctx.greylist.is_none() {
+                ctx.greylist = Some(name.to_string());
+            }
+            hit(ctx, name, stage, "greylist", 0.0);
+            return None;
+        }
         Action::Score(points) => {
             // Once per transaction (once per session at session stages),
             // however many recipients match a rcpt-stage rule.

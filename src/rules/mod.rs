@@ -385,6 +385,8 @@ pub(crate) enum Action {
     Score(f64),
     /// Log and audit only.
     Warn,
+    /// Mark the stage for greylisting; the session asks the store.
+    Greylist,
 }
 
 impl Action {
@@ -401,6 +403,7 @@ impl Action {
             Action::AddHeader { .. } => "add_header",
             Action::Score(_) => "score",
             Action::Warn => "warn",
+            Action::Greylist => "greylist",
         }
     }
 }

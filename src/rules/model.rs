@@ -98,6 +98,9 @@ pub(crate) enum ActionName {
     Score,
     /// Log and audit only.
     Warn,
+    /// Greylist the recipient (rcpt) or the message (data) when the
+    /// greylisting store has not seen its triplet pass.
+    Greylist,
 }
 
 /// `reply: { code, enhanced, text }`.

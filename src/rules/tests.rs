@@ -856,3 +856,46 @@ fn a_fact_matcher_needs_a_name_and_exactly_one_test() {
     let e = fail("rules:\n  - { name: a, stage: connect, when: { fact: { name: x, is: y, present: true } }, action: reject }\n");
     assert!(e.reason.contains("exactly one"), "{e}");
 }
+
+#[test]
+fn greylist_marks_the_stage_and_a_later_reject_still_wins() {
+    let s = set("rules:\n\
+         \x20 - { name: gl, stage: rcpt, when: { not: { sender: { domains: [friend.test] } } }, action: greylist }\n\
+         \x20 - { name: no-bob, stage: rcpt, when: { recipient: { regex: '^bob@' } }, action: reject }\n");
+    let c = chain(s);
+    let mut x = mail_ctx("a@stranger.test");
+    assert_eq!(
+        c.run(Stage::Rcpt, &mut x, Some(&rcpt("carol@x.test")), None),
+        Verdict::Continue
+    );
+    assert_eq!(x.greylist.as_deref(), Some("gl"));
+    assert!(x
+        .hits
+        .iter()
+        .any(|h| h.rule == "gl" && h.action == "greylist"));
+    assert!(matches!(
+        c.run(Stage::Rcpt, &mut x, Some(&rcpt("bob@x.test")), None),
+        Verdict::Reject(_)
+    ));
+    // Each stage starts unmarked; the exempt sender is never marked.
+    let mut y = mail_ctx("a@friend.test");
+    y.greylist = Some("stale".into());
+    c.run(Stage::Rcpt, &mut y, Some(&rcpt("carol@x.test")), None);
+    assert_eq!(y.greylist, None);
+}
+
+#[test]
+fn greylist_is_for_the_rcpt_and_data_stages_only() {
+    let e = fail("rules:\n  - name: gl\n    stage: mail\n    action: greylist\n");
+    assert!(
+        e.reason
+            .contains("greylist is for the rcpt and data stages"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(4), "{e}");
+    let e = fail(
+        "rules:\n  - name: gl\n    stage: rcpt\n    action: greylist\n    reply: { code: 450 }\n",
+    );
+    assert!(e.reason.contains("a reply is only for"), "{e}");
+    set("rules:\n  - { name: gl, stage: data, when: { score: { min: 3 } }, action: greylist }\n");
+}

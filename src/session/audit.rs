@@ -159,7 +159,12 @@ impl<S: Stream> Session<S> {
         if let Some(refused) = self.run_checks(stage, None).await {
             return refused;
         }
-        self.run_filters(stage, rcpt, None)
+        let verdict = self.run_filters(stage, rcpt, None);
+        let (verdict, passes) = self.greylisting(stage, verdict, rcpt).await;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.greylist_passes += passes;
+        }
+        verdict
     }
 
     /// Remembers a refusal outside any transaction (connect, helo), for the

@@ -84,7 +84,12 @@ impl<S: Stream> Session<S> {
                 let mut message = Message::new(&mut body);
                 let verdict = match checked {
                     Some(refused) => refused,
-                    None => self.run_filters(Stage::Data, None, Some(&mut message)),
+                    None => {
+                        let verdict = self.run_filters(Stage::Data, None, Some(&mut message));
+                        let (verdict, passes) = self.greylisting(Stage::Data, verdict, None).await;
+                        tx.greylist_passes += passes;
+                        verdict
+                    }
                 };
                 if self.shared.audit().is_some() {
                     if let Ok(headers) = message.headers() {
@@ -122,7 +127,9 @@ impl<S: Stream> Session<S> {
             }
         };
         let relayed = disposition == Disposition::Relay && reply.is_positive();
-        if !relayed {
+        if relayed {
+            self.greylist_delivered(tx.greylist_passes).await;
+        } else {
             // The upstream may still hold MAIL/RCPT of a transaction it
             // will never get DATA for.
             self.upstream.abandoned();

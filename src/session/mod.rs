@@ -14,6 +14,7 @@ mod conn;
 mod data;
 mod ehlo;
 mod footprint;
+mod greylist;
 mod link;
 mod mail;
 mod misc;

@@ -55,6 +55,9 @@ pub(crate) struct Transaction {
     pub(crate) subject: Option<String>,
     /// The upstream's reply to the end of DATA, for the audit record.
     pub(crate) upstream_reply: Option<Reply>,
+    /// Greylisting triplets that passed for the first time in this
+    /// transaction: they count towards auto-allowlisting once delivered.
+    pub(crate) greylist_passes: u32,
 }
 
 impl Transaction {
@@ -70,6 +73,7 @@ impl Transaction {
             message_id: None,
             subject: None,
             upstream_reply: None,
+            greylist_passes: 0,
         }
     }
 
