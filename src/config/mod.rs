@@ -14,6 +14,7 @@
 //! in `./rules/` when that directory exists.
 
 mod checks;
+mod dkim;
 mod dns;
 mod edge;
 mod error;
@@ -24,6 +25,7 @@ mod security;
 mod validate;
 
 pub use checks::{CheckSettings, ChecksOptions, OnError};
+pub use dkim::{is_dns_labels, DkimAlgorithm, DkimKey, DkimSigning};
 pub use dns::DnsOptions;
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
@@ -110,6 +112,11 @@ pub struct Config {
     /// The checks that run before the rules: timeouts and what a failure
     /// does. See `docs/checks.md`.
     pub checks: ChecksOptions,
+    /// DKIM signing of submitted mail: keys per domain and selector, whose
+    /// mail is signed, the signed header fields. Default: none (nothing is
+    /// signed). See `docs/dkim-signing.md`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim_signing: Option<DkimSigning>,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -174,6 +181,7 @@ impl Default for Config {
             metrics: None,
             dns: DnsOptions::default(),
             checks: ChecksOptions::default(),
+            dkim_signing: None,
             source: Source::default(),
         }
     }
@@ -608,6 +616,9 @@ impl Config {
         security::check(self)?;
         protection::check(&self.protection)?;
         edge::check(self)?;
+        if let Some(d) = &self.dkim_signing {
+            dkim::check(d)?;
+        }
         dns::check(&self.dns)
     }
 
