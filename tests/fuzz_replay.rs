@@ -39,3 +39,8 @@ fn reply_seeds_hold() {
 fn proxy_seeds_hold() {
     assert!(replay("proxy", check_proxy) >= 11);
 }
+
+#[test]
+fn dkim_sign_seeds_hold() {
+    assert!(replay("dkim_sign", smtpgate::dkim::selfcheck::check_signing) >= 6);
+}

@@ -16,6 +16,7 @@
 pub mod from;
 pub mod key;
 pub mod keygen;
+pub mod selfcheck;
 
 use crate::config::{DkimSigning, Network};
 use from::NoAuthor;
@@ -110,6 +111,26 @@ impl KeySet {
             });
         }
         Ok(KeySet { by_domain })
+    }
+
+    /// One key for `domain`, signing `settings.signed_headers()`: for
+    /// the fuzz invariants, which have no key file.
+    pub(crate) fn single(domain: &str, key: SigningKey, settings: &DkimSigning) -> KeySet {
+        let signer = DkimSigner::from_key(key)
+            .domain(domain)
+            .selector("fuzz")
+            .headers(settings.signed_headers())
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Relaxed);
+        let loaded = Loaded {
+            domain: domain.to_string(),
+            selector: "fuzz".to_string(),
+            subdomains: true,
+            signer,
+        };
+        KeySet {
+            by_domain: HashMap::from([(domain.to_string(), vec![loaded])]),
+        }
     }
 
     /// How many keys there are.
