@@ -484,3 +484,74 @@ fn dkim_keygen_records_verify_signatures_made_with_its_keys() {
         text(&got)
     );
 }
+
+#[test]
+fn spooled_mail_with_a_body_on_disk_is_signed_too() {
+    let k = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let spool = dir.path().join("spool");
+    // Every body spills to a temporary file: signing reads it back.
+    let gw = Gateway::start(&format!(
+        "hostname: gate.test\nspool_dir: \"{}\"\nauth: {{ users_file: \"{}\" }}\n\
+         limits: {{ spill_threshold_bytes: 0 }}\n\
+         listen:\n  - {{ addr: \"127.0.0.1:0\", auth: optional, plaintext_auth: true }}\n\
+         relay: {{ trusted_networks: [], local_domains: [example.org] }}\n\
+         dkim_signing:\n  keys:\n    - {{ domain: example.com, selector: rsa1, key_file: \"{}\" }}\n",
+        spool.display(),
+        users.display(),
+        k.rsa.path.display()
+    ));
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode("\0alice\0secret");
+    c.cmd(&format!("AUTH PLAIN {token}"), 235);
+    let line = "a long line of body text that repeats, ".repeat(20);
+    let body = format!(
+        "{}{}\r\n",
+        mail("alice@example.com", "spool"),
+        [line.as_str(); 300].join("\r\n")
+    );
+    let r = c.send_message("alice@example.com", &["bob@example.org"], &body);
+    assert_eq!(r.code, 250, "{}", r.raw);
+    let files: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let stored = std::fs::read(&files[0]).unwrap();
+    assert_eq!(signature_count(&stored), 1);
+    assert_eq!(dkimpy_verify(&stored, &records()), ["pass"]);
+    opendkim_verify(&stored, &records()).unwrap();
+}
+
+#[test]
+fn check_names_the_keys_and_whose_mail_is_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: gate.test\ndkim_signing:\n  networks: [10.1.0.0/16]\n  keys:\n    - {{ domain: example.com, selector: rsa1, key_file: \"{}\" }}\n    - {{ domain: ed.test, selector: ed1, algorithm: ed25519-sha256, key_file: \"{}\" }}\n",
+            keys().rsa.path.display(),
+            keys().ed.path.display()
+        ),
+    )
+    .unwrap();
+    let out = smtpgate(&["--config", config.to_str().unwrap(), "check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "dkim:      signs mail of authenticated users and 10.1.0.0/16 with \
+             rsa1._domainkey.example.com (rsa-sha256), ed1._domainkey.ed.test (ed25519-sha256)\n"
+        ),
+        "{stdout}"
+    );
+}

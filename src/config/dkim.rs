@@ -218,6 +218,42 @@ pub(super) fn check(d: &DkimSigning) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The `dkim:` line of `smtpgate check`: the keys, and whose mail.
+pub(super) fn summary(d: &DkimSigning, out: &mut String) {
+    use std::fmt::Write as _;
+    let keys: Vec<String> = d
+        .keys
+        .iter()
+        .map(|k| {
+            let sub = if k.subdomains { " +subdomains" } else { "" };
+            format!(
+                "{}._domainkey.{} ({}{sub})",
+                k.selector,
+                k.domain,
+                k.algorithm.name()
+            )
+        })
+        .collect();
+    let mut who = Vec::new();
+    if d.authenticated {
+        who.push("authenticated users".to_string());
+    }
+    let nets: Vec<String> = d.networks.iter().map(ToString::to_string).collect();
+    if !nets.is_empty() {
+        who.push(nets.join(", "));
+    }
+    let who = if who.is_empty() {
+        "nobody".to_string()
+    } else {
+        who.join(" and ")
+    };
+    let _ = writeln!(
+        out,
+        "dkim:      signs mail of {who} with {}",
+        keys.join(", ")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
@@ -238,6 +274,12 @@ mod tests {
         assert_eq!(d.keys[0].algorithm.name(), "rsa-sha256");
         let h = d.signed_headers();
         assert_eq!(h.iter().filter(|h| *h == "From").count(), 2, "{h:?}");
+        let mut s = String::new();
+        super::summary(&d, &mut s);
+        assert_eq!(
+            s,
+            "dkim:      signs mail of authenticated users with s1._domainkey.example.com (rsa-sha256)\n"
+        );
     }
 
     #[test]

@@ -746,6 +746,9 @@ impl Config {
                 None => "off".to_string(),
             }
         );
+        if let Some(d) = &self.dkim_signing {
+            dkim::summary(d, &mut s);
+        }
         let _ = writeln!(s, "shutdown:  {}s grace", self.shutdown_grace_s);
         let _ = writeln!(
             s,
