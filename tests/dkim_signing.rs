@@ -555,3 +555,143 @@ fn check_names_the_keys_and_whose_mail_is_signed() {
         "{stdout}"
     );
 }
+
+/// The `smtpgate` binary running a config, killed by PID on drop.
+struct Running {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to 20 s) until the log holds `text` `n` times.
+    fn wait_log(&self, text: &str, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.log_text().matches(text).count() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {text:?} in log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn hup(&self) {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Sends one message anonymously (the client's network is signed);
+    /// returns the spooled file.
+    fn send(&self, spool: &Path, subject: &str) -> Vec<u8> {
+        let mut c = common::Client::connect(self.addr);
+        c.expect(220);
+        c.cmd("EHLO client.test", 250);
+        let r = c.send_message(
+            "alice@example.com",
+            &["bob@example.org"],
+            &mail("alice@example.com", subject),
+        );
+        assert_eq!(r.code, 250, "{}", r.raw);
+        c.cmd("QUIT", 221);
+        let id = r.raw.split_whitespace().last().unwrap().to_string();
+        let found = std::fs::read_dir(spool)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(&id))
+            .unwrap_or_else(|| panic!("no spool file for {}", r.raw));
+        std::fs::read(found).unwrap()
+    }
+}
+
+#[test]
+fn sighup_makes_the_running_binary_sign_with_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = opendkim_genkey(dir.path(), "example.com", "first");
+    let second = opendkim_genkey(dir.path(), "example.com", "second");
+    let live = dir.path().join("live.pem");
+    let spool = dir.path().join("spool");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: gate.test\nlisten: [{{ addr: \"{addr}\" }}]\nspool_dir: \"{}\"\n\
+             relay: {{ trusted_networks: [], local_domains: [example.org] }}\n\
+             dkim_signing:\n  networks: [127.0.0.1]\n  keys:\n\
+             \x20   - {{ domain: example.com, selector: rot, key_file: \"{}\" }}\n",
+            spool.display(),
+            live.display()
+        ),
+    )
+    .unwrap();
+
+    // A key file that does not parse stops start-up, with file and line.
+    std::fs::write(&live, "not a key\n").unwrap();
+    let out = smtpgate(&["--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:8: dkim_signing.keys[0].key_file: ",
+            config.display()
+        )),
+        "{err}"
+    );
+
+    std::fs::copy(&first.path, &live).unwrap();
+    let log = dir.path().join("stderr.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_smtpgate"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let gw = Running { child, addr, log };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let with = |key: &TestKey| vec![("rot._domainkey.example.com".to_string(), key.record.clone())];
+
+    let got = gw.send(&spool, "before");
+    assert_eq!(dkimpy_verify(&got, &with(&first)), ["pass"]);
+
+    std::fs::copy(&second.path, &live).unwrap();
+    gw.hup();
+    gw.wait_log("reload: DKIM signing keys reloaded (1 keys)", 1);
+    let got = gw.send(&spool, "after");
+    assert_eq!(dkimpy_verify(&got, &with(&second)), ["pass"]);
+
+    std::fs::write(&live, "not a key\n").unwrap();
+    gw.hup();
+    gw.wait_log(
+        "DKIM signing keys not reloaded, the old ones stay in use",
+        1,
+    );
+    let got = gw.send(&spool, "kept");
+    assert_eq!(dkimpy_verify(&got, &with(&second)), ["pass"]);
+}
