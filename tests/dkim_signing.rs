@@ -279,6 +279,20 @@ fn a_bad_key_file_stops_check_naming_the_file_and_line() {
     )
     .unwrap();
     let ed = keys().ed.path.display().to_string();
+    let small = dir.path().join("small.pem");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "rsa",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+        ])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
     let cases = [
         (
             garbage.display().to_string(),
@@ -295,6 +309,11 @@ fn a_bad_key_file_stops_check_naming_the_file_and_line() {
             dir.path().join("missing.pem").display().to_string(),
             "rsa-sha256",
             "cannot read",
+        ),
+        (
+            small.display().to_string(),
+            "rsa-sha256",
+            "shorter than 2048 bits",
         ),
     ];
     for (file, algorithm, want) in cases {

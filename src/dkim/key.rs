@@ -17,12 +17,19 @@ const MIN_RSA_BYTES: usize = 256;
 pub fn load(key: &DkimKey) -> Result<SigningKey, String> {
     let path = key.key_file.display();
     let pem = std::fs::read(&key.key_file).map_err(|e| format!("cannot read {path}: {e}"))?;
+    warn_if_readable_by_others(&key.key_file);
     let der = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| format!("{path} holds no PEM private key: {e}"))?;
     match key.algorithm {
         DkimAlgorithm::RsaSha256 => {
-            let rsa = RsaKey::<Sha256>::from_key_der(der)
-                .map_err(|e| format!("{path} is not a usable RSA key: {e}"))?;
+            let rsa = RsaKey::<Sha256>::from_key_der(der).map_err(|e| {
+                // ring names the reason in one word; say what it means.
+                if e.to_string().ends_with("TooSmall") {
+                    format!("{path}: the RSA key is shorter than 2048 bits (RFC 8301)")
+                } else {
+                    format!("{path} is not a usable RSA key: {e}")
+                }
+            })?;
             // The public key is PKCS#1 DER; its length tracks the modulus.
             if rsa.public_key().len() < MIN_RSA_BYTES {
                 return Err(format!("{path}: the RSA key is shorter than 2048 bits"));
@@ -40,6 +47,20 @@ pub fn load(key: &DkimKey) -> Result<SigningKey, String> {
             let ed = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der())
                 .map_err(|e| format!("{path} is not a usable Ed25519 key: {e}"))?;
             Ok(SigningKey::Ed25519(ed))
+        }
+    }
+}
+
+/// Logs a warning when others than the owner and group may read the key:
+/// whoever reads it can sign mail as the domain.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            log::warn!(
+                "DKIM key {} is readable by everyone; chmod 600 (or 640) it",
+                path.display()
+            );
         }
     }
 }
