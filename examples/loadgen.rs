@@ -655,7 +655,12 @@ fn run_variants(
     // (label, YAML, client TLS, binary); no YAML = direct to the sink.
     let mut all: Vec<(String, Option<String>, bool, &Path)> = vec![
         ("direct".to_string(), None, false, bin),
-        ("smtpgate".to_string(), Some(base.0.to_string()), base.1, bin),
+        (
+            "smtpgate".to_string(),
+            Some(base.0.to_string()),
+            base.1,
+            bin,
+        ),
     ];
     for v in variants {
         let label = match &v.bin {

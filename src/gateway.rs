@@ -12,6 +12,7 @@ use crate::audit::AuditLog;
 use crate::auth::UserStore;
 use crate::checks::{Fixtures, Plan, Registry};
 use crate::config::{Config, ConfigError, ValidationError};
+use crate::dkim::Signer;
 use crate::filter::FilterChain;
 use crate::metrics::Metrics;
 use crate::protection::{Greylist, Protection};
@@ -58,6 +59,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Greylisting state, asked when a `greylist` rule matches.
     greylist: Greylist,
+    /// The DKIM signer, when `dkim_signing` is configured (reloadable).
+    dkim: Option<Signer>,
 }
 
 impl Gateway {
@@ -108,6 +111,21 @@ impl Gateway {
             metrics.check_known(name);
         }
         let pipeline = Pipeline::new(filters, &registry)?;
+        let dkim = match &config.dkim_signing {
+            Some(d) => {
+                let signer = Signer::load(d).map_err(|e| {
+                    at(
+                        &format!("dkim_signing.keys[{}].key_file", e.index),
+                        e.reason,
+                    )
+                })?;
+                for domain in signer.keys().domains() {
+                    metrics.dkim.known(domain);
+                }
+                Some(signer)
+            }
+            None => None,
+        };
         let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
             .map_err(|e| at("protection", e))?;
         let greylist =
@@ -131,6 +149,7 @@ impl Gateway {
             upstreams,
             audit,
             metrics,
+            dkim,
         }))
     }
 
@@ -152,6 +171,11 @@ impl Gateway {
     /// The AUTH users, when AUTH is configured.
     pub fn users(&self) -> Option<&UserStore> {
         self.users.as_ref()
+    }
+
+    /// The DKIM signer, when `dkim_signing` is configured.
+    pub fn dkim(&self) -> Option<&Signer> {
+        self.dkim.as_ref()
     }
 
     /// The relay policy.

@@ -19,6 +19,7 @@
 //! - [`protection`]: per-client limits and rate limits (memory or Redis).
 //! - [`metrics`]: counters for Prometheus, served with a health check.
 //! - [`dns`]: the one DNS resolver (its own thread) and the iprev check.
+//! - [`dkim`]: DKIM signing of submitted mail, and key generation.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod body;
 pub mod checks;
 pub mod config;
+pub mod dkim;
 pub mod dns;
 pub mod facts;
 pub mod filter;

@@ -41,6 +41,34 @@ enum Cmd {
     /// stage, what matched and what the client would be told. Exit status:
     /// 0 accepted, 1 rejected or tempfailed, 2 error.
     TestRules(TestRules),
+    /// Make a DKIM key pair: writes DOMAIN.SELECTOR.pem (the private key,
+    /// mode 0600) and DOMAIN.SELECTOR.txt, and prints the DNS TXT record
+    /// to publish.
+    DkimKeygen(DkimKeygen),
+}
+
+/// Arguments of `smtpgate dkim-keygen`.
+#[derive(Args)]
+struct DkimKeygen {
+    /// The signing domain (d=).
+    #[arg(long)]
+    domain: String,
+    /// The selector (s=): the record goes at SELECTOR._domainkey.DOMAIN.
+    #[arg(long)]
+    selector: String,
+    /// rsa (2048 bits, rsa-sha256) or ed25519 (ed25519-sha256).
+    #[arg(long, value_enum, default_value = "rsa")]
+    algorithm: KeygenAlgorithm,
+    /// Directory to write the files to.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+}
+
+/// Key types `dkim-keygen` makes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeygenAlgorithm {
+    Rsa,
+    Ed25519,
 }
 
 /// Arguments of `smtpgate test-rules`.
@@ -91,6 +119,9 @@ fn main() -> ExitCode {
     if matches!(cli.command, Some(Cmd::HashPassword)) {
         return hash_password();
     }
+    if let Some(Cmd::DkimKeygen(args)) = &cli.command {
+        return dkim_keygen(args);
+    }
     let config = match load(cli.config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -103,6 +134,7 @@ fn main() -> ExitCode {
         Cmd::Run => run(config),
         Cmd::TestRules(args) => test_rules(&config, args),
         Cmd::HashPassword => hash_password(),
+        Cmd::DkimKeygen(args) => dkim_keygen(&args),
     }
 }
 
@@ -313,6 +345,52 @@ fn hash_password() -> ExitCode {
     match smtpgate::auth::hash_password(&password) {
         Ok(hash) => {
             println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `smtpgate dkim-keygen`: writes the key pair and prints the record, and
+/// the `dkim_signing.keys` entry that uses it.
+fn dkim_keygen(args: &DkimKeygen) -> ExitCode {
+    use smtpgate::dkim::keygen::{generate, KeyKind};
+    let domain = args.domain.trim_end_matches('.').to_ascii_lowercase();
+    for (what, value) in [("--domain", &domain), ("--selector", &args.selector)] {
+        if !smtpgate::config::is_dns_labels(value) {
+            eprintln!("smtpgate: {what} {value:?}: letters, digits, hyphens and dots only");
+            return ExitCode::from(2);
+        }
+    }
+    let kind = match args.algorithm {
+        KeygenAlgorithm::Rsa => KeyKind::Rsa,
+        KeygenAlgorithm::Ed25519 => KeyKind::Ed25519,
+    };
+    let pair = match generate(kind) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match pair.write(&args.out, &domain, &args.selector) {
+        Ok((key, txt)) => {
+            eprintln!(
+                "wrote {} (private key) and {}",
+                key.display(),
+                txt.display()
+            );
+            eprintln!("publish this record, then add to gateway.yaml:");
+            eprintln!(
+                "  dkim_signing: {{ keys: [ {{ domain: {domain}, selector: {}, algorithm: {}, key_file: \"{}\" }} ] }}",
+                args.selector,
+                kind.algorithm(),
+                key.display()
+            );
+            println!("{}", pair.zone_record(&domain, &args.selector));
             ExitCode::SUCCESS
         }
         Err(e) => {

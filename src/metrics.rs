@@ -11,7 +11,10 @@
 //! Every metric is named `smtpgate_*`; `docs/metrics.md` lists them all
 //! (and `tests/docs.rs` checks that it does).
 
+mod dkim;
 pub mod http;
+
+pub use dkim::DkimMetrics;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -93,6 +96,8 @@ pub struct Metrics {
     tls_handshakes: IntCounterVec,
     /// `smtpgate_auth_total{result}`: SMTP AUTH attempts that ended.
     auth: IntCounterVec,
+    /// DKIM signing: messages signed, failures, eligible ones unsigned.
+    pub dkim: DkimMetrics,
 }
 
 /// Counters of the upstream connection pool, cheap to clone.
@@ -300,7 +305,9 @@ impl Metrics {
             "Check runs by check and outcome: ok, error (the check failed) or timeout.",
             &["check", "outcome"],
         );
+        let dkim = DkimMetrics::new(&r);
         Metrics {
+            dkim,
             check_duration,
             checks,
             registry: r,

@@ -1,6 +1,7 @@
 //! Reloading on SIGHUP: the one entry point for everything a running
 //! gateway re-reads without a restart — the rules and their list files,
-//! the listener certificate and key, and the AUTH users file.
+//! the listener certificate and key, the AUTH users file and the DKIM
+//! signing keys.
 //!
 //! Each part is loaded completely before anything changes, then swapped in:
 //! sessions in flight finish with what they started with, new sessions get
@@ -18,6 +19,7 @@ use std::sync::Arc;
 /// the rule error when the new rules were refused (the old ones stay).
 pub fn reload(shared: &Gateway) -> Result<(), ConfigError> {
     reload_security(shared);
+    reload_dkim(shared);
     reload_rules(shared)
 }
 
@@ -44,6 +46,24 @@ pub fn reload_rules(shared: &Gateway) -> Result<(), ConfigError> {
         Err(e) => {
             error!("reload: the new rules are invalid, keeping the old ones: {e}");
             Err(e)
+        }
+    }
+}
+
+/// Re-reads the DKIM signing keys; true when they reloaded (or none are
+/// configured). On error the old keys keep signing.
+pub fn reload_dkim(shared: &Gateway) -> bool {
+    let Some(signer) = shared.dkim() else {
+        return true;
+    };
+    match signer.reload() {
+        Ok(n) => {
+            info!("reload: DKIM signing keys reloaded ({n} keys)");
+            true
+        }
+        Err(e) => {
+            error!("reload: DKIM signing keys not reloaded, the old ones stay in use: {e}");
+            false
         }
     }
 }

@@ -44,3 +44,8 @@ fn proxy_seeds_hold() {
 fn triplet_seeds_hold() {
     assert!(replay("triplet", smtpgate::protection::check_triplet) >= 7);
 }
+
+#[test]
+fn dkim_sign_seeds_hold() {
+    assert!(replay("dkim_sign", smtpgate::dkim::selfcheck::check_signing) >= 6);
+}

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 2),
     ("spool", 2),
     ("upstream", 2),
+    ("dkim", 2),
     ("gateway", 3),
     ("session", 4),
     ("server", 5),

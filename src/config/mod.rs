@@ -14,6 +14,7 @@
 //! in `./rules/` when that directory exists.
 
 mod checks;
+mod dkim;
 mod dns;
 mod edge;
 mod error;
@@ -25,6 +26,7 @@ mod security;
 mod validate;
 
 pub use checks::{CheckSettings, ChecksOptions, OnError};
+pub use dkim::{is_dns_labels, DkimAlgorithm, DkimKey, DkimSigning};
 pub use dns::DnsOptions;
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
@@ -116,6 +118,11 @@ pub struct Config {
     /// live. Only used when a rule says `action: greylist`. See
     /// `docs/greylisting.md`.
     pub greylisting: GreylistOptions,
+    /// DKIM signing of submitted mail: keys per domain and selector, whose
+    /// mail is signed, the signed header fields. Default: none (nothing is
+    /// signed). See `docs/dkim-signing.md`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim_signing: Option<DkimSigning>,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -181,6 +188,7 @@ impl Default for Config {
             dns: DnsOptions::default(),
             checks: ChecksOptions::default(),
             greylisting: GreylistOptions::default(),
+            dkim_signing: None,
             source: Source::default(),
         }
     }
@@ -616,6 +624,9 @@ impl Config {
         protection::check(&self.protection)?;
         edge::check(self)?;
         dns::check(&self.dns)?;
+        if let Some(d) = &self.dkim_signing {
+            dkim::check(d)?;
+        }
         greylisting::check(&self.greylisting)
     }
 
@@ -744,6 +755,9 @@ impl Config {
                 None => "off".to_string(),
             }
         );
+        if let Some(d) = &self.dkim_signing {
+            dkim::summary(d, &mut s);
+        }
         let _ = writeln!(s, "shutdown:  {}s grace", self.shutdown_grace_s);
         let _ = writeln!(
             s,

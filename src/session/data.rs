@@ -270,6 +270,7 @@ impl<S: Stream> Session<S> {
     /// Hands the message to the upstream or the spool; returns the client's reply.
     async fn deliver(&mut self, tx: &mut Transaction, body: &mut Body) -> Reply {
         let prepend = self.prepend(tx);
+        let prepend = self.dkim_sign(&tx.id, prepend, body).await;
         if self.shared.config.upstream.is_none() {
             let dir = self.shared.config.spool_dir.clone();
             return match store_blocking(dir, tx.id.clone(), prepend, body).await {

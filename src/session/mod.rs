@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod conn;
 mod data;
+mod dkim;
 mod ehlo;
 mod footprint;
 mod greylist;

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod dialogue;
+pub mod dkim;
 pub mod mock_upstream;
 pub mod pipe;
 pub mod tls_client;
