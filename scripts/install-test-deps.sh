@@ -19,6 +19,8 @@ perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
+# rbldnsd serves the DNS lists of the reputation tests (they start their own).
+command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"
@@ -36,3 +38,4 @@ if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
 # A package that installed but left no binary would only show up as
 # skipped DNS tests; say so here instead.
 [ -x /usr/sbin/unbound ] || { echo "unbound is not at /usr/sbin/unbound" >&2; exit 1; }
+[ -x /usr/sbin/rbldnsd ] || { echo "rbldnsd is not at /usr/sbin/rbldnsd" >&2; exit 1; }

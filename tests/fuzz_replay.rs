@@ -39,3 +39,13 @@ fn reply_seeds_hold() {
 fn proxy_seeds_hold() {
     assert!(replay("proxy", check_proxy) >= 11);
 }
+
+#[test]
+fn dnslist_returns_seeds_hold() {
+    assert!(replay("dnslist_returns", smtpgate::config::returns::selfcheck) >= 5);
+}
+
+#[test]
+fn uribl_domains_seeds_hold() {
+    assert!(replay("uribl_domains", smtpgate::checks::urls::selfcheck) >= 4);
+}

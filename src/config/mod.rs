@@ -20,6 +20,8 @@ mod error;
 pub(crate) mod locate;
 mod ops;
 mod protection;
+mod reputation;
+pub mod returns;
 mod security;
 mod validate;
 
@@ -29,6 +31,10 @@ pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use ops::{MetricsOptions, PoolOptions};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
+pub use reputation::{
+    AllowlistedSkip, DnsblOptions, DomainSource, ReputationOptions, RhsblOptions, RhsblZone,
+    ThresholdAction, Zone,
+};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
@@ -110,6 +116,9 @@ pub struct Config {
     /// The checks that run before the rules: timeouts and what a failure
     /// does. See `docs/checks.md`.
     pub checks: ChecksOptions,
+    /// DNS lists of client IPs and domains, weights and threshold. See
+    /// `docs/reputation.md`. Default: none.
+    pub reputation: ReputationOptions,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -174,6 +183,7 @@ impl Default for Config {
             metrics: None,
             dns: DnsOptions::default(),
             checks: ChecksOptions::default(),
+            reputation: ReputationOptions::default(),
             source: Source::default(),
         }
     }
@@ -608,6 +618,7 @@ impl Config {
         security::check(self)?;
         protection::check(&self.protection)?;
         edge::check(self)?;
+        reputation::check(&self.reputation)?;
         dns::check(&self.dns)
     }
 
