@@ -8,12 +8,11 @@
 //! zones; `dnsbl.listed`, their names (or `none`); `dnsbl.allowlisted`,
 //! `yes` or `no`.
 
-use super::dnslist::{reversed, Answer, DnsList};
+use super::dnslist::{ask_all, reversed, Answer, DnsList};
 use super::{Check, CheckFuture, SharedResolver};
 use crate::config::{DnsblOptions, Network};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
-use futures::future::join_all;
 use prometheus::IntCounterVec;
 use std::sync::Arc;
 
@@ -131,7 +130,9 @@ impl Check for Dnsbl {
             }
             let resolver = self.resolver.get()?;
             let key = reversed(ip);
-            let answers = join_all(self.lists.iter().map(|l| l.ask(resolver, &key))).await;
+            let asks: Vec<(&DnsList, &str)> =
+                self.lists.iter().map(|l| (l, key.as_str())).collect();
+            let answers = ask_all(resolver, &asks).await;
             Ok(sum_up("dnsbl", &self.lists, &answers, self.allowlist_threshold).0)
         })
     }

@@ -75,22 +75,23 @@ impl DnsList {
         }
     }
 
-    /// Asks the zone about `key` (reversed IP or domain), within the
-    /// zone's own timeout.
-    pub async fn ask(&self, resolver: &Resolver, key: &str) -> Answer {
-        let name = format!("{key}.{}", zone_name(&self.zone));
-        let answer =
-            match async_std::future::timeout(self.zone.timeout(), resolver.ipv4(&name)).await {
-                Ok(Ok(addrs)) => self.classify(&addrs),
-                Ok(Err(DnsError::NotFound)) => Answer::NotListed,
-                Ok(Err(DnsError::Temporary(why))) => Answer::Unknown(why),
-                Err(_) => Answer::Unknown(format!("no answer within {} ms", self.zone.timeout_ms)),
-            };
+    /// The name asked about for `key` (a reversed IP or a domain).
+    fn query(&self, key: &str) -> String {
+        format!("{key}.{}", zone_name(&self.zone))
+    }
+
+    /// What the lookup of `name` in this zone gave.
+    fn read(&self, name: &str, found: Result<Vec<Ipv4Addr>, DnsError>) -> Answer {
+        let answer = match found {
+            Ok(addrs) => self.classify(&addrs),
+            Err(DnsError::NotFound) => Answer::NotListed,
+            Err(DnsError::Temporary(why)) => Answer::Unknown(why),
+        };
         if let Answer::Error(why) = &answer {
             self.errors
                 .with_label_values(&[zone_name(&self.zone)])
                 .inc();
-            self.log_error(&name, why);
+            self.log_error(name, why);
         }
         answer
     }
@@ -127,6 +128,22 @@ impl DnsList {
             self.fact, self.zone.zone
         );
     }
+}
+
+/// Asks each list about its key, all in one job on the DNS thread (so
+/// through its cache), each within its zone's own timeout.
+pub async fn ask_all(resolver: &Resolver, asks: &[(&DnsList, &str)]) -> Vec<Answer> {
+    let names: Vec<String> = asks.iter().map(|(l, key)| l.query(key)).collect();
+    let jobs = names
+        .iter()
+        .zip(asks)
+        .map(|(n, (l, _))| (n.clone(), l.zone.timeout()))
+        .collect();
+    let found = resolver.ipv4_each(jobs).await;
+    asks.iter()
+        .zip(names.iter().zip(found))
+        .map(|((l, _), (name, f))| l.read(name, f))
+        .collect()
 }
 
 /// The zone's name without a trailing dot.

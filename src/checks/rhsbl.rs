@@ -16,13 +16,12 @@
 //! (the summed weight of its listing zones) and `PREFIX.listed`.
 
 use super::dnsbl::sum_up;
-use super::dnslist::{Answer, DnsList};
+use super::dnslist::{ask_all, Answer, DnsList};
 use super::urls::{message_domains, MAX_DOMAINS};
 use super::{Check, CheckFuture, SharedResolver};
 use crate::config::{DomainSource, RhsblOptions};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
-use futures::future::join_all;
 use prometheus::IntCounterVec;
 use std::sync::Arc;
 
@@ -158,6 +157,11 @@ impl Check for Rhsbl {
 
     fn run<'a>(&'a self, ctx: &'a Context, message: Option<&'a [u8]>) -> CheckFuture<'a> {
         Box::pin(async move {
+            let reads_message = matches!(self.source, DomainSource::From | DomainSource::Urls);
+            if reads_message && message.is_none() {
+                // Never a pass for a message that could not be read back.
+                return Err("the message could not be read for the check".to_string());
+            }
             let domains = self.domains(ctx, message);
             let p = prefix(self.source);
             if domains.is_empty() {
@@ -165,11 +169,17 @@ impl Check for Rhsbl {
                 return Ok(sum_up(p, &self.lists, &answers, None).0);
             }
             let resolver = self.resolver.get()?;
-            let per_zone = join_all(self.lists.iter().map(|l| {
-                let domains = &domains;
-                async move { join_all(domains.iter().map(|d| l.ask(resolver, d))).await }
-            }))
-            .await;
+            let asks: Vec<(&DnsList, &str)> = self
+                .lists
+                .iter()
+                .flat_map(|l| domains.iter().map(move |d| (l, d.as_str())))
+                .collect();
+            let mut flat = ask_all(resolver, &asks).await.into_iter();
+            let per_zone: Vec<Vec<Answer>> = self
+                .lists
+                .iter()
+                .map(|_| flat.by_ref().take(domains.len()).collect())
+                .collect();
             if self.source != DomainSource::Urls {
                 let answers: Vec<Answer> = per_zone
                     .into_iter()
