@@ -133,6 +133,9 @@ impl DnsList {
 /// Asks each list about its key, all in one job on the DNS thread (so
 /// through its cache), each within its zone's own timeout.
 pub async fn ask_all(resolver: &Resolver, asks: &[(&DnsList, &str)]) -> Vec<Answer> {
+    if asks.is_empty() {
+        return Vec::new();
+    }
     let names: Vec<String> = asks.iter().map(|(l, key)| l.query(key)).collect();
     let jobs = names
         .iter()
