@@ -91,6 +91,9 @@ fn a_listed_ipv4_client_is_refused_naming_the_zone() {
         "550 5.7.1 Service unavailable; client [192.0.2.1] blocked using bl.test\r\n"
     );
     c.cmd("QUIT", 221);
+    let recs = audit_records(&s.audit, 1);
+    let tx = recs.iter().find(|r| r["type"] == "transaction").unwrap();
+    assert_eq!(tx["rcpts"][0]["by"], "reputation", "{tx}");
     let f = facts(&s);
     assert_eq!(f["dnsbl.bl"], serde_json::json!(["127.0.0.2"]), "{f}");
     assert_eq!(f["dnsbl.score"], 1.0, "{f}");
@@ -117,6 +120,36 @@ fn a_listed_ipv6_client_is_refused_with_the_zones_own_text() {
 }
 
 #[test]
+fn tempfail_defers_every_recipient() {
+    let s = setup(
+        "  dnsbl:\n    action: tempfail\n    zones:\n      - { name: bl, zone: bl.test }\n",
+        "",
+    );
+    let mut c = client(&s.gw, "192.0.2.1");
+    c.expect(220);
+    assert_eq!(
+        rcpt(&mut c, "good-helo.test", "a@mx.test"),
+        "451 4.7.1 Service unavailable; client [192.0.2.1] blocked using bl.test\r\n"
+    );
+}
+
+#[test]
+fn score_adds_the_weight_for_the_rules() {
+    let rules =
+        "rules:\n  - { name: high, stage: rcpt, when: { score: { min: 4 } }, action: reject }\n";
+    let s = setup(
+        "  dnsbl:\n    action: score\n    zones:\n      - { name: bl, zone: bl.test, weight: 4 }\n",
+        rules,
+    );
+    let mut listed = client(&s.gw, "192.0.2.1");
+    listed.expect(220);
+    assert!(rcpt(&mut listed, "good-helo.test", "a@mx.test").starts_with("550"));
+    let mut clean = client(&s.gw, "192.0.2.99");
+    clean.expect(220);
+    assert!(rcpt(&mut clean, "good-helo.test", "a@mx.test").starts_with("250"));
+}
+
+#[test]
 fn drop_refuses_the_greeting() {
     let s = setup(
         "  dnsbl:\n    action: drop\n    zones:\n      - { name: bl, zone: bl.test }\n",
@@ -127,6 +160,9 @@ fn drop_refuses_the_greeting() {
         c.expect(554),
         "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using bl.test\r\n"
     );
+    drop(c);
+    let recs = audit_records(&s.audit, 1);
+    assert_eq!(recs[0]["decided_by"], "reputation", "{recs:?}");
 }
 
 #[test]

@@ -91,7 +91,7 @@ impl DnsList {
             self.errors
                 .with_label_values(&[zone_name(&self.zone)])
                 .inc();
-            self.log_error(name, why);
+            let _ = self.log_error(name, why);
         }
         answer
     }
@@ -113,20 +113,22 @@ impl DnsList {
         }
     }
 
-    /// Logs an error of the zone, unless one was logged in the last minute.
-    fn log_error(&self, name: &str, why: &str) {
+    /// Logs an error of the zone, unless one was logged in the last
+    /// minute; true when it did.
+    fn log_error(&self, name: &str, why: &str) -> bool {
         let mut last = match self.logged.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
         if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
-            return;
+            return false;
         }
         *last = Some(Instant::now());
         warn!(
             "DNS list {} ({}): {name} {why}; its fact says `error` (logged at most once a minute)",
             self.fact, self.zone.zone
         );
+        true
     }
 }
 
@@ -234,6 +236,19 @@ mod tests {
             any.classify(&ips(&["127.255.255.254"])),
             Answer::Error(_)
         ));
+    }
+
+    #[test]
+    fn errors_are_counted_each_and_logged_once_a_minute() {
+        let l = list(&[]);
+        let answer = l.read("x.bl.test", Ok(ips(&["127.255.255.254"])));
+        assert!(matches!(answer, Answer::Error(_)));
+        let _ = l.read("x.bl.test", Ok(ips(&["10.0.0.1"])));
+        assert_eq!(l.errors.with_label_values(&["bl.test"]).get(), 2);
+        // The two reads above logged once; the next minute logs nothing.
+        assert!(!l.log_error("x.bl.test", "again"));
+        *l.logged.lock().unwrap() = Some(Instant::now() - LOG_EVERY);
+        assert!(l.log_error("x.bl.test", "a minute later"));
     }
 
     #[test]
