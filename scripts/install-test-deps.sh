@@ -26,6 +26,8 @@ command -v opendkim-testmsg >/dev/null 2>&1 || need+=(opendkim-tools)
 # opendkim-testmsg runs in a network namespace of its own (unshare, ip).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+# rbldnsd serves the DNS lists of the reputation tests (they start their own).
+command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"
@@ -43,3 +45,4 @@ if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
 # A package that installed but left no binary would only show up as
 # skipped DNS tests; say so here instead.
 [ -x /usr/sbin/unbound ] || { echo "unbound is not at /usr/sbin/unbound" >&2; exit 1; }
+[ -x /usr/sbin/rbldnsd ] || { echo "rbldnsd is not at /usr/sbin/rbldnsd" >&2; exit 1; }

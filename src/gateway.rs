@@ -106,7 +106,7 @@ impl Gateway {
             }
             None => None,
         };
-        let registry = Registry::new(&config);
+        let registry = Registry::new(&config, &metrics);
         for name in registry.names() {
             metrics.check_known(name);
         }
@@ -260,8 +260,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `chain` with the checks of `registry` its filters read.
+    /// `chain` with the registry's policy filter (the DNSBL threshold)
+    /// appended, and the checks of `registry` its filters read.
     pub fn new(chain: FilterChain, registry: &Registry) -> Result<Pipeline, ConfigError> {
+        let chain = match registry.policy() {
+            Some(policy) => {
+                let name = policy.name().to_string();
+                chain.replacing(&name, policy)
+            }
+            None => chain,
+        };
         let plan = Plan::new(registry, &chain.facts_used())?;
         Ok(Pipeline { chain, plan })
     }

@@ -98,6 +98,9 @@ pub struct Metrics {
     auth: IntCounterVec,
     /// DKIM signing: messages signed, failures, eligible ones unsigned.
     pub dkim: DkimMetrics,
+    /// `smtpgate_dns_list_errors_total{zone}`: DNS list answers that are
+    /// errors, not listings.
+    dns_list_errors: IntCounterVec,
 }
 
 /// Counters of the upstream connection pool, cheap to clone.
@@ -305,9 +308,16 @@ impl Metrics {
             "Check runs by check and outcome: ok, error (the check failed) or timeout.",
             &["check", "outcome"],
         );
+        let dns_list_errors = counter_vec(
+            &r,
+            "smtpgate_dns_list_errors_total",
+            "DNS list answers that are errors, not listings (127.255.255.0/24, outside 127.0.0.0/8).",
+            &["zone"],
+        );
         let dkim = DkimMetrics::new(&r);
         Metrics {
             dkim,
+            dns_list_errors,
             check_duration,
             checks,
             registry: r,
@@ -391,6 +401,12 @@ impl Metrics {
             .with_label_values(&[check])
             .observe(took.as_secs_f64());
         self.checks.with_label_values(&[check, outcome]).inc();
+    }
+
+    /// The counter of DNS list answers that are errors, by zone, for the
+    /// DNS list checks to count into.
+    pub fn dns_list_errors(&self) -> IntCounterVec {
+        self.dns_list_errors.clone()
     }
 
     /// Counts a TLS handshake with a client.

@@ -164,8 +164,10 @@ fn no_document_points_at_what_the_repository_does_not_have() {
 
 #[test]
 fn the_readme_stays_short() {
+    // A newcomer's five minutes: what it is, the two commands, a first
+    // session, and one short example per feature; the rest is in docs/.
     let lines = read("README.md").lines().count();
-    assert!(lines <= 250, "README.md has {lines} lines");
+    assert!(lines <= 350, "README.md has {lines} lines");
 }
 
 /// One step of a path into the configuration: a key, or the items of a list.

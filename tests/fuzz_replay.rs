@@ -49,3 +49,13 @@ fn triplet_seeds_hold() {
 fn dkim_sign_seeds_hold() {
     assert!(replay("dkim_sign", smtpgate::dkim::selfcheck::check_signing) >= 6);
 }
+
+#[test]
+fn dnslist_returns_seeds_hold() {
+    assert!(replay("dnslist_returns", smtpgate::config::returns::selfcheck) >= 5);
+}
+
+#[test]
+fn uribl_domains_seeds_hold() {
+    assert!(replay("uribl_domains", smtpgate::checks::urls::selfcheck) >= 4);
+}

@@ -19,16 +19,24 @@
 //! is not run again: the iprev lookup of a session's first transaction
 //! serves every later one.
 
+pub mod dnsbl;
+pub mod dnslist;
+pub mod helo;
 pub mod iprev;
 mod plan;
+pub mod policy;
+pub mod reputation;
 mod resolver;
+pub mod rhsbl;
+pub mod sender_domain;
+pub mod urls;
 
 pub use plan::Plan;
 pub use resolver::SharedResolver;
 
 use crate::config::{CheckSettings, Config, OnError};
 use crate::facts::{CheckRun, Scope, Value, TEMPERROR};
-use crate::filter::{Context, Stage};
+use crate::filter::{Context, Filter, Stage};
 use crate::metrics::Metrics;
 use crate::proto::{EnhancedCode, Reply};
 use futures::future::join_all;
@@ -76,18 +84,27 @@ pub struct Configured {
 pub struct Registry {
     /// In the order plans run them.
     checks: Vec<Arc<Configured>>,
+    /// A filter that acts on the checks' facts without a rule (the DNSBL
+    /// threshold), appended to every chain.
+    policy: Option<Arc<dyn Filter>>,
 }
 
 impl Registry {
     /// The built-in checks, with the settings of `config`. Nothing starts
     /// here: the DNS resolver starts on the first lookup, so a gateway
     /// whose rules read no DNS fact never starts it.
-    pub fn new(config: &Config) -> Registry {
+    pub fn new(config: &Config, metrics: &Metrics) -> Registry {
         let resolver = Arc::new(SharedResolver::new(config.dns.clone()));
-        Registry::with(vec![(
-            Arc::new(iprev::Iprev::new(resolver)) as Arc<dyn Check>,
+        let mut checks = vec![(
+            Arc::new(iprev::Iprev::new(resolver.clone())) as Arc<dyn Check>,
             config.checks.iprev.clone(),
-        )])
+        )];
+        let (reputation, policy) = reputation::checks(config, &resolver, metrics);
+        checks.extend(reputation);
+        Registry {
+            policy,
+            ..Registry::with(checks)
+        }
     }
 
     /// A registry of the given checks (a library user's own, or tests').
@@ -97,7 +114,14 @@ impl Registry {
                 .into_iter()
                 .map(|(check, settings)| Arc::new(Configured { check, settings }))
                 .collect(),
+            policy: None,
         }
+    }
+
+    /// The filter that acts on the checks' facts without a rule, if the
+    /// configuration has one.
+    pub fn policy(&self) -> Option<Arc<dyn Filter>> {
+        self.policy.clone()
     }
 
     /// The names of every check.

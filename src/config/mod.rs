@@ -22,6 +22,8 @@ mod greylisting;
 pub(crate) mod locate;
 mod ops;
 mod protection;
+mod reputation;
+pub mod returns;
 mod security;
 mod validate;
 
@@ -33,6 +35,10 @@ pub use error::{ConfigError, ValidationError};
 pub use greylisting::GreylistOptions;
 pub use ops::{MetricsOptions, PoolOptions};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
+pub use reputation::{
+    AllowlistedSkip, DnsblOptions, DomainSource, ReputationOptions, RhsblOptions, RhsblZone,
+    ThresholdAction, Zone,
+};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
@@ -123,6 +129,9 @@ pub struct Config {
     /// signed). See `docs/dkim-signing.md`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dkim_signing: Option<DkimSigning>,
+    /// DNS lists of client IPs and domains, weights and threshold. See
+    /// `docs/reputation.md`. Default: none.
+    pub reputation: ReputationOptions,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -189,6 +198,7 @@ impl Default for Config {
             checks: ChecksOptions::default(),
             greylisting: GreylistOptions::default(),
             dkim_signing: None,
+            reputation: ReputationOptions::default(),
             source: Source::default(),
         }
     }
@@ -627,6 +637,7 @@ impl Config {
         if let Some(d) = &self.dkim_signing {
             dkim::check(d)?;
         }
+        reputation::check(&self.reputation)?;
         greylisting::check(&self.greylisting)
     }
 

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod dialogue;
 pub mod dkim;
+pub mod dnslists;
 pub mod mock_upstream;
 pub mod pipe;
 pub mod tls_client;
