@@ -155,3 +155,40 @@ fn one_lookup_serves_every_transaction_of_the_connection() {
         "{text}"
     );
 }
+
+#[test]
+fn a_result_is_kept_for_the_next_connection_no_longer_than_its_answers_live() {
+    // TTLs of 2 s: the second connection, with the server gone, still
+    // passes on what was learnt; once the answers have expired, the
+    // gateway asks again and finds no server (temperror, never a pass).
+    let mut u = Unbound::start(&[
+        r#"local-zone: "example.test." static"#.to_string(),
+        r#"local-zone: "2.0.192.in-addr.arpa." static"#.to_string(),
+        r#"local-data: "7.2.0.192.in-addr.arpa. 2 IN PTR client.example.test.""#.to_string(),
+        r#"local-data: "client.example.test. 2 IN A 192.0.2.7""#.to_string(),
+    ]);
+    let s = setup(&u.server(), "");
+    let deliver = |n: &str| {
+        let mut c = client(&s.gw);
+        c.cmd("EHLO client.example.test", 250);
+        c.send_message("a@example.com", &["b@example.com"], &message(n, "x\r\n"))
+    };
+    assert_eq!(deliver("1").code, 250);
+    u.stop();
+    assert_eq!(
+        deliver("2").code,
+        250,
+        "the kept result serves the next connection"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut c = client(&s.gw);
+    c.cmd("EHLO client.example.test", 250);
+    let r = c.cmd("MAIL FROM:<a@example.com>", 451);
+    assert!(r.starts_with("451"), "{r}");
+    let records = audit_records(&s.audit, 3);
+    assert_eq!(
+        records[2]["facts"]["iprev"], "temperror",
+        "{:?}",
+        records[2]
+    );
+}

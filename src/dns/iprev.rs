@@ -7,8 +7,10 @@
 //! looked up forward (A for IPv4, AAAA for IPv6): an address of the other
 //! family can never match.
 
-use super::{DnsError, Resolver};
+use super::{answer, DnsError, JobFuture, Resolver, TokioResolver};
+use hickory_resolver::proto::rr::Name;
 use std::net::IpAddr;
+use std::time::Instant;
 
 /// PTR names checked at most; the rest are ignored (RFC 8601 §3 asks for
 /// a bound so a client's own PTR set cannot make us query without end).
@@ -56,44 +58,91 @@ pub struct Iprev {
 /// Checks `ip` (IPv4-mapped IPv6 addresses as the IPv4 address they
 /// carry, which is what a dual-stack listener reports for IPv4 clients).
 pub async fn iprev(resolver: &Resolver, ip: IpAddr) -> Iprev {
+    iprev_until(resolver, ip).await.0
+}
+
+/// [`iprev`], and until when the answers it rests on are valid (the
+/// smallest TTL among them), so a caller may keep the result that long;
+/// `None` when it rests on a negative answer or a failure. The PTR and
+/// forward lookups run as one job on the DNS thread: one hop there and
+/// back, whatever the number of names.
+pub async fn iprev_until(resolver: &Resolver, ip: IpAddr) -> (Iprev, Option<Instant>) {
     let ip = ip.to_canonical();
-    let names = match resolver.reverse(ip).await {
+    let limit = resolver.deadline() * 2;
+    let job = move |r: TokioResolver| -> JobFuture<(Iprev, Option<Instant>)> {
+        Box::pin(async move { confirm(&r, ip).await })
+    };
+    match resolver.with_resolver_within(limit, job).await {
+        Ok(found) => found,
+        Err(DnsError::Temporary(why)) => {
+            log::debug!("iprev {ip}: {why}");
+            (outcome(IprevResult::TempError, None), None)
+        }
+        Err(DnsError::NotFound) => (outcome(IprevResult::Fail, None), None),
+    }
+}
+
+/// The PTR lookup, then the forward lookup of each name until one
+/// resolves back, on the DNS thread.
+async fn confirm(r: &TokioResolver, ip: IpAddr) -> (Iprev, Option<Instant>) {
+    let reverse = r.reverse_lookup(Name::from(ip)).await;
+    let mut until = reverse.as_ref().ok().map(|l| l.valid_until());
+    let names = match answer::ptr_names(reverse) {
         Ok(names) => names,
-        Err(DnsError::NotFound) => return outcome(IprevResult::Fail, None),
+        Err(DnsError::NotFound) => return (outcome(IprevResult::Fail, None), None),
         Err(DnsError::Temporary(why)) => {
             log::debug!("iprev {ip}: PTR lookup failed: {why}");
-            return outcome(IprevResult::TempError, None);
+            return (outcome(IprevResult::TempError, None), None);
         }
     };
     let first = names.first().cloned();
     let mut temporary = false;
     for name in names.iter().take(MAX_NAMES) {
-        match resolves_to(resolver, name, ip).await {
-            Ok(true) => return outcome(IprevResult::Pass, Some(name.clone())),
-            Ok(false) | Err(DnsError::NotFound) => {}
-            Err(DnsError::Temporary(why)) => {
+        let Some(query) = answer::query_name(name) else {
+            continue;
+        };
+        let found = match ip {
+            IpAddr::V4(v4) => {
+                let lookup = r.ipv4_lookup(query).await;
+                let valid = lookup.as_ref().ok().map(|l| l.valid_until());
+                (answer::ipv4s(lookup).map(|a| a.contains(&v4)), valid)
+            }
+            IpAddr::V6(v6) => {
+                let lookup = r.ipv6_lookup(query).await;
+                let valid = lookup.as_ref().ok().map(|l| l.valid_until());
+                (answer::ipv6s(lookup).map(|a| a.contains(&v6)), valid)
+            }
+        };
+        match found {
+            (Ok(true), valid) => {
+                let until = earliest(until, valid);
+                return (outcome(IprevResult::Pass, Some(name.clone())), until);
+            }
+            (Ok(false), valid) => until = earliest(until, valid),
+            // A name without addresses: its negative answer has no expiry
+            // here, so the result is not kept.
+            (Err(DnsError::NotFound), _) => until = None,
+            (Err(DnsError::Temporary(why)), _) => {
                 log::debug!("iprev {ip}: forward lookup of {name} failed: {why}");
                 temporary = true;
             }
         }
     }
-    let result = if temporary {
-        IprevResult::TempError
-    } else {
-        IprevResult::Fail
-    };
-    outcome(result, first)
+    if temporary {
+        return (outcome(IprevResult::TempError, first), None);
+    }
+    (outcome(IprevResult::Fail, first), until)
 }
 
-/// Whether `name`'s addresses of `ip`'s family include `ip`.
-async fn resolves_to(resolver: &Resolver, name: &str, ip: IpAddr) -> Result<bool, DnsError> {
-    Ok(match ip {
-        IpAddr::V4(v4) => resolver.ipv4(name).await?.contains(&v4),
-        IpAddr::V6(v6) => resolver.ipv6(name).await?.contains(&v6),
-    })
+/// The earlier of two expiries; unknown wins, so nothing is kept longer
+/// than every answer it rests on.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => None,
+    }
 }
 
-/// Shorthand for building the result.
 fn outcome(result: IprevResult, ptr: Option<String>) -> Iprev {
     Iprev { result, ptr }
 }
