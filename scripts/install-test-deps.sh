@@ -19,6 +19,11 @@ perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
+# Sender authentication tests: keys from opendkim-genkey, signatures by
+# dkimpy's dkimsign, SPF cross-checked with pyspf (over dnspython).
+[ -x /usr/sbin/opendkim-genkey ] || need+=(opendkim-tools)
+command -v dkimsign >/dev/null 2>&1 || need+=(python3-dkim)
+/usr/bin/python3 -c 'import spf, dns.resolver' >/dev/null 2>&1 || need+=(python3-spf python3-dnspython)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"

@@ -228,7 +228,9 @@ pub struct Pipeline {
 impl Pipeline {
     /// `chain` with the checks of `registry` its filters read.
     pub fn new(chain: FilterChain, registry: &Registry) -> Result<Pipeline, ConfigError> {
-        let plan = Plan::new(registry, &chain.facts_used())?;
+        let mut used = chain.facts_used();
+        used.extend(registry.always().iter().cloned());
+        let plan = Plan::new(registry, &used)?;
         Ok(Pipeline { chain, plan })
     }
 }

@@ -21,6 +21,7 @@ pub(crate) mod locate;
 mod ops;
 mod protection;
 mod security;
+mod sender_auth;
 mod validate;
 
 pub use checks::{CheckSettings, ChecksOptions, OnError};
@@ -33,6 +34,7 @@ pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
 };
+pub use sender_auth::{ArcOptions, DmarcMode, SenderAuthOptions};
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -110,6 +112,11 @@ pub struct Config {
     /// The checks that run before the rules: timeouts and what a failure
     /// does. See `docs/checks.md`.
     pub checks: ChecksOptions,
+    /// Sender authentication on every message: SPF, DKIM, DMARC and ARC
+    /// verified, an `Authentication-Results` header written, DMARC
+    /// optionally enforced. Default: none. See `docs/sender-auth.md`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_auth: Option<SenderAuthOptions>,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -174,6 +181,7 @@ impl Default for Config {
             metrics: None,
             dns: DnsOptions::default(),
             checks: ChecksOptions::default(),
+            sender_auth: None,
             source: Source::default(),
         }
     }
@@ -599,6 +607,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
         checks::check(&self.checks)?;
+        if let Some(s) = &self.sender_auth {
+            sender_auth::check(s)?;
+        }
         if let Some(up) = &self.upstream {
             ops::check_pool(&up.pool)?;
         }

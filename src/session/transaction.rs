@@ -60,6 +60,8 @@ pub(crate) struct Transaction {
     pub(crate) subject: Option<String>,
     /// The upstream's reply to the end of DATA, for the audit record.
     pub(crate) upstream_reply: Option<Reply>,
+    /// Our `Authentication-Results` header, once the data-stage checks ran.
+    pub(crate) auth_results: Option<String>,
 }
 
 impl Transaction {
@@ -85,6 +87,7 @@ impl Transaction {
             message_id: None,
             subject: None,
             upstream_reply: None,
+            auth_results: None,
         }
     }
 
