@@ -20,7 +20,7 @@ use super::mailauth::{algorithm_name, aligned, dkim_name, domain_of, on_dns};
 use super::{Check, CheckFuture, SharedResolver};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
-use mail_auth::{AuthenticatedMessage, DkimOutput, DkimResult};
+use mail_auth::{AuthenticatedMessage, DkimOutput};
 use std::sync::Arc;
 
 /// The DKIM check over the gateway's resolver.
@@ -100,22 +100,11 @@ pub(super) fn single_from_domain(msg: &AuthenticatedMessage<'_>) -> Option<Strin
 /// The facts of a message's signature results.
 pub(super) fn summarize(outputs: &[DkimOutput<'_>], from: Option<&str>) -> Verified {
     let signatures = outputs.iter().map(|o| describe(o, from)).collect();
-    let has = |f: fn(&DkimResult) -> bool| outputs.iter().any(|o| f(o.result()));
-    let summary = if outputs.is_empty() {
-        "none"
-    } else if has(|r| matches!(r, DkimResult::Pass)) {
-        "pass"
-    } else if has(|r| matches!(r, DkimResult::TempError(_))) {
-        "temperror"
-    } else if has(|r| matches!(r, DkimResult::Fail(_))) {
-        "fail"
-    } else if has(|r| matches!(r, DkimResult::PermError(_))) {
-        "permerror"
-    } else if has(|r| matches!(r, DkimResult::Neutral(_))) {
-        "neutral"
-    } else {
-        "none"
-    };
+    let names: Vec<&str> = outputs.iter().map(|o| dkim_name(o.result())).collect();
+    let summary = ["pass", "temperror", "fail", "permerror", "neutral"]
+        .into_iter()
+        .find(|n| names.contains(n))
+        .unwrap_or("none");
     Verified {
         summary,
         signatures,

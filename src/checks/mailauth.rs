@@ -11,7 +11,8 @@
 use super::SharedResolver;
 use crate::dns::JobFuture;
 use mail_auth::common::crypto::Algorithm;
-use mail_auth::{DkimResult, MessageAuthenticator, SpfResult};
+use mail_auth::dkim::DkimError;
+use mail_auth::{DkimResult, Error, MessageAuthenticator, SpfResult};
 use std::time::Duration;
 
 /// The longest a verification job may run on the DNS thread. The check's
@@ -63,6 +64,10 @@ pub(super) fn spf_from_name(name: &str) -> Option<SpfResult> {
 pub(super) fn dkim_name(r: &DkimResult) -> &'static str {
     match r {
         DkimResult::Pass => "pass",
+        // mail-auth calls a body that no longer matches its hash neutral;
+        // RFC 6376 §6.3 makes it a failed verification, which RFC 8601
+        // §2.7.1 calls fail (as OpenDKIM and dkimpy do).
+        DkimResult::Neutral(Error::Dkim(DkimError::FailedBodyHashMatch)) => "fail",
         DkimResult::Neutral(_) => "neutral",
         DkimResult::Fail(_) => "fail",
         DkimResult::PermError(_) => "permerror",

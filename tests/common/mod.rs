@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod mailauth;
 pub mod mock_upstream;
 pub mod tls_client;
 pub mod tls_upstream;
