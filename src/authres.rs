@@ -269,6 +269,54 @@ fn comment(s: &str) -> String {
         .collect()
 }
 
+/// The invariants of the header parser on any input, for the fuzz target
+/// and the seed replay test: nothing panics; removal only shortens the
+/// message, removes every header it matched (running it again finds
+/// none) and never touches what follows the header section; the header we
+/// write reads back with our id.
+pub fn selfcheck(data: &[u8]) {
+    let _ = authserv_id(data);
+    let mut ids = vec!["mx.example.com".to_string()];
+    if let Some((_, _, _, value)) = fields(data).first() {
+        ids.extend(authserv_id(value));
+    }
+    for id in ids {
+        if let Some(out) = strip_ours(data, &id) {
+            assert!(out.len() < data.len());
+            assert_eq!(strip_ours(&out, &id), None, "removal is complete");
+            let rest = |m: &[u8]| fields(m).last().map_or(0, |f| f.1);
+            assert_eq!(&out[rest(&out)..], &data[rest(data)..]);
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let facts = {
+        let mut f = Facts::new();
+        f.set(
+            "dmarc.reason",
+            Value::text(text.clone()),
+            crate::facts::Scope::Transaction,
+        );
+        f.set(
+            "dmarc",
+            Value::text(text.clone()),
+            crate::facts::Scope::Transaction,
+        );
+        f
+    };
+    let env = Envelope {
+        ip: IpAddr::from([192, 0, 2, 1]),
+        helo: Some(&text),
+        mail_from: Some(text.to_string()),
+    };
+    let h = header("mx.example.com", &facts, &env);
+    let value = h.split_once(':').map_or("", |(_, v)| v);
+    assert_eq!(
+        authserv_id(value.as_bytes()).as_deref(),
+        Some("mx.example.com")
+    );
+    assert_eq!(fields(h.as_bytes()).len(), 1, "one header field: {h:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

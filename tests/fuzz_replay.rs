@@ -39,3 +39,8 @@ fn reply_seeds_hold() {
 fn proxy_seeds_hold() {
     assert!(replay("proxy", check_proxy) >= 11);
 }
+
+#[test]
+fn authres_seeds_hold() {
+    assert!(replay("authres", smtpgate::authres::selfcheck) >= 8);
+}

@@ -32,8 +32,14 @@ struct Setup {
 /// A gateway resolving through `dns_server`, relaying to a mock upstream,
 /// with `sender_auth` set to `auth` and `extra` config lines.
 fn setup(dns_server: &str, auth: &str, extra: &str) -> Setup {
+    setup_rules(dns_server, &format!("sender_auth: {auth}\n{extra}"), RULES)
+}
+
+/// Like [`setup`], with `rules` as the one rule file and `extra` as the
+/// rest of the configuration.
+fn setup_rules(dns_server: &str, extra: &str, rules: &str) -> Setup {
     let up = MockUpstream::start(MockOptions::default());
-    let rules = rules_dir(&[("r.yaml", RULES)]);
+    let rules = rules_dir(&[("r.yaml", rules)]);
     let adir = tempfile::tempdir().unwrap();
     let quarantine = tempfile::tempdir().unwrap();
     let audit = adir.path().join("audit.jsonl");
@@ -43,8 +49,7 @@ fn setup(dns_server: &str, auth: &str, extra: &str) -> Setup {
          listen:\n  - {{ addr: \"127.0.0.1:0\", proxy_protocol: true }}\n\
          proxy_protocol: {{ trusted_proxies: [127.0.0.1] }}\n\
          relay: {{ trusted_networks: [], local_domains: [dest.test] }}\n\
-         dns: {{ servers: [\"{dns_server}\"], timeout_ms: 500, attempts: 1 }}\n\
-         sender_auth: {auth}\n{extra}",
+         dns: {{ servers: [\"{dns_server}\"], timeout_ms: 500, attempts: 1 }}\n{extra}",
         up.addr,
         rules_line(rules.path()),
         audit.display(),
@@ -83,6 +88,7 @@ fn world() -> World {
         txt("_dmarc.example.com", "v=DMARC1; p=reject"),
         example.local_data(),
         txt("unaligned.test", "v=spf1 ip4:192.0.2.7 -all"),
+        txt("nospf.test", "v=spf1 -all"),
         txt("_dmarc.quar.example", "v=DMARC1; p=quarantine"),
         txt("fwd.test", "v=spf1 ip4:192.0.2.7 -all"),
         fwd.local_data(),
@@ -392,6 +398,38 @@ fn dkim_failure_with_tempfail_answers_451_at_the_end_of_data() {
     assert_eq!(r.code, 451, "{}", r.raw);
     assert!(r.raw.contains("dkim check"), "{}", r.raw);
     assert!(s.up.delivered().is_empty());
+}
+
+#[test]
+fn the_example_rules_refuse_spf_and_dmarc_failures_without_sender_auth() {
+    let w = world();
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/sender-auth.yaml"),
+    )
+    .unwrap();
+    let s = setup_rules(&w.dns.server(), "", &rules);
+    let mut c = client(&s.gw);
+    c.cmd("MAIL FROM:<x@nospf.test>", 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<b@dest.test>", 550),
+        "550 5.7.23 SPF validation failed\r\n"
+    );
+    c.cmd("RSET", 250);
+    let r = send(
+        &mut c,
+        "x@unaligned.test",
+        &message("a@example.com", "spoof"),
+    );
+    assert_eq!(
+        r.raw,
+        "550 5.7.1 Rejected by the sender domain's DMARC policy\r\n"
+    );
+    let signed = w.example.sign(&message("a@example.com", "genuine"));
+    let r = send(&mut c, "x@unaligned.test", &signed);
+    assert_eq!(r.code, 250, "{}", r.raw);
+    // Without `sender_auth:` no header is written.
+    let got = s.up.wait_for(1);
+    assert!(headers(&got[0].data, "Authentication-Results").is_empty());
 }
 
 /// A message from example.com (p=reject) through the fwd.test list: its
