@@ -73,7 +73,7 @@ done
 # A 2 KB message as loadgen sends it (From loadgen@bench.test), signed.
 python3 - "$work/message.eml" <<'EOF'
 import sys
-lines = ["Line %03d of the benchmark message, printable text to fill it up." % i for i in range(30)]
+lines = ["Line %03d of the benchmark message, printable text to fill it up." % i for i in range(32)]
 body = "\r\n".join(lines) + "\r\n"
 head = ("From: Load Generator <loadgen@bench.test>\r\nTo: rcpt0@bench.test\r\n"
         "Date: Wed, 02 Dec 2026 05:00:00 +0000\r\nMIME-Version: 1.0\r\n"
@@ -88,6 +88,21 @@ cat > "$work/sender-auth.yaml" <<EOF
 sender_auth: {}
 dns: { servers: ["127.0.0.1:$port"], cache_size: 10000 }
 EOF
+
+# First make sure the messages really verify: a short run with an audit
+# trail, whose records must say pass for SPF, DKIM and DMARC.
+cat "$work/sender-auth.yaml" > "$work/check.yaml"
+echo "audit: { path: \"$work/audit.jsonl\" }" >> "$work/check.yaml"
+"$LOADGEN" --compare --sessions 2 --messages 20 --per-connection 1 --rounds 1 \
+    --message-file "$work/signed.eml" --variant-yaml "$work/check.yaml" > /dev/null
+for fact in '"spf.mailfrom":"pass"' '"dkim":"pass"' '"dmarc":"pass"'; do
+    if ! grep -q "$fact" "$work/audit.jsonl"; then
+        echo "the benchmark messages do not verify ($fact missing):" >&2
+        head -c 2000 "$work/audit.jsonl" >&2
+        exit 1
+    fi
+done
+echo "== verification checked: SPF, DKIM and DMARC pass" >&2
 
 echo "== loadgen: $SESSIONS sessions, $MESSAGES x 2 KB signed messages, $ROUNDS rounds" >&2
 "$LOADGEN" --compare --sessions "$SESSIONS" --messages "$MESSAGES" --per-connection 1 \

@@ -26,8 +26,9 @@ use super::dkim::single_from_domain;
 use super::mailauth::{on_dns, spf_from_name};
 use super::{Check, CheckFuture, SharedResolver};
 use crate::config::ArcOptions;
-use crate::facts::Value;
+use crate::facts::{Facts, Value};
 use crate::filter::{Context, Stage};
+use crate::proto::{EnhancedCode, Reply};
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
 use mail_auth::spf::verify::SpfParameters;
@@ -58,6 +59,35 @@ impl Dmarc {
                 .map(String::from)
                 .to_vec(),
         }
+    }
+}
+
+/// What `sender_auth.dmarc: enforce` does to a message by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enforcement {
+    /// `p=reject`: refused with this `550 5.7.1`.
+    Reject(Reply),
+    /// `p=quarantine`: quarantined, unless a rule refuses it.
+    Quarantine,
+}
+
+/// The enforcement the DMARC facts call for: only a `fail` is enforced
+/// (`permerror`, `temperror` and `none` are left to the rules), as the
+/// live session and the simulator both apply it.
+pub fn enforcement(facts: &Facts) -> Option<Enforcement> {
+    let fact = |name: &str| facts.get(name).map(|v| v.to_string());
+    if fact("dmarc").as_deref() != Some("fail") {
+        return None;
+    }
+    let domain = fact("dmarc.from").unwrap_or_default();
+    match fact("dmarc.policy").as_deref() {
+        Some("reject") => Some(Enforcement::Reject(Reply::new(
+            550,
+            EnhancedCode::new(5, 7, 1),
+            format!("Rejected by the DMARC policy of {domain}: the sender is not authenticated"),
+        ))),
+        Some("quarantine") => Some(Enforcement::Quarantine),
+        _ => None,
     }
 }
 

@@ -7,8 +7,9 @@ use super::transaction::Transaction;
 use super::Session;
 use crate::authres;
 use crate::body::Body;
+use crate::checks::dmarc::Enforcement;
 use crate::config::DmarcMode;
-use crate::proto::{EnhancedCode, Reply};
+use crate::proto::Reply;
 use crate::stream::Stream;
 use log::error;
 
@@ -69,24 +70,13 @@ impl<S: Stream> Session<S> {
         if options.dmarc != DmarcMode::Enforce {
             return Enforced::Nothing;
         }
-        let fact = |name: &str| self.ctx.facts.get(name).map(|v| v.to_string());
-        if fact("dmarc").as_deref() != Some("fail") {
-            return Enforced::Nothing;
-        }
-        let domain = fact("dmarc.from").unwrap_or_default();
-        match fact("dmarc.policy").as_deref() {
-            Some("reject") => {
+        match crate::checks::dmarc::enforcement(&self.ctx.facts) {
+            Some(Enforcement::Reject(reply)) => {
                 self.ctx.decided_by = Some("dmarc".to_string());
-                Enforced::Refuse(Reply::new(
-                    550,
-                    EnhancedCode::new(5, 7, 1),
-                    format!(
-                        "Rejected by the DMARC policy of {domain}: the sender is not authenticated"
-                    ),
-                ))
+                Enforced::Refuse(reply)
             }
-            Some("quarantine") => Enforced::Quarantine,
-            _ => Enforced::Nothing,
+            Some(Enforcement::Quarantine) => Enforced::Quarantine,
+            None => Enforced::Nothing,
         }
     }
 }
