@@ -362,6 +362,29 @@ fn dns_down_gives_temperror_never_a_pass() {
 }
 
 #[test]
+fn a_dns_server_that_never_answers_gives_temperror_and_tempfail_a_451() {
+    // Bound on both transports, never read: every query times out.
+    let port = free_port();
+    let _udp = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let silent = format!("127.0.0.1:{port}");
+    let s = setup(&silent, "{}", "");
+    let mut c = client(&s.gw);
+    let r = send(&mut c, "a@example.com", &message("a@example.com", "silent"));
+    assert_eq!(r.code, 250, "{}", r.raw);
+    let f = last_facts(&s, 1);
+    for fact in ["spf.mailfrom", "spf.helo", "dmarc", "dmarc.policy"] {
+        assert_eq!(f[fact], "temperror", "{fact}: {f}");
+    }
+    // Unsigned: no key to look up, so that answer needs no DNS.
+    assert_eq!(f["dkim"], "none", "{f}");
+    assert!(!our_header(&s).contains("=pass"));
+    let s = setup(&silent, "{}", "checks: { spf: { on_error: tempfail } }\n");
+    let mut c = client(&s.gw);
+    c.cmd("MAIL FROM:<a@example.com>", 451);
+}
+
+#[test]
 fn dns_down_with_tempfail_answers_451() {
     let dead = format!("127.0.0.1:{}", free_port());
     let s = setup(
