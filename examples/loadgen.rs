@@ -176,6 +176,11 @@ struct Args {
     /// Domain of the sender and recipient addresses.
     #[arg(long, default_value = "bench.test")]
     domain: String,
+    /// Send this message (its header and body, e.g. one a DKIM tool
+    /// signed) instead of a generated one; `--size` is then ignored. Each
+    /// message still gets its own Message-ID and Subject in front.
+    #[arg(long, value_name = "FILE")]
+    message_file: Option<std::path::PathBuf>,
     /// Also print the results as one JSON object.
     #[arg(long)]
     json: bool,
@@ -808,7 +813,18 @@ impl LoadSpec {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let body = generate_body(args.size);
+        let given = args.message_file.as_ref().map(|p| {
+            let text = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let at = text
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(text.len(), |i| i + 4);
+            (text[..at].to_vec(), text[at..].to_vec())
+        });
+        let body = match &given {
+            Some((_, body)) => body.clone(),
+            None => generate_body(args.size),
+        };
         let to = (0..args.recipients)
             .map(|i| recipient(i, &args.domain))
             .collect::<Vec<_>>()
@@ -831,7 +847,7 @@ impl LoadSpec {
                 .map(|i| format!("RCPT TO:<{}>\r\n", recipient(i, &args.domain)).into_bytes())
                 .collect(),
             run_id: now.as_nanos() as u64,
-            fixed_headers: fixed_headers.into_bytes(),
+            fixed_headers: given.map_or(fixed_headers.into_bytes(), |(head, _)| head),
             wire_body: dot_stuff(&body),
             body_len: body.len(),
             connect: ConnectOptions {

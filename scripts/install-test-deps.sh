@@ -28,6 +28,11 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # rbldnsd serves the DNS lists of the reputation tests (they start their own).
 command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
+# Sender authentication tests: keys from opendkim-genkey, signatures by
+# dkimpy's dkimsign, SPF cross-checked with pyspf (over dnspython).
+[ -x /usr/sbin/opendkim-genkey ] || need+=(opendkim-tools)
+command -v dkimsign >/dev/null 2>&1 || need+=(python3-dkim)
+/usr/bin/python3 -c 'import spf, dns.resolver' >/dev/null 2>&1 || need+=(python3-spf python3-dnspython)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"

@@ -270,7 +270,9 @@ impl Pipeline {
             }
             None => chain,
         };
-        let plan = Plan::new(registry, &chain.facts_used())?;
+        let mut used = chain.facts_used();
+        used.extend(registry.always().iter().cloned());
+        let plan = Plan::new(registry, &used)?;
         Ok(Pipeline { chain, plan })
     }
 }

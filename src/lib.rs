@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authres;
 pub mod body;
 pub mod checks;
 pub mod config;

@@ -13,6 +13,7 @@
 //! fact can be tried offline.
 
 use crate::body::Body;
+use crate::checks::dmarc::Enforcement;
 use crate::checks::{run_stage, Fixtures, Plan};
 use crate::filter::{Context, FilterChain, Hit, Message, Outcome, Stage, TlsInfo, Verdict};
 use crate::gateway::Gateway;
@@ -238,6 +239,11 @@ pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
         stages: Vec::new(),
         greylist_passed: sim.greylist_passed,
         greylist_delay: gateway.greylist().options().delay(),
+        enforce_dmarc: gateway
+            .config
+            .sender_auth
+            .as_ref()
+            .is_some_and(|s| s.dmarc == crate::config::DmarcMode::Enforce),
     };
     let mut disposition = Outcome::Proceed;
     let end =
@@ -460,6 +466,9 @@ struct Run<'c> {
     greylist_passed: bool,
     /// `greylisting.delay_s`, for the reply a first attempt gets.
     greylist_delay: std::time::Duration,
+    /// `sender_auth.dmarc: enforce`: a DMARC failure is refused or
+    /// quarantined at data, as in a live session.
+    enforce_dmarc: bool,
 }
 
 impl Run<'_> {
@@ -487,9 +496,26 @@ impl Run<'_> {
             self.fixtures,
             self.metrics,
         ));
-        let verdict = match checked {
-            Some(refused) => Verdict::Tempfail(refused),
-            None => self.chain.run(stage, &mut self.ctx, rcpt, message),
+        let enforced = match (stage, self.enforce_dmarc) {
+            (Stage::Data, true) => crate::checks::dmarc::enforcement(&self.ctx.facts),
+            _ => None,
+        };
+        let verdict = match (checked, enforced) {
+            (Some(refused), _) => Verdict::Tempfail(refused),
+            (None, Some(Enforcement::Reject(r))) => {
+                self.ctx.decided_by = Some("dmarc".to_string());
+                Verdict::Reject(r)
+            }
+            (None, Some(Enforcement::Quarantine)) => {
+                match self.chain.run(stage, &mut self.ctx, rcpt, message) {
+                    v if v.clone().outcome() == Outcome::Proceed => {
+                        self.ctx.decided_by = Some("dmarc".to_string());
+                        Verdict::Quarantine
+                    }
+                    v => v,
+                }
+            }
+            (None, None) => self.chain.run(stage, &mut self.ctx, rcpt, message),
         };
         let (verdict, greylisting) = self.greylisting(verdict);
         let outcome = verdict.clone().outcome();
@@ -625,6 +651,51 @@ mod tests {
         assert_eq!(r.verdict, Final::Rejected);
         assert_eq!(r.reply.as_ref().unwrap().code, 554);
         assert_eq!(r.exit_code(), 1);
+    }
+
+    #[test]
+    fn dmarc_enforcement_is_simulated_like_a_live_session() {
+        let c = chain("rules: []\n");
+        let mut config = Config::default();
+        config.sender_auth = Some(crate::config::SenderAuthOptions {
+            dmarc: crate::config::DmarcMode::Enforce,
+            ..Default::default()
+        });
+        let given = |policy: &str| {
+            let mut f: Vec<(String, crate::facts::Value)> = [
+                ("spf.mailfrom", "pass"),
+                ("spf.helo", "none"),
+                ("dkim", "none"),
+                ("dkim.signatures", "none"),
+                ("arc", "none"),
+                ("arc.sealer", "none"),
+                ("dmarc", "fail"),
+                ("dmarc.from", "example.net"),
+                ("dmarc.reason", "not aligned"),
+            ]
+            .iter()
+            .map(|(n, v)| (n.to_string(), crate::facts::Value::text(*v)))
+            .collect();
+            f.push(("dmarc.policy".into(), crate::facts::Value::text(policy)));
+            Fixtures(f)
+        };
+        for (policy, want) in [
+            ("reject", Final::Rejected),
+            ("quarantine", Final::Quarantined),
+            ("none", Final::Delivered),
+        ] {
+            let g = gateway(config.clone(), &c);
+            g.set_fixtures(given(policy));
+            let r = simulate(&g, &sim(&["b@x.test"])).unwrap();
+            assert_eq!(r.verdict, want, "p={policy}\n{}", r.render());
+            if want == Final::Rejected {
+                let reply = r.reply.unwrap();
+                assert_eq!(
+                    (reply.code, reply.to_string().contains("5.7.1")),
+                    (550, true)
+                );
+            }
+        }
     }
 
     #[test]

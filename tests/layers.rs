@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("stream", 0),
     ("shutdown", 0),
     ("facts", 0),
+    ("authres", 0),
     ("filter", 0),
     ("config", 1),
     ("tls", 2),

@@ -19,16 +19,21 @@
 //! is not run again: the iprev lookup of a session's first transaction
 //! serves every later one.
 
+pub mod arc;
+pub mod dkim;
+pub mod dmarc;
 pub mod dnsbl;
 pub mod dnslist;
 pub mod helo;
 pub mod iprev;
+mod mailauth;
 mod plan;
 pub mod policy;
 pub mod reputation;
 mod resolver;
 pub mod rhsbl;
 pub mod sender_domain;
+pub mod spf;
 pub mod urls;
 
 pub use plan::Plan;
@@ -36,7 +41,7 @@ pub use resolver::SharedResolver;
 
 use crate::config::{CheckSettings, Config, OnError};
 use crate::facts::{CheckRun, Scope, Value, TEMPERROR};
-use crate::filter::{Context, Filter, Stage};
+use crate::filter::{Context, FactUse, Filter, Stage};
 use crate::metrics::Metrics;
 use crate::proto::{EnhancedCode, Reply};
 use futures::future::join_all;
@@ -87,6 +92,8 @@ pub struct Registry {
     /// A filter that acts on the checks' facts without a rule (the DNSBL
     /// threshold), appended to every chain.
     policy: Option<Arc<dyn Filter>>,
+    /// Facts the configuration reads without a rule.
+    always: Vec<FactUse>,
 }
 
 impl Registry {
@@ -101,10 +108,54 @@ impl Registry {
         )];
         let (reputation, policy) = reputation::checks(config, &resolver, metrics);
         checks.extend(reputation);
-        Registry {
+        let mut registry = Registry {
             policy,
             ..Registry::with(checks)
+        };
+        registry.add_sender_auth(config, &resolver);
+        registry
+    }
+
+    /// Adds the SPF, DKIM, ARC and DMARC checks; with `sender_auth:`
+    /// configured they run on every message, rules or not.
+    fn add_sender_auth(&mut self, config: &Config, resolver: &Arc<SharedResolver>) {
+        let host = &config.hostname;
+        let c = &config.checks;
+        let arc_options = config
+            .sender_auth
+            .as_ref()
+            .map(|s| s.arc.clone())
+            .unwrap_or_default();
+        let checks: [(Arc<dyn Check>, &CheckSettings); 4] = [
+            (Arc::new(spf::Spf::new(resolver.clone(), host)), &c.spf),
+            (Arc::new(dkim::Dkim::new(resolver.clone())), &c.dkim),
+            (Arc::new(arc::ArcCheck::new(resolver.clone())), &c.arc),
+            (
+                Arc::new(dmarc::Dmarc::new(resolver.clone(), host, arc_options)),
+                &c.dmarc,
+            ),
+        ];
+        for (check, settings) in checks {
+            if config.sender_auth.is_some() {
+                self.always.push(FactUse {
+                    fact: check.facts()[0].clone(),
+                    stage: check.earliest(),
+                    file: config.source.origin.clone(),
+                    line: None,
+                    path: "sender_auth".to_string(),
+                });
+            }
+            self.checks.push(Arc::new(Configured {
+                check,
+                settings: settings.clone(),
+            }));
         }
+    }
+
+    /// Facts read whatever the rules say (`sender_auth:` needs its checks
+    /// on every message), for the plan.
+    pub fn always(&self) -> &[FactUse] {
+        &self.always
     }
 
     /// A registry of the given checks (a library user's own, or tests').
@@ -115,6 +166,7 @@ impl Registry {
                 .map(|(check, settings)| Arc::new(Configured { check, settings }))
                 .collect(),
             policy: None,
+            always: Vec::new(),
         }
     }
 

@@ -15,6 +15,17 @@ pub struct ChecksOptions {
     /// The iprev check (RFC 8601): the client IP's PTR name, and whether
     /// that name resolves back to the IP. Facts `iprev` and `client.ptr`.
     pub iprev: CheckSettings,
+    /// SPF (RFC 7208) of the MAIL FROM and HELO identities. Facts
+    /// `spf.mailfrom` and `spf.helo`.
+    pub spf: CheckSettings,
+    /// DKIM signatures (RFC 6376, RFC 8463). Facts `dkim` and
+    /// `dkim.signatures`.
+    pub dkim: CheckSettings,
+    /// DMARC (RFC 7489) of the From domain. Facts `dmarc`,
+    /// `dmarc.policy`, `dmarc.from` and `dmarc.reason`.
+    pub dmarc: CheckSettings,
+    /// The ARC chain (RFC 8617). Facts `arc` and `arc.sealer`.
+    pub arc: CheckSettings,
 }
 
 /// How one check runs.
@@ -58,7 +69,13 @@ pub enum OnError {
 
 /// Range checks of `checks:`.
 pub(super) fn check(c: &ChecksOptions) -> Result<(), ValidationError> {
-    for (name, s) in [("iprev", &c.iprev)] {
+    for (name, s) in [
+        ("iprev", &c.iprev),
+        ("spf", &c.spf),
+        ("dkim", &c.dkim),
+        ("dmarc", &c.dmarc),
+        ("arc", &c.arc),
+    ] {
         if !(1..=120_000).contains(&s.timeout_ms) {
             return Err(ValidationError::new(
                 format!("checks.{name}.timeout_ms"),

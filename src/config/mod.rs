@@ -25,6 +25,7 @@ mod protection;
 mod reputation;
 pub mod returns;
 mod security;
+mod sender_auth;
 mod validate;
 
 pub use checks::{CheckSettings, ChecksOptions, OnError};
@@ -43,6 +44,7 @@ pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
 };
+pub use sender_auth::{ArcOptions, DmarcMode, SenderAuthOptions};
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -132,6 +134,11 @@ pub struct Config {
     /// DNS lists of client IPs and domains, weights and threshold. See
     /// `docs/reputation.md`. Default: none.
     pub reputation: ReputationOptions,
+    /// Sender authentication on every message: SPF, DKIM, DMARC and ARC
+    /// verified, an `Authentication-Results` header written, DMARC
+    /// optionally enforced. Default: none. See `docs/sender-auth.md`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_auth: Option<SenderAuthOptions>,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -199,6 +206,7 @@ impl Default for Config {
             greylisting: GreylistOptions::default(),
             dkim_signing: None,
             reputation: ReputationOptions::default(),
+            sender_auth: None,
             source: Source::default(),
         }
     }
@@ -624,6 +632,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::config(self)?;
         checks::check(&self.checks)?;
+        if let Some(s) = &self.sender_auth {
+            sender_auth::check(s)?;
+        }
         if let Some(up) = &self.upstream {
             ops::check_pool(&up.pool)?;
         }

@@ -5,11 +5,12 @@
 
 use super::audit::{data_verdict, TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::protect::DataDeadline;
+use super::sender_auth::Enforced;
 use super::transaction::{Disposition, Transaction};
 use super::{link, replies, Flow, Session};
 use crate::audit::truncate;
 use crate::body::Body;
-use crate::filter::{Message, Outcome, Stage};
+use crate::filter::{Message, Outcome, Stage, Verdict};
 use crate::proto::{DataError, DataReceiver, Reply};
 use crate::spool;
 use crate::stream::Stream;
@@ -81,11 +82,22 @@ impl<S: Stream> Session<S> {
             None => {
                 let whole = self.message_for_checks(&mut body);
                 let checked = self.run_checks(Stage::Data, whole.as_deref()).await;
+                let enforced = self.sender_auth(&mut tx, &mut body, whole.as_deref());
                 let mut message = Message::new(&mut body);
-                let verdict = match checked {
-                    Some(refused) => refused,
-                    None => {
-                        let verdict = self.run_filters(Stage::Data, None, Some(&mut message));
+                let verdict = match (checked, enforced) {
+                    (Some(refused), _) => refused,
+                    (None, Enforced::Refuse(r)) => Verdict::Reject(r),
+                    (None, enforced) => {
+                        let verdict = match self.run_filters(Stage::Data, None, Some(&mut message))
+                        {
+                            v if matches!(enforced, Enforced::Quarantine)
+                                && v.clone().outcome() == Outcome::Proceed =>
+                            {
+                                self.ctx.decided_by = Some("dmarc".to_string());
+                                Verdict::Quarantine
+                            }
+                            v => v,
+                        };
                         let (verdict, passes) = self.greylisting(Stage::Data, verdict, None).await;
                         tx.greylist_passes += passes;
                         verdict
@@ -205,6 +217,9 @@ impl<S: Stream> Session<S> {
         } else {
             Vec::new()
         };
+        if let Some(h) = &tx.auth_results {
+            out.extend_from_slice(h.as_bytes());
+        }
         for (name, value) in &self.ctx.add_headers {
             let clean: String = value
                 .chars()

@@ -58,6 +58,8 @@ pub(crate) struct Transaction {
     /// Greylisting triplets that passed for the first time in this
     /// transaction: they count towards auto-allowlisting once delivered.
     pub(crate) greylist_passes: u32,
+    /// Our `Authentication-Results` header, once the data-stage checks ran.
+    pub(crate) auth_results: Option<String>,
 }
 
 impl Transaction {
@@ -74,6 +76,7 @@ impl Transaction {
             subject: None,
             upstream_reply: None,
             greylist_passes: 0,
+            auth_results: None,
         }
     }
 

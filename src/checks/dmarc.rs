@@ -1,0 +1,301 @@
+//! The DMARC check (RFC 7489): does an SPF or DKIM pass align with the
+//! From domain, and what does that domain ask for when none does?
+//!
+//! Facts, at the data stage:
+//! - `dmarc`: `pass`, `fail`, `none` (the From domain publishes no
+//!   policy), `permerror` (no From header, several From headers or
+//!   several From addresses, RFC 7489 §6.6.1; or an unusable record);
+//! - `dmarc.policy`: what the domain asks for a failing message, `reject`,
+//!   `quarantine` or `none` (its `sp=` for a subdomain, lowered one step by
+//!   `t=y`);
+//! - `dmarc.from`: the From domain (`none` when there is none);
+//! - `dmarc.reason`: why, in a few words: `spf aligned`, `dkim aligned`,
+//!   `not aligned`, `no policy`, `no From header`, `several From
+//!   headers`, `several From addresses`, or `trusted ARC sealer <d>` when
+//!   a failure passes because a trusted forwarder's valid ARC chain
+//!   vouches for it (`sender_auth.arc.trusted_sealers`).
+//!
+//! The SPF result is the `spf.mailfrom` fact when the SPF check ran at
+//! MAIL, else it is looked up here; DKIM is verified here (the signatures
+//! are cheap to check again; the keys come from the DNS cache).
+//! A DNS failure the result depends on fails the check: every fact says
+//! `temperror` and `on_error` decides.
+
+use super::arc;
+use super::dkim::single_from_domain;
+use super::mailauth::{on_dns, spf_from_name};
+use super::{Check, CheckFuture, SharedResolver};
+use crate::config::ArcOptions;
+use crate::facts::{Facts, Value};
+use crate::filter::{Context, Stage};
+use crate::proto::{EnhancedCode, Reply};
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::dmarc::Policy;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{AuthenticatedMessage, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The DMARC check over the gateway's resolver.
+pub struct Dmarc {
+    /// The shared resolver.
+    resolver: Arc<SharedResolver>,
+    /// Our host name, for an SPF lookup of our own.
+    hostname: String,
+    /// Whose ARC chains may turn a failure into a pass.
+    arc: ArcOptions,
+    /// `dmarc`, `dmarc.policy`, `dmarc.from`, `dmarc.reason`.
+    facts: Vec<String>,
+}
+
+impl Dmarc {
+    /// The check over `resolver`; `arc` names the trusted sealers.
+    pub fn new(resolver: Arc<SharedResolver>, hostname: &str, arc: ArcOptions) -> Dmarc {
+        Dmarc {
+            resolver,
+            hostname: hostname.to_string(),
+            arc,
+            facts: ["dmarc", "dmarc.policy", "dmarc.from", "dmarc.reason"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// What `sender_auth.dmarc: enforce` does to a message by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enforcement {
+    /// `p=reject`: refused with this `550 5.7.1`.
+    Reject(Reply),
+    /// `p=quarantine`: quarantined, unless a rule refuses it.
+    Quarantine,
+}
+
+/// The enforcement the DMARC facts call for: only a `fail` is enforced
+/// (`permerror`, `temperror` and `none` are left to the rules), as the
+/// live session and the simulator both apply it.
+pub fn enforcement(facts: &Facts) -> Option<Enforcement> {
+    let fact = |name: &str| facts.get(name).map(|v| v.to_string());
+    if fact("dmarc").as_deref() != Some("fail") {
+        return None;
+    }
+    let domain = fact("dmarc.from").unwrap_or_default();
+    match fact("dmarc.policy").as_deref() {
+        Some("reject") => Some(Enforcement::Reject(Reply::new(
+            550,
+            EnhancedCode::new(5, 7, 1),
+            format!("Rejected by the DMARC policy of {domain}: the sender is not authenticated"),
+        ))),
+        Some("quarantine") => Some(Enforcement::Quarantine),
+        _ => None,
+    }
+}
+
+/// A DMARC evaluation, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Outcome {
+    /// The `dmarc` fact, or `temperror` when the DNS failed.
+    pub result: &'static str,
+    /// The `dmarc.policy` fact.
+    pub policy: &'static str,
+    /// The From domain.
+    pub from: Option<String>,
+    /// The `dmarc.reason` fact.
+    pub reason: String,
+}
+
+impl Outcome {
+    /// A `permerror` about the From header.
+    fn from_problem(reason: &str) -> Outcome {
+        Outcome {
+            result: "permerror",
+            policy: "none",
+            from: None,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// What the DNS thread needs to know of the envelope.
+struct Envelope {
+    /// The client.
+    ip: IpAddr,
+    /// The HELO name.
+    helo: String,
+    /// Our host name.
+    host: String,
+    /// The MAIL FROM address, `None` for `<>`.
+    sender: Option<String>,
+    /// `spf.mailfrom`, when the SPF check ran.
+    spf: Option<SpfResult>,
+}
+
+impl Envelope {
+    /// The SPF identity's domain: MAIL FROM's, or HELO's for `<>`.
+    fn spf_domain(&self) -> String {
+        match &self.sender {
+            Some(s) => s.rsplit_once('@').map_or("", |(_, d)| d).to_string(),
+            None => self.helo.clone(),
+        }
+    }
+}
+
+impl Check for Dmarc {
+    fn name(&self) -> &'static str {
+        "dmarc"
+    }
+
+    fn facts(&self) -> &[String] {
+        &self.facts
+    }
+
+    fn earliest(&self) -> Stage {
+        Stage::Data
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context, message: Option<&'a [u8]>) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let bytes = message
+                .ok_or_else(|| "DMARC: the message could not be read".to_string())?
+                .to_vec();
+            let env = Envelope {
+                ip: ctx.client.ip().to_canonical(),
+                helo: ctx.helo.clone().unwrap_or_default(),
+                host: self.hostname.clone(),
+                sender: match &ctx.mail_from {
+                    Some(Some(m)) => Some(m.to_string()),
+                    _ => None,
+                },
+                spf: ctx
+                    .facts
+                    .get("spf.mailfrom")
+                    .and_then(|v| spf_from_name(&v.to_string())),
+            };
+            let arc = self.arc.clone();
+            let got = on_dns(&self.resolver, move |auth| {
+                Box::pin(async move { evaluate(&auth, &bytes, &env, &arc).await })
+            })
+            .await?;
+            if got.result == "temperror" {
+                return Err(format!("DMARC: {}", got.reason));
+            }
+            Ok(vec![
+                ("dmarc".to_string(), Value::text(got.result)),
+                ("dmarc.policy".to_string(), Value::text(got.policy)),
+                (
+                    "dmarc.from".to_string(),
+                    Value::text(got.from.unwrap_or_else(|| "none".to_string())),
+                ),
+                ("dmarc.reason".to_string(), Value::Text(got.reason)),
+            ])
+        })
+    }
+}
+
+/// How many From header fields `msg` has.
+fn from_headers(msg: &AuthenticatedMessage<'_>) -> usize {
+    msg.raw_parsed_headers()
+        .iter()
+        .filter(|(name, _)| name.trim_ascii().eq_ignore_ascii_case(b"from"))
+        .count()
+}
+
+/// The whole evaluation, on the DNS thread.
+async fn evaluate(
+    auth: &MessageAuthenticator,
+    bytes: &[u8],
+    env: &Envelope,
+    arc_options: &ArcOptions,
+) -> Outcome {
+    let Some(msg) = AuthenticatedMessage::parse(bytes) else {
+        return Outcome::from_problem("no From header");
+    };
+    // RFC 7489 §6.6.1: no single author domain, no DMARC pass.
+    match from_headers(&msg) {
+        0 => return Outcome::from_problem("no From header"),
+        1 => {}
+        _ => return Outcome::from_problem("several From headers"),
+    }
+    match msg.froms().len() {
+        0 => return Outcome::from_problem("no From address"),
+        1 => {}
+        _ => return Outcome::from_problem("several From addresses"),
+    }
+    let Some(from) = single_from_domain(&msg) else {
+        return Outcome::from_problem("no From domain");
+    };
+    let spf_domain = env.spf_domain();
+    let spf_result = match env.spf {
+        Some(r) => r,
+        None => match &env.sender {
+            Some(s) => auth
+                .verify_spf(SpfParameters::verify_mail_from(
+                    env.ip, &env.helo, &env.host, s,
+                ))
+                .await
+                .result(),
+            None => auth
+                .verify_spf(SpfParameters::verify_ehlo(env.ip, &env.helo, &env.host))
+                .await
+                .result(),
+        },
+    };
+    let spf = SpfOutput::new(spf_domain.clone()).with_result(spf_result);
+    let dkim = auth.verify_dkim(&msg).await;
+    let out = auth
+        .verify_dmarc(DmarcParameters::new(&msg, &dkim, &spf_domain, &spf))
+        .await;
+    let policy = match out.policy() {
+        Policy::Reject => "reject",
+        Policy::Quarantine => "quarantine",
+        Policy::None | Policy::Unspecified => "none",
+    };
+    let mut o = Outcome {
+        result: "fail",
+        policy,
+        from: Some(from),
+        reason: "not aligned".to_string(),
+    };
+    let (s, d) = (out.spf_result(), out.dkim_result());
+    if *s == DmarcResult::Pass || *d == DmarcResult::Pass {
+        o.result = "pass";
+        o.reason = if *s == DmarcResult::Pass {
+            "spf aligned"
+        } else {
+            "dkim aligned"
+        }
+        .to_string();
+        return o;
+    }
+    let temp = |r: &DmarcResult| matches!(r, DmarcResult::TempError(_));
+    let perm = |r: &DmarcResult| matches!(r, DmarcResult::PermError(_));
+    let dkim_temp = dkim
+        .iter()
+        .any(|o| matches!(o.result(), mail_auth::DkimResult::TempError(_)));
+    if temp(s) || temp(d) || dkim_temp || spf_result == SpfResult::TempError {
+        o.result = "temperror";
+        o.reason = "the DNS did not answer".to_string();
+        return o;
+    }
+    if perm(s) || perm(d) {
+        o.result = "permerror";
+        o.reason = "unusable DMARC record".to_string();
+        return o;
+    }
+    if out.dmarc_record().is_none() {
+        o.result = "none";
+        o.policy = "none";
+        o.reason = "no policy".to_string();
+        return o;
+    }
+    if !arc_options.trusted_sealers.is_empty() {
+        let chain = arc::verify(auth, &msg).await;
+        if chain.result == "pass" {
+            if let Some(sealer) = chain.sealer.filter(|d| arc_options.trusts(d)) {
+                o.result = "pass";
+                o.reason = format!("trusted ARC sealer {sealer}");
+            }
+        }
+    }
+    o
+}
