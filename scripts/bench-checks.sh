@@ -19,6 +19,13 @@
 #
 # Settings (environment): MESSAGES (20000), ROUNDS (3), SOURCE_IPS (250),
 # BASELINE (a commit; default 924f247).
+#
+# Throughput on a shared machine is noisy; CALLGRIND=1 also runs each
+# setup once under valgrind's callgrind (600 messages from 10 client
+# addresses, 2 sessions) and prints the instructions smtpgate executed per
+# message: the same figure on every run, whatever else the machine does.
+# The iprev row leaves out the resolver's one-time start-up (hickory loads
+# the system's CA roots), which is printed apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +72,19 @@ target/release/examples/loadgen --compare --sessions 10 --messages "$MESSAGES" -
     --variant-yaml "$work/iprev.yaml" --markdown > "$work/out"
 grep -v '^|' "$work/out" >&2 || true
 
+if [ "${CALLGRIND:-0}" = 1 ]; then
+    echo "== callgrind: instructions per message" >&2
+    for v in new old; do
+        if [ "$v" = new ]; then bin="$PWD/target/release/smtpgate"; else bin="$baseline_bin"; fi
+        printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s/%s.%%p.cg %s "$@"\n' \
+            "$work" "$v" "$bin" > "$work/cg-$v"
+        chmod +x "$work/cg-$v"
+    done
+    target/release/examples/loadgen --compare --sessions 2 --messages 600 --size 2048 \
+        --per-connection 1 --rounds 1 --source-ips 10 --gateway-bin "$work/cg-new" \
+        --variant-yaml "$work/iprev.yaml" --variant-bin "old=$work/cg-old" >&2
+fi
+
 echo
 echo "Machine: $(nproc) cores, $(uname -sr), load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "S1: $MESSAGES x 2 KB, 10 sessions, one message per connection; medians of $ROUNDS alternating rounds."
@@ -72,3 +92,21 @@ echo
 echo "| load | setup | msgs/s | / direct | / smtpgate | p99 ms | CPU s / 1000 msgs | peak RSS |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 grep '^|' "$work/out"
+if [ "${CALLGRIND:-0}" = 1 ]; then
+    # In start order: loadgen's first comparison, then one round of
+    # smtpgate, smtpgate + iprev, and the baseline.
+    mapfile -t runs < <(ls -tr "$work"/*.cg)
+    count() { grep -m1 '^summary' "$1" | cut -d' ' -f2; }
+    startup=$(callgrind_annotate --inclusive=yes "${runs[2]}" 2>/dev/null \
+        | grep -m1 'TlsConfig::new' | awk '{gsub(",", "", $1); print $1}')
+    echo
+    echo "Instructions per message (callgrind, 600 x 2 KB from 10 client addresses):"
+    echo
+    echo "| setup | instructions / message |"
+    echo "| --- | ---: |"
+    echo "| smtpgate | $(( $(count "${runs[1]}") / 600 )) |"
+    echo "| smtpgate + iprev (resolver start-up left out) | $(( ($(count "${runs[2]}") - ${startup:-0}) / 600 )) |"
+    echo "| smtpgate at $BASELINE | $(( $(count "${runs[3]}") / 600 )) |"
+    echo
+    echo "Resolver start-up, once per process: ${startup:-?} instructions."
+fi
