@@ -98,7 +98,7 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     mapfile -t runs < <(ls -tr "$work"/*.cg)
     count() { grep -m1 '^summary' "$1" | cut -d' ' -f2; }
     startup=$(callgrind_annotate --inclusive=yes "${runs[2]}" 2>/dev/null \
-        | grep -m1 'TlsConfig::new' | awk '{gsub(",", "", $1); print $1}')
+        | awk '/TlsConfig::new/ && !n {gsub(",", "", $1); print $1; n = 1}')
     echo
     echo "Instructions per message (callgrind, 600 x 2 KB from 10 client addresses):"
     echo
