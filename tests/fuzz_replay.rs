@@ -2,7 +2,9 @@
 //! (`fuzz/seeds/<target>/`) through the same invariant checks the fuzz
 //! targets run, so a fixed crash can never come back unnoticed.
 
-use smtpgate::proto::selfcheck::{check_commands, check_data, check_proxy, check_reply};
+use smtpgate::proto::selfcheck::{
+    check_bdat, check_commands, check_data, check_proxy, check_reply,
+};
 use std::path::Path;
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {
@@ -58,4 +60,9 @@ fn dnslist_returns_seeds_hold() {
 #[test]
 fn uribl_domains_seeds_hold() {
     assert!(replay("uribl_domains", smtpgate::checks::urls::selfcheck) >= 4);
+}
+
+#[test]
+fn bdat_seeds_hold() {
+    assert!(replay("bdat", check_bdat) >= 6);
 }

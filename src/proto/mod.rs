@@ -5,6 +5,7 @@
 //! parser testable on its own and fuzzable.
 
 pub mod address;
+pub mod bdat;
 pub mod command;
 pub mod data;
 pub mod line;
@@ -14,6 +15,7 @@ pub mod reply;
 pub mod selfcheck;
 
 pub use address::{Mailbox, Recipient};
+pub use bdat::BdatReceiver;
 pub use command::{parse_command, Command, CommandError, Param};
 pub use data::{BareLineEndings, DataError, DataReceiver, DotStuffer, Fed};
 pub use line::{LineError, LineReader};

@@ -21,14 +21,16 @@ impl<S: Stream> Session<S> {
         }
         let host = self.shared.config.hostname.clone();
         let reply = if extended {
-            // Only what the relay path can honour: no CHUNKING, DSN or
-            // SMTPUTF8, which the upstream might not offer.
+            // Only what the relay path can honour: no DSN or SMTPUTF8,
+            // which the upstream might not offer. CHUNKING is the gateway's
+            // own: a BDAT message is relayed as DATA.
             let mut lines = vec![
                 format!("{host} greets {name}"),
                 "PIPELINING".to_string(),
                 format!("SIZE {}", self.shared.config.limits.max_message_bytes),
                 "8BITMIME".to_string(),
                 "ENHANCEDSTATUSCODES".to_string(),
+                "CHUNKING".to_string(),
             ];
             // STARTTLS only where configured and not yet under TLS; AUTH
             // only where a password would not cross the wire in clear.

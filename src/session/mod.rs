@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod bdat;
 mod conn;
 mod data;
 mod dkim;
@@ -81,6 +82,8 @@ pub struct Session<S> {
     errors: u32,
     /// The transaction in progress, from MAIL to the end of DATA.
     tx: Option<Transaction>,
+    /// The BDAT chunks of the transaction's message, before `LAST`.
+    chunks: Option<Box<bdat::Chunks>>,
     /// Transactions finished in this session.
     tx_count: u32,
     /// Transactions started (MAIL past the gateway's checks), for ids.
@@ -144,6 +147,7 @@ impl<S: Stream> Session<S> {
             lines,
             errors: 0,
             tx: None,
+            chunks: None,
             tx_count: 0,
             tx_seq: 0,
             upstream: Link::None,
@@ -381,6 +385,7 @@ impl<S: Stream> Session<S> {
             Command::Mail { from, params } => self.mail(from, params).await,
             Command::Rcpt { to, params } => self.rcpt(to, params).await,
             Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::Rset => self.rset().await,
             Command::Noop => self.reply(replies::ok()),
             Command::Quit => {
@@ -511,6 +516,7 @@ impl<S: Stream> Session<S> {
 
     /// Ends the current transaction (if any) without delivering it.
     fn abandon_transaction(&mut self) {
+        self.chunks = None;
         if let Some(tx) = self.tx.take() {
             self.audit_aborted(&tx);
             self.upstream.abandoned();

@@ -143,6 +143,11 @@ pub(crate) fn no_valid_recipients() -> Reply {
     r(554, 5, 5, 1, "Error: no valid recipients")
 }
 
+/// A BDAT chunk other than the last one was read (RFC 3030 §2).
+pub(crate) fn chunk_received(size: u64) -> Reply {
+    r(250, 2, 0, 0, &format!("{size} octets received"))
+}
+
 /// The go-ahead for the message body.
 pub(crate) fn start_data() -> Reply {
     Reply::plain(354, "End data with <CR><LF>.<CR><LF>")
