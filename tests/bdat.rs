@@ -22,6 +22,18 @@ fn gateway(extra: &str) -> Memory {
     gateway_with("", extra)
 }
 
+/// A gateway whose upstream offers CHUNKING.
+fn chunking_gateway() -> Memory {
+    let options = MockOptions {
+        ehlo_extra: vec!["CHUNKING".into()],
+        ..MockOptions::default()
+    };
+    Memory::start(
+        "hostname: gate.test\nmessage: { received_header: false }\n",
+        options,
+    )
+}
+
 /// EHLO, MAIL and one RCPT, each answered 250.
 fn open_transaction(s: &mut Dialogue) {
     s.cmd("EHLO client.test").expect("250");
@@ -204,4 +216,58 @@ fn the_size_limit_counts_every_chunk() {
     s.reply().expect("552 5.3.4");
     s.reply().expect("250");
     assert!(gw.upstream.delivered().is_empty());
+}
+
+#[test]
+fn an_upstream_offering_chunking_gets_bdat_whichever_way_the_client_sent() {
+    let gw = chunking_gateway();
+    let mut s = gw.session();
+    open_transaction(&mut s);
+    let message = "Subject: by bdat\r\n\r\n.dot\r\n";
+    assert!(chunk(&mut s, message, true).starts_with("250"));
+    let by_data = "Subject: by data\r\n\r\n.dot\r\n";
+    // DATA takes the dot-stuffed form; the upstream gets it unstuffed.
+    let reply = s.send_message(
+        "a@example.com",
+        &["b@example.com"],
+        "Subject: by data\r\n\r\n..dot\r\n",
+    );
+    reply.expect("250");
+    let delivered = gw.upstream.wait_for(2);
+    assert_eq!(delivered[0].data, message.as_bytes());
+    assert_eq!(delivered[1].data, by_data.as_bytes());
+    let commands = gw.upstream.commands().concat();
+    assert!(!commands.iter().any(|c| c == "DATA"), "{commands:?}");
+    let lasts: Vec<&String> = commands.iter().filter(|c| c.starts_with("BDAT ")).collect();
+    assert_eq!(
+        lasts,
+        [
+            &format!("BDAT {} LAST", message.len()),
+            &format!("BDAT {} LAST", by_data.len())
+        ]
+    );
+}
+
+#[test]
+fn a_large_message_goes_upstream_in_several_chunks_and_arrives_whole() {
+    let gw = chunking_gateway();
+    let mut s = gw.session();
+    open_transaction(&mut s);
+    let line = format!("{}\r\n", "y".repeat(78));
+    let message = format!("Subject: large\r\n\r\n{}", line.repeat(3000));
+    let (a, b) = message.split_at(100_001);
+    chunk(&mut s, a, false);
+    assert!(chunk(&mut s, b, true).starts_with("250"));
+    let delivered = gw.upstream.wait_for(1);
+    assert_eq!(delivered[0].data, message.as_bytes());
+    let chunks: Vec<String> = gw
+        .upstream
+        .commands()
+        .concat()
+        .into_iter()
+        .filter(|c| c.starts_with("BDAT "))
+        .collect();
+    assert!(chunks.len() >= 2, "{chunks:?}");
+    assert!(chunks.last().unwrap().ends_with(" LAST"));
+    assert_eq!(chunks.iter().filter(|c| c.ends_with(" LAST")).count(), 1);
 }

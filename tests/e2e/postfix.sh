@@ -275,7 +275,8 @@ send() {
 }
 # The queue id Postfix gave, as relayed to the client in the final reply.
 # (swaks marks replies "<-", or "<~" under TLS; failures "<**" or "<~*".)
-queue_id() { sed -n 's/^<[-~] *250 2\.0\.0 Ok: queued as \([0-9A-F]*\).*/\1/p' "$WORK/$1.out" | tail -1; }
+# (Postfix's reply to BDAT LAST counts the bytes: "Ok: 568 bytes queued as".)
+queue_id() { sed -n 's/^<[-~] *250 2\.0\.0 Ok: \([0-9]* bytes \)\{0,1\}queued as \([0-9A-F]*\).*/\2/p' "$WORK/$1.out" | tail -1; }
 # A field of the audit record whose subject contains $2; $1 = audit file.
 audit_of() { # $1 file, $2 subject part, $3 python expression on r
     python3 - "$1" "$2" "$3" <<'PY'
@@ -373,6 +374,8 @@ for name in plain starttls auth pipelined eightbit bdat haproxy_v2 haproxy_v1 xc
         bad "$name: accepted with Postfix's own 250" "$WORK/$name.out"
     fi
 done
+# Postfix offers CHUNKING, so smtpgate relays by BDAT whatever the client used.
+check "plain: smtpgate relayed the DATA message to Postfix by BDAT" grep -q -E "^<- *250 2\.0\.0 Ok: [0-9]+ bytes queued as" "$WORK/plain.out"
 check "starttls: swaks negotiated TLS" grep -q "TLS started" "$WORK/starttls.out"
 # Pipelined: swaks wrote MAIL, the RCPTs and DATA before reading a reply.
 check "pipelined: swaks sent MAIL, 3 RCPTs and DATA in one batch" \
