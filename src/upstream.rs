@@ -60,6 +60,8 @@ pub struct Extensions {
     pub smtputf8: bool,
     /// CHUNKING (RFC 3030): the message may go as BDAT chunks.
     pub chunking: bool,
+    /// DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT.
+    pub dsn: bool,
     /// AUTH (RFC 4954): the SASL mechanisms offered, uppercased.
     pub auth: Vec<String>,
     /// XFORWARD (Postfix): the attribute names it takes, uppercased;
@@ -88,6 +90,7 @@ impl Extensions {
                 "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
                 "SMTPUTF8" => ext.smtputf8 = true,
                 "CHUNKING" => ext.chunking = true,
+                "DSN" => ext.dsn = true,
                 "AUTH" => ext.auth.extend(words.map(str::to_ascii_uppercase)),
                 "XFORWARD" => ext.xforward = Some(words.map(str::to_ascii_uppercase).collect()),
                 "XCLIENT" => ext.xclient = Some(words.map(str::to_ascii_uppercase).collect()),

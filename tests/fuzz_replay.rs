@@ -66,3 +66,8 @@ fn uribl_domains_seeds_hold() {
 fn bdat_seeds_hold() {
     assert!(replay("bdat", check_bdat) >= 6);
 }
+
+#[test]
+fn dsn_seeds_hold() {
+    assert!(replay("dsn", smtpgate::proto::dsn::selfcheck) >= 5);
+}

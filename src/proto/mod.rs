@@ -8,6 +8,7 @@ pub mod address;
 pub mod bdat;
 pub mod command;
 pub mod data;
+pub mod dsn;
 pub mod line;
 pub mod proxy;
 pub mod reply;

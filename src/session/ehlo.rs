@@ -32,6 +32,11 @@ impl<S: Stream> Session<S> {
                 "ENHANCEDSTATUSCODES".to_string(),
                 "CHUNKING".to_string(),
             ];
+            // DSN only when the upstream offered it at its last connection:
+            // the parameters are passed through, not acted on here.
+            if self.upstream_offers_dsn() {
+                lines.push("DSN".to_string());
+            }
             // STARTTLS only where configured and not yet under TLS; AUTH
             // only where a password would not cross the wire in clear.
             if self.starttls_offered() {
@@ -64,6 +69,15 @@ impl<S: Stream> Session<S> {
         }
         self.greeting.helo = Some(name);
         self.greeting.esmtp = extended;
+        self.greeting.dsn = extended && self.upstream_offers_dsn();
         self.reply(reply)
+    }
+
+    /// The upstream offered DSN when last connected to (never in spool mode).
+    fn upstream_offers_dsn(&self) -> bool {
+        self.shared
+            .upstreams()
+            .and_then(|pool| pool.known_extensions())
+            .is_some_and(|ext| ext.dsn)
     }
 }

@@ -534,6 +534,8 @@ struct Greeting {
     helo: Option<String>,
     /// The client greeted with EHLO (ESMTP parameters allowed).
     esmtp: bool,
+    /// EHLO offered DSN (the upstream did when the client greeted).
+    dsn: bool,
     /// The user the client authenticated as.
     auth: Option<Arc<User>>,
     /// An AUTH exchange waiting for the client's next response line.

@@ -143,6 +143,17 @@ pub(crate) fn no_valid_recipients() -> Reply {
     r(554, 5, 5, 1, "Error: no valid recipients")
 }
 
+/// The upstream reached now does not offer the DSN that EHLO promised.
+pub(crate) fn dsn_unavailable() -> Reply {
+    r(
+        451,
+        4,
+        3,
+        3,
+        "DSN not available from the upstream now; try again later",
+    )
+}
+
 /// A BDAT chunk other than the last one was read (RFC 3030 §2).
 pub(crate) fn chunk_received(size: u64) -> Reply {
     r(250, 2, 0, 0, &format!("{size} octets received"))
