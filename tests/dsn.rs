@@ -1,7 +1,7 @@
-//! DSN (RFC 3461) as dialogues over in-memory pipes: offered to clients
-//! only once the upstream has been seen to offer it, its parameters
-//! checked (xtext) and passed through as written; refused as unknown
-//! otherwise.
+//! DSN (RFC 3461): offered to clients only once the upstream has been seen
+//! to offer it, its parameters checked (xtext) and passed through as
+//! written, refused as unknown otherwise (dialogues over in-memory pipes);
+//! and a 4xx when failover reaches a server without it (over sockets).
 
 mod common;
 
@@ -112,4 +112,68 @@ fn malformed_dsn_parameters_get_501_and_never_reach_the_upstream() {
             .any(|c| c.contains("RET=") || c.contains("NOTIFY=") || c.contains("ORCPT=")),
         "{commands:?}"
     );
+}
+
+/// A server that offers DSN for one connection and is gone after it (its
+/// listener closed): the next connection fails over.
+fn one_shot_dsn_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        drop(listener);
+        let mut w = &stream;
+        let mut r = BufReader::new(&stream);
+        let _ = w.write_all(b"220 primary.test ESMTP\r\n");
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let reply: &[u8] = match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                Some("EHLO") => b"250-primary.test\r\n250-PIPELINING\r\n250 DSN\r\n",
+                Some("QUIT") => b"221 2.0.0 Bye\r\n",
+                _ => b"250 2.0.0 Ok\r\n",
+            };
+            let _ = w.write_all(reply);
+            line.clear();
+        }
+    });
+    addr
+}
+
+#[test]
+fn failover_to_a_server_without_dsn_refuses_dsn_transactions_with_4xx() {
+    let primary = one_shot_dsn_server();
+    let fallback = common::MockUpstream::start(MockOptions::default());
+    let gw = common::Gateway::start(&format!(
+        "hostname: gate.test\nupstream: {{ addr: \"{primary}\", fallback: [\"{}\"], pool: {{ enabled: false }} }}\n",
+        fallback.addr
+    ));
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    c.cmd("MAIL FROM:<a@example.com>", 250);
+    c.cmd("QUIT", 221);
+    // The last server seen offered DSN, so this client is offered it...
+    let mut c = gw.client();
+    let ehlo = c.cmd("EHLO client.test", 250);
+    assert!(ehlo.contains("DSN"), "{ehlo}");
+    // ...but the primary is gone and the fallback lacks it: 4xx, not a
+    // MAIL without the client's RET.
+    let reply = c.cmd("MAIL FROM:<a@example.com> RET=HDRS", 451);
+    assert!(reply.contains("4.3.3"), "{reply}");
+    // Without DSN parameters the transaction goes on through the fallback.
+    c.cmd("MAIL FROM:<a@example.com>", 250);
+    c.cmd("RCPT TO:<b@example.com> NOTIFY=NEVER", 451);
+    c.cmd("RCPT TO:<b@example.com>", 250);
+    c.cmd("QUIT", 221);
+    assert!(!fallback
+        .commands()
+        .concat()
+        .iter()
+        .any(|l| l.contains("RET=") || l.contains("NOTIFY=")));
+    // Clients greeted from now on are not offered DSN.
+    let mut c = gw.client();
+    let ehlo = c.cmd("EHLO client.test", 250);
+    assert!(!ehlo.contains("DSN"), "{ehlo}");
 }
