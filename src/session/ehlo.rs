@@ -4,6 +4,7 @@ use super::{Flow, Session, SessionVerdict};
 use crate::filter::Stage;
 use crate::proto::Reply;
 use crate::stream::Stream;
+use crate::upstream::Extensions;
 
 impl<S: Stream> Session<S> {
     /// Answers EHLO (`extended`) or HELO. Either one resets a transaction in
@@ -36,6 +37,9 @@ impl<S: Stream> Session<S> {
             // the parameters are passed through, not acted on here.
             if self.upstream_offers_dsn() {
                 lines.push("DSN".to_string());
+            }
+            if self.upstream_offers(|ext| ext.smtputf8) {
+                lines.push("SMTPUTF8".to_string());
             }
             // STARTTLS only where configured and not yet under TLS; AUTH
             // only where a password would not cross the wire in clear.
@@ -70,14 +74,20 @@ impl<S: Stream> Session<S> {
         self.greeting.helo = Some(name);
         self.greeting.esmtp = extended;
         self.greeting.dsn = extended && self.upstream_offers_dsn();
+        self.greeting.smtputf8 = extended && self.upstream_offers(|ext| ext.smtputf8);
         self.reply(reply)
     }
 
     /// The upstream offered DSN when last connected to (never in spool mode).
     fn upstream_offers_dsn(&self) -> bool {
+        self.upstream_offers(|ext| ext.dsn)
+    }
+
+    /// The upstream last connected to offered what `has` looks for.
+    fn upstream_offers(&self, has: impl Fn(&Extensions) -> bool) -> bool {
         self.shared
             .upstreams()
             .and_then(|pool| pool.known_extensions())
-            .is_some_and(|ext| ext.dsn)
+            .is_some_and(|ext| has(&ext))
     }
 }

@@ -49,6 +49,7 @@ impl<S: Stream> Session<S> {
                 // RFC 4954 §5: accepted and not passed on; the identity we
                 // vouch for is the session's own login, not the client's claim.
                 "AUTH" if param.value.is_some() => {}
+                "SMTPUTF8" if self.greeting.smtputf8 && param.value.is_none() => {}
                 "RET" | "ENVID" if self.greeting.dsn => {
                     let valid = match param.keyword.as_str() {
                         "RET" => dsn::is_ret(value),
@@ -257,7 +258,10 @@ async fn send_mail(
     // lacks it gets no MAIL: the client hears 4xx and retries, rather than
     // its DSN request being dropped without a word.
     if !up.extensions.dsn && envelope.mail_params.iter().any(|p| is_dsn(&p.keyword)) {
-        return Ok(replies::dsn_unavailable());
+        return Ok(replies::extension_unavailable("DSN"));
+    }
+    if !up.extensions.smtputf8 && transaction::smtputf8(&envelope.mail_params) {
+        return Ok(replies::extension_unavailable("SMTPUTF8"));
     }
     let xforward = up.xforward_due(cfg.forward_client, client);
     // After XCLIENT the extensions are those of the new EHLO.
@@ -309,6 +313,9 @@ fn mail_line(envelope: &Context, ext: &Extensions) -> String {
     }
     if transaction::eightbit(&envelope.mail_params) && ext.eightbitmime {
         line.push_str(" BODY=8BITMIME");
+    }
+    if transaction::smtputf8(&envelope.mail_params) && ext.smtputf8 {
+        line.push_str(" SMTPUTF8");
     }
     if ext.dsn {
         for p in envelope.mail_params.iter().filter(|p| is_dsn(&p.keyword)) {

@@ -30,7 +30,9 @@ use crate::auth::{Exchange, User};
 use crate::config::ListenerPolicy;
 use crate::filter::{AfterConnect, Context, Outcome, Stage};
 use crate::gateway::{Gateway, Pipeline};
-use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
+use crate::proto::{
+    parse_command, Command, CommandError, EnhancedCode, LineError, LineReader, Recipient, Reply,
+};
 use crate::stream::Stream;
 use async_std::io::timeout;
 use conn::Conn;
@@ -366,8 +368,15 @@ impl<S: Stream> Session<S> {
         if self.greeting.sasl.is_some() {
             return self.auth_response(line).await;
         }
-        let smtputf8 = false;
+        // UTF-8 is parsed where SMTPUTF8 was offered, and then kept only on
+        // a MAIL that asks for it and the RCPTs of its transaction.
+        let smtputf8 = self.greeting.smtputf8;
         let command = match parse_command(line, smtputf8) {
+            Ok(c) if line.is_ascii() || self.utf8_allowed(&c) => Ok(c),
+            Ok(_) => Err(CommandError::EightBit),
+            Err(e) => Err(e),
+        };
+        let command = match command {
             Ok(c) => c,
             Err(e) => {
                 self.resolve_pending().await;
@@ -400,6 +409,18 @@ impl<S: Stream> Session<S> {
                 mechanism,
                 initial_response,
             } => self.auth(mechanism, initial_response).await,
+        }
+    }
+
+    /// UTF-8 in a command line (RFC 6531 §3.4): in a `MAIL` with the
+    /// SMTPUTF8 parameter and the `RCPT`s of its transaction only.
+    fn utf8_allowed(&self, command: &Command) -> bool {
+        match command {
+            Command::Mail { params, .. } => transaction::smtputf8(params),
+            Command::Rcpt { .. } => {
+                self.tx.is_some() && transaction::smtputf8(&self.ctx.mail_params)
+            }
+            _ => false,
         }
     }
 
@@ -536,6 +557,8 @@ struct Greeting {
     esmtp: bool,
     /// EHLO offered DSN (the upstream did when the client greeted).
     dsn: bool,
+    /// EHLO offered SMTPUTF8 (the upstream did when the client greeted).
+    smtputf8: bool,
     /// The user the client authenticated as.
     auth: Option<Arc<User>>,
     /// An AUTH exchange waiting for the client's next response line.

@@ -95,7 +95,7 @@ impl<S: Stream> Session<S> {
         };
         if !params.is_empty() && !up.extensions.dsn {
             // Failover reached a server without the DSN EHLO promised.
-            let reply = replies::dsn_unavailable();
+            let reply = replies::extension_unavailable("DSN");
             self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.reply(reply);
         }

@@ -143,14 +143,15 @@ pub(crate) fn no_valid_recipients() -> Reply {
     r(554, 5, 5, 1, "Error: no valid recipients")
 }
 
-/// The upstream reached now does not offer the DSN that EHLO promised.
-pub(crate) fn dsn_unavailable() -> Reply {
+/// The upstream reached now does not offer an extension (DSN, SMTPUTF8)
+/// that EHLO promised and the transaction uses.
+pub(crate) fn extension_unavailable(name: &str) -> Reply {
     r(
         451,
         4,
         3,
         3,
-        "DSN not available from the upstream now; try again later",
+        &format!("{name} not available from the upstream now; try again later"),
     )
 }
 
