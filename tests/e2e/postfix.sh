@@ -145,7 +145,7 @@ virtual_mailbox_maps = texthash:$PF/conf/mailboxes
 virtual_uid_maps = static:$(id -u nobody)
 virtual_gid_maps = static:$(getent group nogroup | cut -d: -f3)
 virtual_minimum_uid = 1
-smtputf8_enable = no
+smtputf8_enable = yes
 biff = no
 EOF
 cat >"$PF/conf/master.cf" <<EOF
@@ -329,6 +329,22 @@ with smtplib.SMTP("127.0.0.1", port, source_address=("127.0.0.3", 0), timeout=20
     # In swaks' format, for queue_id.
     print(f"<-  {code} {text.decode()}")
 PY
+# SMTPUTF8: Python's smtplib with a UTF-8 sender, relayed to Postfix
+# (smtputf8_enable = yes); smtpgate offers it as Postfix did.
+python3 - "$G_PLAIN" "$NONCE" >"$WORK/smtputf8.out" 2>&1 <<'PY' || true
+import smtplib, sys
+port, nonce = int(sys.argv[1]), sys.argv[2]
+msg = (f"From: jöran@bücher.example\r\nTo: carol@e2e.test\r\nSubject: e2e smtputf8 {nonce}\r\n"
+       f"Message-ID: <utf8.{nonce}@e2e.test>\r\n\r\nGrüße\r\n")
+with smtplib.SMTP("127.0.0.1", port, source_address=("127.0.0.3", 0), timeout=20) as s:
+    s.ehlo("utf8.e2e.test")
+    assert s.has_extn("smtputf8"), "no SMTPUTF8 offered"
+    print(s.mail("jöran@bücher.example", ["SMTPUTF8", "BODY=8BITMIME"]))
+    print(s.rcpt("carol@e2e.test"))
+    code, text = s.data(msg.encode("utf-8"))
+    # In swaks' format, for queue_id.
+    print(f"<-  {code} {text.decode()}")
+PY
 # CHUNKING: no client at hand sends BDAT, so a raw pipelined dialogue. The
 # chunks hold a DATA end and a forged transaction: Postfix must get one
 # message, with them as content.
@@ -367,7 +383,7 @@ PY
 BYPASS=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$G_PROXY; printf 'EHLO sneaky\r\n' >&3; cat <&3" 2>/dev/null || true)
 
 # --- What the clients were told ----------------------------------------------
-for name in plain starttls auth pipelined eightbit bdat haproxy_v2 haproxy_v1 xclient; do
+for name in plain starttls auth pipelined eightbit smtputf8 bdat haproxy_v2 haproxy_v1 xclient; do
     if [ -n "$(queue_id "$name")" ]; then
         ok "$name: accepted with Postfix's own 250 (queue id $(queue_id "$name"))"
     else
@@ -391,7 +407,7 @@ if [ -z "$BYPASS" ]; then ok "a client bypassing HAProxy gets no greeting"; else
 
 # --- What landed in the Maildirs ---------------------------------------------
 MAIL="$PF/mail"
-expected_files=11 # pipelined: one per recipient
+expected_files=12 # pipelined: one per recipient
 for _ in $(seq 1 150); do
     [ "$(find "$MAIL" -path '*/new/*' -type f | wc -l)" -ge "$expected_files" ] && break
     sleep 0.1
@@ -402,11 +418,13 @@ if [ "$count" -eq "$expected_files" ]; then ok "Postfix delivered exactly $expec
 # The file of mailbox $1 whose Subject is $2.
 mailfile() { grep -l -F "Subject: $2" "$MAIL/$1"/new/* 2>/dev/null | head -1; }
 for spec in "alice:e2e plain" "bob:e2e starttls" "carol:e2e auth" "bob:e2e pipelined" "carol:e2e pipelined" \
-    "dave:e2e pipelined" "dave:e2e 8bit" "alice:e2e bdat" "erin:e2e haproxy v2" "erin:e2e haproxy v1" "alice:e2e xclient"; do
+    "dave:e2e pipelined" "dave:e2e 8bit" "carol:e2e smtputf8" "alice:e2e bdat" "erin:e2e haproxy v2" "erin:e2e haproxy v1" "alice:e2e xclient"; do
     box=${spec%%:*}
     subject="${spec#*:} $NONCE"
     if [ -n "$(mailfile "$box" "$subject")" ]; then ok "$box got \"${spec#*:}\""; else bad "$box got \"${spec#*:}\""; fi
 done
+f=$(mailfile carol "e2e smtputf8 $NONCE")
+check "smtputf8: Postfix got the UTF-8 envelope sender as written" grep -q -F "Return-Path: <jöran@bücher.example>" "$f"
 f=$(mailfile alice "e2e bdat $NONCE")
 check "bdat: the forged transaction inside the chunks arrived as content of the one message" \
     grep -q -F "MAIL FROM:<evil@outside.test>" "$f"
