@@ -77,6 +77,9 @@ fn utf8_mail_is_relayed_with_its_addresses_as_written() {
     s.reply().expect("250");
     let delivered = gw.upstream.wait_for(1);
     assert_eq!(delivered[0].from, "jöran@bücher.example");
+    // RFC 6531 §4.3: the Received header's protocol says UTF8SMTP.
+    let text = String::from_utf8_lossy(&delivered[0].data);
+    assert!(text.contains("(smtpgate) with UTF8SMTP id"), "{text}");
     assert_eq!(
         delivered[0].rcpts,
         ["info@Bücher.Example", "ünïcødé@xn--bcher-kva.example"]
