@@ -85,12 +85,10 @@ impl RelayPolicy {
     }
 }
 
-/// A domain for comparisons: ASCII-lowercased, one trailing dot removed.
+/// A domain for comparisons: ASCII-lowercased, one trailing dot removed,
+/// internationalized labels as A-labels (`xn--...`).
 pub fn canonical_domain(domain: &str) -> String {
-    domain
-        .strip_suffix('.')
-        .unwrap_or(domain)
-        .to_ascii_lowercase()
+    crate::proto::address::ascii_domain(domain)
 }
 
 /// The local part as its text: a quoted string without its quotes and

@@ -13,6 +13,7 @@
 //! telling it who the real client is (XFORWARD, XCLIENT) is [`forward`]'s;
 //! keeping idle connections for later client sessions is [`idle`]'s.
 
+mod chunked;
 pub mod forward;
 pub mod idle;
 pub mod pool;
@@ -57,6 +58,10 @@ pub struct Extensions {
     pub enhanced_status_codes: bool,
     /// SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// CHUNKING (RFC 3030): the message may go as BDAT chunks.
+    pub chunking: bool,
+    /// DSN (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT.
+    pub dsn: bool,
     /// AUTH (RFC 4954): the SASL mechanisms offered, uppercased.
     pub auth: Vec<String>,
     /// XFORWARD (Postfix): the attribute names it takes, uppercased;
@@ -84,6 +89,8 @@ impl Extensions {
                 "STARTTLS" => ext.starttls = true,
                 "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
                 "SMTPUTF8" => ext.smtputf8 = true,
+                "CHUNKING" => ext.chunking = true,
+                "DSN" => ext.dsn = true,
                 "AUTH" => ext.auth.extend(words.map(str::to_ascii_uppercase)),
                 "XFORWARD" => ext.xforward = Some(words.map(str::to_ascii_uppercase).collect()),
                 "XCLIENT" => ext.xclient = Some(words.map(str::to_ascii_uppercase).collect()),
@@ -542,7 +549,8 @@ impl Upstream {
             .await
     }
 
-    /// Sends DATA and, when the upstream invites it with 354, streams
+    /// Sends the message as BDAT chunks when the upstream offers CHUNKING.
+    /// Otherwise sends DATA and, when the upstream invites it with 354, streams
     /// `prepend` then `body` dot-stuffed and returns the reply to the final
     /// dot. Any other reply to DATA is returned as it is (it is final).
     pub async fn send_message(
@@ -550,6 +558,9 @@ impl Upstream {
         prepend: &[u8],
         body: &mut Body,
     ) -> Result<Reply, UpstreamError> {
+        if self.extensions.chunking {
+            return self.send_chunked(prepend, body).await;
+        }
         self.queue("DATA");
         self.flush().await?;
         let go_ahead = self

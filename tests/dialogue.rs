@@ -21,7 +21,7 @@ fn greeting_names_the_host_and_ehlo_advertises_only_what_we_honour() {
     let ehlo = s.cmd("EHLO client.test").expect("250");
     assert_eq!(
         ehlo,
-        "250-gate.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
+        "250-gate.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n"
     );
     assert_eq!(s.cmd("HELO client.test").expect("250"), "250 gate.test\r\n");
 }

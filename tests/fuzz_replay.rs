@@ -2,7 +2,9 @@
 //! (`fuzz/seeds/<target>/`) through the same invariant checks the fuzz
 //! targets run, so a fixed crash can never come back unnoticed.
 
-use smtpgate::proto::selfcheck::{check_commands, check_data, check_proxy, check_reply};
+use smtpgate::proto::selfcheck::{
+    check_bdat, check_commands, check_data, check_proxy, check_reply,
+};
 use std::path::Path;
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {
@@ -63,4 +65,14 @@ fn uribl_domains_seeds_hold() {
 #[test]
 fn authres_seeds_hold() {
     assert!(replay("authres", smtpgate::authres::selfcheck) >= 8);
+}
+
+#[test]
+fn bdat_seeds_hold() {
+    assert!(replay("bdat", check_bdat) >= 6);
+}
+
+#[test]
+fn dsn_seeds_hold() {
+    assert!(replay("dsn", smtpgate::proto::dsn::selfcheck) >= 5);
 }

@@ -27,9 +27,30 @@ pub enum Recipient {
 impl Mailbox {
     /// The domain in a canonical form for comparisons (relay domains, rule
     /// sets): ASCII-lowercased, with one trailing dot removed.
+    /// An internationalized domain (SMTPUTF8) is given in its A-label form
+    /// (`xn--...`), so that it compares equal however it was written.
     pub fn domain_lowercase(&self) -> String {
-        let d = self.domain.strip_suffix('.').unwrap_or(&self.domain);
-        d.to_ascii_lowercase()
+        ascii_domain(&self.domain)
+    }
+}
+
+/// A domain in the form domains are compared in: one trailing dot
+/// removed, A-labels for internationalized labels (UTS 46, as browsers
+/// and MTAs map them), ASCII lower case. A leading dot (a suffix pattern)
+/// is kept; an address literal or a name that does not map is only
+/// lower-cased.
+pub fn ascii_domain(domain: &str) -> String {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    let (dot, name) = match d.strip_prefix('.') {
+        Some(rest) => (".", rest),
+        None => ("", d),
+    };
+    if name.is_ascii() || name.starts_with('[') {
+        return d.to_ascii_lowercase();
+    }
+    match idna::domain_to_ascii(name) {
+        Ok(a) => format!("{dot}{a}"),
+        Err(_) => d.to_ascii_lowercase(),
     }
 }
 
@@ -351,6 +372,17 @@ mod tests {
             Ok((mb("jöe", "exämple.de"), 18))
         );
         assert!(parse_path("<jöe@example.de>", false).is_err());
+    }
+
+    #[test]
+    fn idn_domains_compare_in_a_label_form() {
+        assert_eq!(ascii_domain("Bücher.Example."), "xn--bcher-kva.example");
+        assert_eq!(
+            ascii_domain("xn--bcher-kva.example"),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(ascii_domain(".BÜCHER.example"), ".xn--bcher-kva.example");
+        assert_eq!(ascii_domain("[192.0.2.1]"), "[192.0.2.1]");
     }
 
     #[test]

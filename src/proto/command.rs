@@ -51,6 +51,13 @@ pub enum Command {
     },
     /// `DATA`.
     Data,
+    /// `BDAT size [LAST]` (RFC 3030): `size` octets of message follow the line.
+    Bdat {
+        /// Octets in this chunk.
+        size: u64,
+        /// This chunk ends the message.
+        last: bool,
+    },
     /// `RSET`.
     Rset,
     /// `NOOP` (any argument is ignored, RFC 5321 §4.1.1.9).
@@ -83,6 +90,7 @@ impl Command {
             Command::Mail { .. } => "MAIL",
             Command::Rcpt { .. } => "RCPT",
             Command::Data => "DATA",
+            Command::Bdat { .. } => "BDAT",
             Command::Rset => "RSET",
             Command::Noop => "NOOP",
             Command::Quit => "QUIT",
@@ -187,6 +195,7 @@ pub fn parse_command(line: &[u8], smtputf8: bool) -> Result<Command, CommandErro
             Ok(Command::Rcpt { to, params })
         }
         "DATA" => no_arg(arg, Command::Data, "Syntax: DATA (no arguments)"),
+        "BDAT" => parse_bdat(arg),
         "RSET" => no_arg(arg, Command::Rset, "Syntax: RSET (no arguments)"),
         "QUIT" => no_arg(arg, Command::Quit, "Syntax: QUIT (no arguments)"),
         "STARTTLS" => no_arg(arg, Command::StartTls, "Syntax: STARTTLS (no arguments)"),
@@ -201,10 +210,28 @@ pub fn parse_command(line: &[u8], smtputf8: bool) -> Result<Command, CommandErro
 }
 
 /// Every verb we know; anything else is `CommandError::Unknown`.
-const VERBS: [&str; 13] = [
+const VERBS: [&str; 14] = [
     "EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "HELP", "VRFY", "EXPN",
-    "STARTTLS", "AUTH",
+    "STARTTLS", "AUTH", "BDAT",
 ];
+
+/// `BDAT SP chunk-size [SP end-marker]` (RFC 3030 §2): a size of 1 to 20
+/// digits that fits 64 bits, then optionally `LAST` in any case.
+fn parse_bdat(arg: &str) -> Result<Command, CommandError> {
+    const SYNTAX: &str = "Syntax: BDAT size [LAST]";
+    let mut words = arg.split(' ');
+    let size = words.next().unwrap_or("");
+    if size.is_empty() || size.len() > 20 || !size.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CommandError::Syntax(SYNTAX));
+    }
+    let size = size.parse().map_err(|_| CommandError::Syntax(SYNTAX))?;
+    let last = match (words.next(), words.next()) {
+        (None, _) => false,
+        (Some(w), None) if w.eq_ignore_ascii_case("LAST") => true,
+        _ => return Err(CommandError::Syntax(SYNTAX)),
+    };
+    Ok(Command::Bdat { size, last })
+}
 
 /// Space or TAB, the blanks tolerated around a command.
 fn is_blank(c: char) -> bool {
@@ -332,6 +359,48 @@ mod tests {
         match parse_command(line.as_bytes(), false) {
             Ok(c) => c,
             Err(e) => panic!("{line:?} refused: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn bdat_sizes_and_last() {
+        assert_eq!(
+            ok("BDAT 0"),
+            Command::Bdat {
+                size: 0,
+                last: false
+            }
+        );
+        assert_eq!(
+            ok("bdat 1024 last"),
+            Command::Bdat {
+                size: 1024,
+                last: true
+            }
+        );
+        assert_eq!(
+            ok("BDAT 18446744073709551615 LAST"),
+            Command::Bdat {
+                size: u64::MAX,
+                last: true
+            }
+        );
+        for bad in [
+            "BDAT",
+            "BDAT x",
+            "BDAT -1",
+            "BDAT +5",
+            "BDAT 18446744073709551616",
+            "BDAT 5 NOW",
+            "BDAT 5 LAST x",
+        ] {
+            assert!(
+                matches!(
+                    parse_command(bad.as_bytes(), false),
+                    Err(CommandError::Syntax(_))
+                ),
+                "{bad} accepted"
+            );
         }
     }
 

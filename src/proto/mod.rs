@@ -5,8 +5,10 @@
 //! parser testable on its own and fuzzable.
 
 pub mod address;
+pub mod bdat;
 pub mod command;
 pub mod data;
+pub mod dsn;
 pub mod line;
 pub mod proxy;
 pub mod reply;
@@ -14,6 +16,7 @@ pub mod reply;
 pub mod selfcheck;
 
 pub use address::{Mailbox, Recipient};
+pub use bdat::BdatReceiver;
 pub use command::{parse_command, Command, CommandError, Param};
 pub use data::{BareLineEndings, DataError, DataReceiver, DotStuffer, Fed};
 pub use line::{LineError, LineReader};

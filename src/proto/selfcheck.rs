@@ -2,7 +2,9 @@
 //! `fuzz/` and the corpus replay test, so both assert exactly the same
 //! things. Each function panics when an invariant is broken.
 
-use super::{parse_command, BareLineEndings, DataReceiver, DotStuffer, LineReader, ReplyParser};
+use super::{
+    parse_command, BareLineEndings, BdatReceiver, DataReceiver, DotStuffer, LineReader, ReplyParser,
+};
 
 /// The line splitter and command parser never panic, and the splitter finds
 /// the same lines however the bytes arrive.
@@ -153,4 +155,55 @@ pub fn check_proxy(data: &[u8]) {
             other => panic!("our own header does not parse: {other:?} for {again:?}"),
         }
     }
+}
+
+/// The BDAT receiver never panics, gives the same message however the
+/// octets are split into chunks (the first input byte picks a chunk size),
+/// and what it produces, relayed as DATA, ends exactly once at its end: a
+/// BDAT message can never become two upstream messages.
+pub fn check_bdat(data: &[u8]) {
+    let Some((&first, message)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first % 64) + 1;
+    for policy in [BareLineEndings::Reject, BareLineEndings::Normalize] {
+        let whole = receive_bdat(policy, message, message.len().max(1));
+        let split = receive_bdat(policy, message, chunk);
+        assert_eq!(whole, split, "BDAT decoding depends on chunking");
+        let (message, _) = whole;
+        let mut wire = Vec::new();
+        let mut stuffer = DotStuffer::new();
+        stuffer.encode(&message, &mut wire);
+        stuffer.finish(&mut wire);
+        let mut again = DataReceiver::new(BareLineEndings::Reject, 0);
+        let mut out = Vec::new();
+        let fed = again.feed(&wire, &mut out);
+        assert!(fed.done, "BDAT message relayed as DATA has no end");
+        assert_eq!(
+            fed.consumed,
+            wire.len(),
+            "BDAT message relayed as DATA ends early"
+        );
+        assert_eq!(again.error(), None, "BDAT message is not canonical");
+        let mut expected = message.clone();
+        if !expected.is_empty() && !expected.ends_with(b"\r\n") {
+            expected.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(out, expected, "BDAT message relayed as DATA changed");
+    }
+}
+
+/// Feeds `data` to a BDAT receiver in `chunk`-sized chunks; returns (message, error).
+fn receive_bdat(
+    policy: BareLineEndings,
+    data: &[u8],
+    chunk: usize,
+) -> (Vec<u8>, Option<super::DataError>) {
+    let mut rx = BdatReceiver::new(policy, 1000);
+    let mut out = Vec::new();
+    for piece in data.chunks(chunk) {
+        rx.feed(piece, &mut out);
+    }
+    rx.finish(&mut out);
+    (out, rx.error())
 }

@@ -29,7 +29,7 @@ enum Received {
 }
 
 /// Why a received message cannot be delivered.
-enum Problem {
+pub(super) enum Problem {
     /// A line-ending or line-length problem in the bytes.
     Data(DataError),
     /// Over the size limit.
@@ -44,6 +44,10 @@ impl<S: Stream> Session<S> {
         let Some(tx) = self.tx.as_ref() else {
             return self.client_error(replies::bad_sequence("Error: need MAIL command"));
         };
+        if self.chunks.is_some() {
+            // RFC 3030 §2: a message begun with BDAT cannot go on as DATA.
+            return self.client_error(replies::bad_sequence("Error: BDAT message in progress"));
+        }
         if tx.upstream_failed {
             self.abandon_transaction();
             return self.reply(link::transaction_lost());
@@ -55,7 +59,7 @@ impl<S: Stream> Session<S> {
         if self.flush().await.is_err() {
             return Flow::Stop;
         }
-        let (mut body, problem) = match self.receive_body().await {
+        let (body, problem) = match self.receive_body().await {
             Received::Complete(body, problem) => (body, problem),
             Received::Lost(why) => {
                 warn!("session {} lost during DATA: {why}", self.id);
@@ -64,6 +68,16 @@ impl<S: Stream> Session<S> {
             }
         };
         self.conn.shrink();
+        self.finish_message(body, problem).await
+    }
+
+    /// Checks and delivers a message received whole (by DATA or by BDAT
+    /// up to LAST), ends the transaction and queues the client's reply.
+    pub(super) async fn finish_message(
+        &mut self,
+        mut body: Body,
+        problem: Option<Problem>,
+    ) -> Flow {
         let Some(mut tx) = self.tx.take() else {
             return self.reply(replies::local_error());
         };

@@ -7,7 +7,7 @@ use super::transaction::{self, Disposition, Transaction};
 use super::{replies, Flow, Session};
 use crate::config::AuthMode;
 use crate::filter::{Context, Outcome, Stage};
-use crate::proto::{Mailbox, Param, Reply};
+use crate::proto::{dsn, Mailbox, Param, Reply};
 use crate::stream::Stream;
 use crate::upstream::forward::ClientInfo;
 use crate::upstream::{reused_connection_died, Extensions, Upstream, UpstreamError};
@@ -49,6 +49,16 @@ impl<S: Stream> Session<S> {
                 // RFC 4954 §5: accepted and not passed on; the identity we
                 // vouch for is the session's own login, not the client's claim.
                 "AUTH" if param.value.is_some() => {}
+                "SMTPUTF8" if self.greeting.smtputf8 && param.value.is_none() => {}
+                "RET" | "ENVID" if self.greeting.dsn => {
+                    let valid = match param.keyword.as_str() {
+                        "RET" => dsn::is_ret(value),
+                        _ => dsn::is_envid(value),
+                    };
+                    if !valid {
+                        return self.client_error(replies::bad_parameter("Bad DSN parameter"));
+                    }
+                }
                 other => return self.client_error(replies::unsupported_parameter(other)),
             }
         }
@@ -244,6 +254,15 @@ async fn send_mail(
         }
         up.xclient(client, our_helo).await?;
     }
+    // DSN was promised at EHLO; a server reached since (failover) that
+    // lacks it gets no MAIL: the client hears 4xx and retries, rather than
+    // its DSN request being dropped without a word.
+    if !up.extensions.dsn && envelope.mail_params.iter().any(|p| is_dsn(&p.keyword)) {
+        return Ok(replies::extension_unavailable("DSN"));
+    }
+    if !up.extensions.smtputf8 && transaction::smtputf8(&envelope.mail_params) {
+        return Ok(replies::extension_unavailable("SMTPUTF8"));
+    }
     let xforward = up.xforward_due(cfg.forward_client, client);
     // After XCLIENT the extensions are those of the new EHLO.
     let line = mail_line(envelope, &up.extensions);
@@ -295,5 +314,18 @@ fn mail_line(envelope: &Context, ext: &Extensions) -> String {
     if transaction::eightbit(&envelope.mail_params) && ext.eightbitmime {
         line.push_str(" BODY=8BITMIME");
     }
+    if transaction::smtputf8(&envelope.mail_params) && ext.smtputf8 {
+        line.push_str(" SMTPUTF8");
+    }
+    if ext.dsn {
+        for p in envelope.mail_params.iter().filter(|p| is_dsn(&p.keyword)) {
+            line.push_str(&format!(" {p}"));
+        }
+    }
     line
+}
+
+/// The DSN parameters of MAIL (RFC 3461 §4.3, §4.4).
+fn is_dsn(keyword: &str) -> bool {
+    keyword == "RET" || keyword == "ENVID"
 }

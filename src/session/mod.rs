@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod bdat;
 mod conn;
 mod data;
 mod dkim;
@@ -30,7 +31,9 @@ use crate::auth::{Exchange, User};
 use crate::config::ListenerPolicy;
 use crate::filter::{AfterConnect, Context, Outcome, Stage};
 use crate::gateway::{Gateway, Pipeline};
-use crate::proto::{parse_command, Command, EnhancedCode, LineError, LineReader, Recipient, Reply};
+use crate::proto::{
+    parse_command, Command, CommandError, EnhancedCode, LineError, LineReader, Recipient, Reply,
+};
 use crate::stream::Stream;
 use async_std::io::timeout;
 use conn::Conn;
@@ -82,6 +85,8 @@ pub struct Session<S> {
     errors: u32,
     /// The transaction in progress, from MAIL to the end of DATA.
     tx: Option<Transaction>,
+    /// The BDAT chunks of the transaction's message, before `LAST`.
+    chunks: Option<Box<bdat::Chunks>>,
     /// Transactions finished in this session.
     tx_count: u32,
     /// Transactions started (MAIL past the gateway's checks), for ids.
@@ -145,6 +150,7 @@ impl<S: Stream> Session<S> {
             lines,
             errors: 0,
             tx: None,
+            chunks: None,
             tx_count: 0,
             tx_seq: 0,
             upstream: Link::None,
@@ -363,8 +369,15 @@ impl<S: Stream> Session<S> {
         if self.greeting.sasl.is_some() {
             return self.auth_response(line).await;
         }
-        let smtputf8 = false;
+        // UTF-8 is parsed where SMTPUTF8 was offered, and then kept only on
+        // a MAIL that asks for it and the RCPTs of its transaction.
+        let smtputf8 = self.greeting.smtputf8;
         let command = match parse_command(line, smtputf8) {
+            Ok(c) if line.is_ascii() || self.utf8_allowed(&c) => Ok(c),
+            Ok(_) => Err(CommandError::EightBit),
+            Err(e) => Err(e),
+        };
+        let command = match command {
             Ok(c) => c,
             Err(e) => {
                 self.resolve_pending().await;
@@ -382,6 +395,7 @@ impl<S: Stream> Session<S> {
             Command::Mail { from, params } => self.mail(from, params).await,
             Command::Rcpt { to, params } => self.rcpt(to, params).await,
             Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::Rset => self.rset().await,
             Command::Noop => self.reply(replies::ok()),
             Command::Quit => {
@@ -396,6 +410,18 @@ impl<S: Stream> Session<S> {
                 mechanism,
                 initial_response,
             } => self.auth(mechanism, initial_response).await,
+        }
+    }
+
+    /// UTF-8 in a command line (RFC 6531 §3.4): in a `MAIL` with the
+    /// SMTPUTF8 parameter and the `RCPT`s of its transaction only.
+    fn utf8_allowed(&self, command: &Command) -> bool {
+        match command {
+            Command::Mail { params, .. } => transaction::smtputf8(params),
+            Command::Rcpt { .. } => {
+                self.tx.is_some() && transaction::smtputf8(&self.ctx.mail_params)
+            }
+            _ => false,
         }
     }
 
@@ -512,6 +538,7 @@ impl<S: Stream> Session<S> {
 
     /// Ends the current transaction (if any) without delivering it.
     fn abandon_transaction(&mut self) {
+        self.chunks = None;
         if let Some(tx) = self.tx.take() {
             self.audit_aborted(&tx);
             self.upstream.abandoned();
@@ -529,6 +556,10 @@ struct Greeting {
     helo: Option<String>,
     /// The client greeted with EHLO (ESMTP parameters allowed).
     esmtp: bool,
+    /// EHLO offered DSN (the upstream did when the client greeted).
+    dsn: bool,
+    /// EHLO offered SMTPUTF8 (the upstream did when the client greeted).
+    smtputf8: bool,
     /// The user the client authenticated as.
     auth: Option<Arc<User>>,
     /// An AUTH exchange waiting for the client's next response line.

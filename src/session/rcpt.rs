@@ -5,7 +5,7 @@ use super::audit::{TxEnd, BY_GATEWAY, BY_UPSTREAM};
 use super::transaction::Disposition;
 use super::{link, replies, Flow, Pending, Session};
 use crate::filter::{Outcome, Stage};
-use crate::proto::{Param, Recipient, Reply};
+use crate::proto::{dsn, Param, Recipient, Reply};
 use crate::stream::Stream;
 use log::info;
 
@@ -21,8 +21,16 @@ impl<S: Stream> Session<S> {
         let Some(tx) = self.tx.as_ref() else {
             return self.client_error(replies::bad_sequence("Error: need MAIL command"));
         };
-        if let Some(param) = params.first() {
-            return self.client_error(replies::unsupported_parameter(&param.keyword));
+        for param in &params {
+            let value = param.value.as_deref().unwrap_or("");
+            let valid = match param.keyword.as_str() {
+                "NOTIFY" if self.greeting.dsn => dsn::is_notify(value),
+                "ORCPT" if self.greeting.dsn => dsn::is_orcpt(value),
+                other => return self.client_error(replies::unsupported_parameter(other)),
+            };
+            if !valid {
+                return self.client_error(replies::bad_parameter("Bad DSN parameter"));
+            }
         }
         let authenticated = self.greeting.auth.is_some();
         if !self
@@ -85,7 +93,14 @@ impl<S: Stream> Session<S> {
             self.record_rcpt(to, &reply, BY_GATEWAY);
             return self.reply(reply);
         };
-        up.queue(&format!("RCPT TO:<{to}>"));
+        if !params.is_empty() && !up.extensions.dsn {
+            // Failover reached a server without the DSN EHLO promised.
+            let reply = replies::extension_unavailable("DSN");
+            self.record_rcpt(to, &reply, BY_GATEWAY);
+            return self.reply(reply);
+        }
+        let dsn: String = params.iter().map(|p| format!(" {p}")).collect();
+        up.queue(&format!("RCPT TO:<{to}>{dsn}"));
         if pipelining && up.extensions.pipelining {
             self.pending.push_back(Pending::Rcpt(to));
             return Flow::Continue;

@@ -143,6 +143,23 @@ pub(crate) fn no_valid_recipients() -> Reply {
     r(554, 5, 5, 1, "Error: no valid recipients")
 }
 
+/// The upstream reached now does not offer an extension (DSN, SMTPUTF8)
+/// that EHLO promised and the transaction uses.
+pub(crate) fn extension_unavailable(name: &str) -> Reply {
+    r(
+        451,
+        4,
+        3,
+        3,
+        &format!("{name} not available from the upstream now; try again later"),
+    )
+}
+
+/// A BDAT chunk other than the last one was read (RFC 3030 §2).
+pub(crate) fn chunk_received(size: u64) -> Reply {
+    r(250, 2, 0, 0, &format!("{size} octets received"))
+}
+
 /// The go-ahead for the message body.
 pub(crate) fn start_data() -> Reply {
     Reply::plain(354, "End data with <CR><LF>.<CR><LF>")

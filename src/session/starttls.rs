@@ -104,8 +104,18 @@ impl<S: Stream> Session<S> {
     }
 
     /// The protocol name for the `Received:` header (RFC 3848): ESMTP, plus
-    /// S under TLS and A when authenticated; SMTP after HELO.
+    /// S under TLS and A when authenticated; SMTP after HELO; UTF8SMTP...
+    /// for a transaction with SMTPUTF8.
     pub(super) fn received_protocol(&self) -> &'static str {
+        // RFC 6531 §4.3: a transaction with SMTPUTF8 says so.
+        if self.greeting.esmtp && super::transaction::smtputf8(&self.ctx.mail_params) {
+            return match (self.is_tls(), self.greeting.auth.is_some()) {
+                (false, false) => "UTF8SMTP",
+                (true, false) => "UTF8SMTPS",
+                (false, true) => "UTF8SMTPA",
+                (true, true) => "UTF8SMTPSA",
+            };
+        }
         match (
             self.greeting.esmtp,
             self.is_tls(),

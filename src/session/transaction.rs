@@ -109,3 +109,8 @@ pub(crate) fn eightbit(params: &[Param]) -> bool {
                 .is_some_and(|v| v.eq_ignore_ascii_case("8BITMIME"))
     })
 }
+
+/// The MAIL parameters ask for SMTPUTF8 (RFC 6531 §3.4).
+pub(crate) fn smtputf8(params: &[Param]) -> bool {
+    params.iter().any(|p| p.keyword == "SMTPUTF8")
+}

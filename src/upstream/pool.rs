@@ -15,7 +15,8 @@
 
 use super::idle::IdleConnections;
 use super::{
-    Connector, Opening, TlsClient, TlsPolicy, Upstream, UpstreamCredentials, UpstreamError,
+    Connector, Extensions, Opening, TlsClient, TlsPolicy, Upstream, UpstreamCredentials,
+    UpstreamError,
 };
 use crate::config::{self, Timeouts, TlsMode, UpstreamStartTls};
 use crate::metrics::Metrics;
@@ -71,6 +72,9 @@ pub struct UpstreamPool {
     metrics: Arc<Metrics>,
     /// Opens streams instead of TCP, when set (see [`Connector`]).
     connector: OnceLock<Arc<dyn Connector>>,
+    /// What the last server connected to offered: EHLO to clients
+    /// advertises what depends on it.
+    known: Mutex<Option<Extensions>>,
 }
 
 impl UpstreamPool {
@@ -120,6 +124,7 @@ impl UpstreamPool {
             idle: IdleConnections::new(up.pool.clone(), metrics.pool.clone()),
             metrics,
             connector: OnceLock::new(),
+            known: Mutex::new(None),
         })
     }
 
@@ -244,6 +249,7 @@ impl UpstreamPool {
             match Box::pin(Upstream::open_with(connector, &target.addr, &opening)).await {
                 Ok(session) => {
                     self.metrics.upstream_latency("connect", started.elapsed());
+                    self.learn(&session.extensions);
                     if target.is_down(Instant::now()) {
                         info!("upstream {} is back", target.addr);
                     }
@@ -263,6 +269,25 @@ impl UpstreamPool {
             }
         }
         Err(last.unwrap_or(UpstreamError::Closed))
+    }
+
+    /// What the upstream offered at the last connection (`None` before
+    /// the first): what EHLO may promise clients on its behalf.
+    pub fn known_extensions(&self) -> Option<Extensions> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Notes what a new connection's server offers; a change is logged,
+    /// since clients greeted from now on are told something else.
+    fn learn(&self, ext: &Extensions) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.as_ref().is_some_and(|k| k.dsn != ext.dsn) {
+            info!(
+                "upstream now {} DSN",
+                if ext.dsn { "offers" } else { "does not offer" }
+            );
+        }
+        *known = Some(ext.clone());
     }
 
     /// The servers, in order, each with whether it is currently skipped.

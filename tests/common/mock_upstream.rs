@@ -190,6 +190,8 @@ where
     let mut from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
     let mut mails = 0;
+    // The BDAT chunks of the message so far.
+    let mut chunked = Vec::new();
     loop {
         let mut line = String::new();
         match r.read_line(&mut line) {
@@ -299,7 +301,32 @@ where
             }
             rcpts.clear();
             w.write_all(format!("{}\r\n", o.data_reply).as_bytes())?;
+        } else if upper.starts_with("BDAT ") && o.ehlo_extra.iter().any(|e| e == "CHUNKING") {
+            // RFC 3030: the octets follow the line; the message ends at LAST.
+            let mut words = upper.split(' ').skip(1);
+            let size: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let last = words.next() == Some("LAST");
+            let mut octets = vec![0; size];
+            r.read_exact(&mut octets)?;
+            chunked.extend_from_slice(&octets);
+            if !last {
+                w.write_all(format!("250 2.0.0 {size} octets received\r\n").as_bytes())?;
+                continue;
+            }
+            let data = std::mem::take(&mut chunked);
+            if o.data_reply.starts_with('2') {
+                rec.lock().unwrap().delivered.push(Delivered {
+                    from: from.clone(),
+                    rcpts: rcpts.clone(),
+                    wire: data.clone(),
+                    data,
+                    connection: id,
+                });
+            }
+            rcpts.clear();
+            w.write_all(format!("{}\r\n", o.data_reply).as_bytes())?;
         } else if upper == "RSET" {
+            chunked.clear();
             rcpts.clear();
             w.write_all(b"250 2.0.0 Ok\r\n")?;
         } else if upper.starts_with("XFORWARD ") && !o.ehlo_extra.is_empty() {

@@ -145,7 +145,7 @@ virtual_mailbox_maps = texthash:$PF/conf/mailboxes
 virtual_uid_maps = static:$(id -u nobody)
 virtual_gid_maps = static:$(getent group nogroup | cut -d: -f3)
 virtual_minimum_uid = 1
-smtputf8_enable = no
+smtputf8_enable = yes
 biff = no
 EOF
 cat >"$PF/conf/master.cf" <<EOF
@@ -275,7 +275,8 @@ send() {
 }
 # The queue id Postfix gave, as relayed to the client in the final reply.
 # (swaks marks replies "<-", or "<~" under TLS; failures "<**" or "<~*".)
-queue_id() { sed -n 's/^<[-~] *250 2\.0\.0 Ok: queued as \([0-9A-F]*\).*/\1/p' "$WORK/$1.out" | tail -1; }
+# (Postfix's reply to BDAT LAST counts the bytes: "Ok: 568 bytes queued as".)
+queue_id() { sed -n 's/^<[-~] *250 2\.0\.0 Ok: \([0-9]* bytes \)\{0,1\}queued as \([0-9A-F]*\).*/\2/p' "$WORK/$1.out" | tail -1; }
 # A field of the audit record whose subject contains $2; $1 = audit file.
 audit_of() { # $1 file, $2 subject part, $3 python expression on r
     python3 - "$1" "$2" "$3" <<'PY'
@@ -328,17 +329,69 @@ with smtplib.SMTP("127.0.0.1", port, source_address=("127.0.0.3", 0), timeout=20
     # In swaks' format, for queue_id.
     print(f"<-  {code} {text.decode()}")
 PY
+# SMTPUTF8: Python's smtplib with a UTF-8 sender, relayed to Postfix
+# (smtputf8_enable = yes); smtpgate offers it as Postfix did.
+python3 - "$G_PLAIN" "$NONCE" >"$WORK/smtputf8.out" 2>&1 <<'PY' || true
+import smtplib, sys
+port, nonce = int(sys.argv[1]), sys.argv[2]
+msg = (f"From: jöran@bücher.example\r\nTo: carol@e2e.test\r\nSubject: e2e smtputf8 {nonce}\r\n"
+       f"Message-ID: <utf8.{nonce}@e2e.test>\r\n\r\nGrüße\r\n")
+with smtplib.SMTP("127.0.0.1", port, source_address=("127.0.0.3", 0), timeout=20) as s:
+    s.ehlo("utf8.e2e.test")
+    assert s.has_extn("smtputf8"), "no SMTPUTF8 offered"
+    print(s.mail("jöran@bücher.example", ["SMTPUTF8", "BODY=8BITMIME"]))
+    print(s.rcpt("carol@e2e.test"))
+    code, text = s.data(msg.encode("utf-8"))
+    # In swaks' format, for queue_id.
+    print(f"<-  {code} {text.decode()}")
+PY
+# CHUNKING: no client at hand sends BDAT, so a raw pipelined dialogue. The
+# chunks hold a DATA end and a forged transaction: Postfix must get one
+# message, with them as content.
+python3 - "$G_PLAIN" "$NONCE" >"$WORK/bdat.out" 2>&1 <<'PY' || true
+import socket, sys
+port, nonce = int(sys.argv[1]), sys.argv[2]
+msg = (f"From: sender@outside.test\r\nTo: alice@e2e.test\r\nSubject: e2e bdat {nonce}\r\n"
+       f"Message-ID: <bdat.{nonce}@e2e.test>\r\n\r\nfirst line\r\n.\r\n"
+       f"MAIL FROM:<evil@outside.test>\r\nRCPT TO:<bob@e2e.test>\r\nDATA\r\n"
+       f"Subject: e2e smuggled {nonce}\r\n\r\n.\r\n").encode()
+cut = msg.index(b"\r\n.\r\n") + 1  # between the CR and the LF
+s = socket.create_connection(("127.0.0.1", port), timeout=20, source_address=("127.0.0.3", 0))
+f = s.makefile("rb")
+def reply():
+    lines = []
+    while True:
+        line = f.readline().decode()
+        lines.append(line.rstrip())
+        if line[3:4] != "-":
+            return lines
+print(reply())
+s.sendall(b"EHLO bdat.e2e.test\r\n")
+ehlo = reply()
+assert "250-CHUNKING" in ehlo or "250 CHUNKING" in ehlo, ehlo
+s.sendall(b"MAIL FROM:<sender@outside.test>\r\nRCPT TO:<alice@e2e.test>\r\n"
+          + b"BDAT %d\r\n" % cut + msg[:cut]
+          + b"BDAT %d LAST\r\n" % (len(msg) - cut) + msg[cut:])
+for _ in range(3):
+    print(reply())
+# In swaks' format, for queue_id.
+print("<-  " + reply()[-1])
+s.sendall(b"QUIT\r\n")
+print(reply())
+PY
 # A client that skips HAProxy gets no greeting on the PROXY listener.
 BYPASS=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$G_PROXY; printf 'EHLO sneaky\r\n' >&3; cat <&3" 2>/dev/null || true)
 
 # --- What the clients were told ----------------------------------------------
-for name in plain starttls auth pipelined eightbit haproxy_v2 haproxy_v1 xclient; do
+for name in plain starttls auth pipelined eightbit smtputf8 bdat haproxy_v2 haproxy_v1 xclient; do
     if [ -n "$(queue_id "$name")" ]; then
         ok "$name: accepted with Postfix's own 250 (queue id $(queue_id "$name"))"
     else
         bad "$name: accepted with Postfix's own 250" "$WORK/$name.out"
     fi
 done
+# Postfix offers CHUNKING, so smtpgate relays by BDAT whatever the client used.
+check "plain: smtpgate relayed the DATA message to Postfix by BDAT" grep -q -E "^<- *250 2\.0\.0 Ok: [0-9]+ bytes queued as" "$WORK/plain.out"
 check "starttls: swaks negotiated TLS" grep -q "TLS started" "$WORK/starttls.out"
 # Pipelined: swaks wrote MAIL, the RCPTs and DATA before reading a reply.
 check "pipelined: swaks sent MAIL, 3 RCPTs and DATA in one batch" \
@@ -354,7 +407,7 @@ if [ -z "$BYPASS" ]; then ok "a client bypassing HAProxy gets no greeting"; else
 
 # --- What landed in the Maildirs ---------------------------------------------
 MAIL="$PF/mail"
-expected_files=10 # pipelined: one per recipient
+expected_files=12 # pipelined: one per recipient
 for _ in $(seq 1 150); do
     [ "$(find "$MAIL" -path '*/new/*' -type f | wc -l)" -ge "$expected_files" ] && break
     sleep 0.1
@@ -365,11 +418,16 @@ if [ "$count" -eq "$expected_files" ]; then ok "Postfix delivered exactly $expec
 # The file of mailbox $1 whose Subject is $2.
 mailfile() { grep -l -F "Subject: $2" "$MAIL/$1"/new/* 2>/dev/null | head -1; }
 for spec in "alice:e2e plain" "bob:e2e starttls" "carol:e2e auth" "bob:e2e pipelined" "carol:e2e pipelined" \
-    "dave:e2e pipelined" "dave:e2e 8bit" "erin:e2e haproxy v2" "erin:e2e haproxy v1" "alice:e2e xclient"; do
+    "dave:e2e pipelined" "dave:e2e 8bit" "carol:e2e smtputf8" "alice:e2e bdat" "erin:e2e haproxy v2" "erin:e2e haproxy v1" "alice:e2e xclient"; do
     box=${spec%%:*}
     subject="${spec#*:} $NONCE"
     if [ -n "$(mailfile "$box" "$subject")" ]; then ok "$box got \"${spec#*:}\""; else bad "$box got \"${spec#*:}\""; fi
 done
+f=$(mailfile carol "e2e smtputf8 $NONCE")
+check "smtputf8: Postfix got the UTF-8 envelope sender as written" grep -q -F "Return-Path: <jöran@bücher.example>" "$f"
+f=$(mailfile alice "e2e bdat $NONCE")
+check "bdat: the forged transaction inside the chunks arrived as content of the one message" \
+    grep -q -F "MAIL FROM:<evil@outside.test>" "$f"
 if grep -r -q -F "E2E-REJECT $NONCE" "$MAIL"; then bad "the rejected message reached no mailbox"; else ok "the rejected message reached no mailbox"; fi
 f=$(mailfile alice "e2e plain $NONCE")
 check "plain: smtpgate's Received header names the client 127.0.0.3" grep -q -E "^Received: from [^ ]+ \(\[127\.0\.0\.3\]\)" "$f"
