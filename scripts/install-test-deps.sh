@@ -28,6 +28,10 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # rbldnsd serves the DNS lists of the reputation tests (they start their own).
 command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
+# rspamd and clamd scan messages in the scanner tests (they start their own,
+# with a config and a signature database of their own; no freshclam).
+command -v rspamd >/dev/null 2>&1 || [ -x /usr/bin/rspamd ] || need+=(rspamd)
+command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"

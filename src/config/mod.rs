@@ -24,6 +24,7 @@ mod ops;
 mod protection;
 mod reputation;
 pub mod returns;
+mod scanners;
 mod security;
 mod validate;
 
@@ -39,6 +40,7 @@ pub use reputation::{
     AllowlistedSkip, DnsblOptions, DomainSource, ReputationOptions, RhsblOptions, RhsblZone,
     ThresholdAction, Zone,
 };
+pub use scanners::{split_http_url, ClamavOptions, RspamdOptions, ScannersOptions, VirusAction};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
@@ -132,6 +134,9 @@ pub struct Config {
     /// DNS lists of client IPs and domains, weights and threshold. See
     /// `docs/reputation.md`. Default: none.
     pub reputation: ReputationOptions,
+    /// External scanners asked at the data stage (rspamd, clamd). See
+    /// `docs/scanners.md`. Default: none.
+    pub scanners: ScannersOptions,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -199,6 +204,7 @@ impl Default for Config {
             greylisting: GreylistOptions::default(),
             dkim_signing: None,
             reputation: ReputationOptions::default(),
+            scanners: ScannersOptions::default(),
             source: Source::default(),
         }
     }
@@ -638,6 +644,7 @@ impl Config {
             dkim::check(d)?;
         }
         reputation::check(&self.reputation)?;
+        scanners::check(&self.scanners)?;
         greylisting::check(&self.greylisting)
     }
 
