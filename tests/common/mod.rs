@@ -8,6 +8,7 @@ pub mod dkim;
 pub mod dnslists;
 pub mod mock_upstream;
 pub mod pipe;
+pub mod scanners;
 pub mod tls_client;
 pub mod tls_upstream;
 pub mod unbound;
