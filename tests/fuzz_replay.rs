@@ -59,3 +59,8 @@ fn dnslist_returns_seeds_hold() {
 fn uribl_domains_seeds_hold() {
     assert!(replay("uribl_domains", smtpgate::checks::urls::selfcheck) >= 4);
 }
+
+#[test]
+fn scanner_answers_seeds_hold() {
+    assert!(replay("scanner_answers", smtpgate::checks::scanners::selfcheck) >= 7);
+}

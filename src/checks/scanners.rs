@@ -191,3 +191,27 @@ impl Filter for ScannerActions {
         }
     }
 }
+
+/// The invariants of the scanners' answer parsers (HTTP response, rspamd's
+/// JSON, clamd's reply) on arbitrary bytes, for the `scanner_answers`
+/// fuzz target and its seed replay: no panic, and whatever parses is
+/// well-formed (a known action, a finite score, header lines that cannot
+/// break the message, a signature name on one line).
+pub fn selfcheck(data: &[u8]) {
+    if let Ok(r) = super::http::parse_response(data) {
+        assert!((100..=999).contains(&r.status));
+        assert!(r.body.len() <= data.len());
+    }
+    if let Ok(scan) = rspamd::Scan::parse(data) {
+        assert!(scan.score.is_finite());
+        assert!(!scan.action.is_empty());
+        for (name, value) in &scan.add_headers {
+            assert!(!name.is_empty() && !name.contains(':'), "{name:?}");
+            assert!(!value.contains(['\r', '\n']), "{value:?}");
+        }
+    }
+    if let Ok(clamav::Answer::Found(name)) = clamav::parse_answer(data) {
+        assert!(!name.is_empty());
+        assert!(!name.contains(['\0', '\n', '\r']), "{name:?}");
+    }
+}
