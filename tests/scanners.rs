@@ -1,7 +1,8 @@
 //! The scanners end to end: a live gateway asks a real clamd (with only
 //! the test's signatures) and a real rspamd (no network) at the end of
 //! DATA. A virus is refused with 554, GTUBE with 550, a clean message is
-//! relayed with rspamd's headers, a stopped clamd gives 451, and a rule
+//! relayed with rspamd's headers (and without the ones rspamd asks to
+//! remove), a stopped clamd gives 451, and a rule
 //! overrides a scanner's default action. `smtpgate test-rules` applies
 //! the same default actions to facts from fixtures.
 
@@ -103,10 +104,20 @@ fn a_clean_message_passes_both_scanners_with_rspamds_headers() {
         ),
         None,
     );
-    let (code, text) = send(&s.gw, &message("clean", "hello there\r\n"));
+    // A client's own spam verdict is removed, as rspamd asks.
+    let forged = format!(
+        "X-Spam-Status: No, forged\r\nX-Spamd-Result: forged\r\n\tby the client\r\n{}",
+        message("clean", "hello there\r\n")
+    );
+    let (code, text) = send(&s.gw, &forged);
     assert_eq!(code, 250, "{text}");
     let got = s.up.wait_for(1);
     let relayed = String::from_utf8_lossy(&got[0].data).to_string();
+    assert!(
+        !relayed.contains("forged") && !relayed.contains("X-Spam: Yes"),
+        "{relayed}"
+    );
+    assert!(relayed.contains("\r\nSubject: clean\r\n"), "{relayed}");
     assert!(
         relayed.contains("X-Spamd-Result: default: False"),
         "{relayed}"

@@ -22,6 +22,7 @@ mod misc;
 mod protect;
 mod rcpt;
 pub(crate) mod replies;
+mod scanned;
 mod starttls;
 mod transaction;
 
