@@ -270,3 +270,46 @@ fn the_simulator_applies_the_default_actions_to_fixtures() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("X-Spam"), "{out}");
 }
+
+/// `smtpgate check -c FILE` with `yaml`: (exit code, stdout + stderr).
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gateway.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtpgate"))
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn check_names_the_scanners_and_a_bad_setting_its_line() {
+    let (code, out) = check(
+        "relay: { local_domains: [example.com] }\nscanners:\n  rspamd: { url: \"http://127.0.0.1:11333\" }\n  clamav: { addr: /run/clamav/clamd.ctl, action: quarantine }\n",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("scanners:  rspamd at http://127.0.0.1:11333"),
+        "{out}"
+    );
+    assert!(out.contains("clamd at /run/clamav/clamd.ctl"), "{out}");
+    assert!(out.contains("virus: quarantine"), "{out}");
+    let (code, out) = check("scanners:\n  clamav:\n    addr: nowhere\n");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("gateway.yaml:3:") && out.contains("scanners.clamav.addr"),
+        "{out}"
+    );
+    let (code, out) = check("scanners:\n  rspamd:\n    url: \"https://rspamd.example\"\n");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("gateway.yaml:3:") && out.contains("https is not supported"),
+        "{out}"
+    );
+}

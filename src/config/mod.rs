@@ -776,6 +776,7 @@ impl Config {
         if let Some(d) = &self.dkim_signing {
             dkim::summary(d, &mut s);
         }
+        scanners::summary(&self.scanners, &mut s);
         let _ = writeln!(s, "shutdown:  {}s grace", self.shutdown_grace_s);
         let _ = writeln!(
             s,

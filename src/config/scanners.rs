@@ -228,6 +228,46 @@ pub(super) fn check(s: &ScannersOptions) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The `scanners:` line of `smtpgate check`, when a scanner is configured.
+pub(super) fn summary(s: &ScannersOptions, out: &mut String) {
+    use std::fmt::Write as _;
+    let policy = |o: OnError| match o {
+        OnError::FailOpen => "fail open",
+        OnError::Tempfail => "tempfail",
+    };
+    let mut parts = Vec::new();
+    if let Some(r) = &s.rspamd {
+        parts.push(format!(
+            "rspamd at {} ({} ms, up to {} bytes, {}, action {})",
+            r.url,
+            r.timeout_ms,
+            r.max_size,
+            policy(r.on_error),
+            if r.apply_action {
+                "applied"
+            } else {
+                "left to rules"
+            }
+        ));
+    }
+    if let Some(c) = &s.clamav {
+        parts.push(format!(
+            "clamd at {} ({} ms, up to {} bytes, {}, virus: {})",
+            c.addr,
+            c.timeout_ms,
+            c.max_size,
+            policy(c.on_error),
+            match c.action {
+                VirusAction::Reject => "reject",
+                VirusAction::Quarantine => "quarantine",
+            }
+        ));
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(out, "scanners:  {}", parts.join("; "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
