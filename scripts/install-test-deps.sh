@@ -50,3 +50,5 @@ if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
 # skipped DNS tests; say so here instead.
 [ -x /usr/sbin/unbound ] || { echo "unbound is not at /usr/sbin/unbound" >&2; exit 1; }
 [ -x /usr/sbin/rbldnsd ] || { echo "rbldnsd is not at /usr/sbin/rbldnsd" >&2; exit 1; }
+[ -x /usr/sbin/clamd ] || { echo "clamd is not at /usr/sbin/clamd" >&2; exit 1; }
+[ -x /usr/bin/rspamd ] || { echo "rspamd is not at /usr/bin/rspamd" >&2; exit 1; }

@@ -183,10 +183,13 @@ impl Rspamd {
         )
         .unwrap();
         let var = |k: &str, v: &Path| vec!["--var".to_string(), format!("{k}={}", v.display())];
-        let mut args: Vec<String> = ["-f", "-i", "-u", "root", "-g", "root", "-c"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        // rspamd drops privileges to -u/-g: the test's own user and group.
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let mut args: Vec<String> = vec!["-f".into(), "-i".into(), "-u".into(), id("-un")];
+        args.extend(["-g".into(), id("-gn"), "-c".into()]);
         args.push(conf.display().to_string());
         args.extend(var("CONFDIR", Path::new("/etc/rspamd")));
         for k in ["LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"] {
