@@ -128,6 +128,17 @@ fn a_clean_message_passes_both_scanners_with_rspamds_headers() {
     assert_eq!(rec["facts"]["clamav.virus"], "none", "{rec}");
     assert_eq!(rec["facts"]["rspamd.action"], "no action", "{rec}");
     assert!(rec["facts"]["rspamd.score"].is_number(), "{rec}");
+    // rspamd logs the queue id it was given with the transaction's.
+    let qid = format!("qid: <{}>", rec["transaction"].as_str().unwrap());
+    let mut log = rspamd.log();
+    for _ in 0..100 {
+        if log.contains(&qid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = rspamd.log();
+    }
+    assert!(log.contains(&qid), "{qid} not in rspamd's log:\n{log}");
 }
 
 #[test]

@@ -77,6 +77,9 @@ impl Rspamd {
         if let Some(user) = &ctx.auth_user {
             h.push(("User".into(), user.clone()));
         }
+        if let Some(id) = &ctx.queue_id {
+            h.push(("Queue-Id".into(), id.clone()));
+        }
         if let Some(pw) = &self.options.password {
             h.push(("Password".into(), pw.clone()));
         }

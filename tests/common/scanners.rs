@@ -212,6 +212,11 @@ impl Rspamd {
         RSPAMD.get_or_init(Rspamd::start)
     }
 
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("rspamd.log")).unwrap_or_default()
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
