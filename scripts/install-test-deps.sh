@@ -33,6 +33,10 @@ command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd
 [ -x /usr/sbin/opendkim-genkey ] || need+=(opendkim-tools)
 command -v dkimsign >/dev/null 2>&1 || need+=(python3-dkim)
 /usr/bin/python3 -c 'import spf, dns.resolver' >/dev/null 2>&1 || need+=(python3-spf python3-dnspython)
+# rspamd and clamd scan messages in the scanner tests (they start their own,
+# with a config and a signature database of their own; no freshclam).
+command -v rspamd >/dev/null 2>&1 || [ -x /usr/bin/rspamd ] || need+=(rspamd)
+command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"
@@ -51,3 +55,5 @@ if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
 # skipped DNS tests; say so here instead.
 [ -x /usr/sbin/unbound ] || { echo "unbound is not at /usr/sbin/unbound" >&2; exit 1; }
 [ -x /usr/sbin/rbldnsd ] || { echo "rbldnsd is not at /usr/sbin/rbldnsd" >&2; exit 1; }
+[ -x /usr/sbin/clamd ] || { echo "clamd is not at /usr/sbin/clamd" >&2; exit 1; }
+[ -x /usr/bin/rspamd ] || { echo "rspamd is not at /usr/bin/rspamd" >&2; exit 1; }

@@ -256,6 +256,9 @@ pub struct Context {
     /// the stage otherwise goes on, the session asks the greylisting store
     /// before it does. Cleared at the start of every stage.
     pub greylist: Option<String>,
+    /// The id of the current transaction (its queue id in logs, audit
+    /// records and `Received:`), from MAIL on; for scanners that want it.
+    pub queue_id: Option<String>,
 }
 
 /// A place where a filter reads a fact: which fact, at which stage, and
@@ -316,6 +319,7 @@ impl Context {
             facts: Facts::new(),
             checks: Vec::new(),
             greylist: None,
+            queue_id: None,
         }
     }
 
@@ -363,6 +367,7 @@ impl Context {
         self.accepted_transaction = false;
         self.facts.forget(Scope::Transaction);
         self.checks.retain(|c| c.scope < Scope::Transaction);
+        self.queue_id = None;
     }
 }
 

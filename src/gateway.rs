@@ -260,16 +260,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `chain` with the registry's policy filter (the DNSBL threshold)
-    /// appended, and the checks of `registry` its filters read.
+    /// `chain` with the registry's policy filters (the DNSBL threshold,
+    /// the scanners' actions) appended, and the checks of `registry` its filters read.
     pub fn new(chain: FilterChain, registry: &Registry) -> Result<Pipeline, ConfigError> {
-        let chain = match registry.policy() {
-            Some(policy) => {
-                let name = policy.name().to_string();
-                chain.replacing(&name, policy)
-            }
-            None => chain,
-        };
+        let mut chain = chain;
+        for policy in registry.policies() {
+            let name = policy.name().to_string();
+            chain = chain.replacing(&name, policy);
+        }
         let mut used = chain.facts_used();
         used.extend(registry.always().iter().cloned());
         let plan = Plan::new(registry, &used)?;

@@ -76,3 +76,8 @@ fn bdat_seeds_hold() {
 fn dsn_seeds_hold() {
     assert!(replay("dsn", smtpgate::proto::dsn::selfcheck) >= 5);
 }
+
+#[test]
+fn scanner_answers_seeds_hold() {
+    assert!(replay("scanner_answers", smtpgate::checks::scanners::selfcheck) >= 7);
+}

@@ -20,11 +20,13 @@
 //! serves every later one.
 
 pub mod arc;
+pub mod clamav;
 pub mod dkim;
 pub mod dmarc;
 pub mod dnsbl;
 pub mod dnslist;
 pub mod helo;
+mod http;
 pub mod iprev;
 mod mailauth;
 mod plan;
@@ -32,6 +34,8 @@ pub mod policy;
 pub mod reputation;
 mod resolver;
 pub mod rhsbl;
+pub mod rspamd;
+pub mod scanners;
 pub mod sender_domain;
 pub mod spf;
 pub mod urls;
@@ -89,9 +93,9 @@ pub struct Configured {
 pub struct Registry {
     /// In the order plans run them.
     checks: Vec<Arc<Configured>>,
-    /// A filter that acts on the checks' facts without a rule (the DNSBL
-    /// threshold), appended to every chain.
-    policy: Option<Arc<dyn Filter>>,
+    /// Filters that act on the checks' facts without a rule (the DNSBL
+    /// threshold, the scanners' actions), appended to every chain.
+    policies: Vec<Arc<dyn Filter>>,
     /// Facts the configuration reads without a rule.
     always: Vec<FactUse>,
 }
@@ -108,8 +112,10 @@ impl Registry {
         )];
         let (reputation, policy) = reputation::checks(config, &resolver, metrics);
         checks.extend(reputation);
+        let (scanners, scanner_actions) = scanners::checks(config);
+        checks.extend(scanners);
         let mut registry = Registry {
-            policy,
+            policies: policy.into_iter().chain(scanner_actions).collect(),
             ..Registry::with(checks)
         };
         registry.add_sender_auth(config, &resolver);
@@ -165,15 +171,15 @@ impl Registry {
                 .into_iter()
                 .map(|(check, settings)| Arc::new(Configured { check, settings }))
                 .collect(),
-            policy: None,
+            policies: Vec::new(),
             always: Vec::new(),
         }
     }
 
-    /// The filter that acts on the checks' facts without a rule, if the
-    /// configuration has one.
-    pub fn policy(&self) -> Option<Arc<dyn Filter>> {
-        self.policy.clone()
+    /// The filters that act on the checks' facts without a rule, those
+    /// the configuration has, in chain order.
+    pub fn policies(&self) -> Vec<Arc<dyn Filter>> {
+        self.policies.clone()
     }
 
     /// The names of every check.

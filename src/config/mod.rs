@@ -24,6 +24,7 @@ mod ops;
 mod protection;
 mod reputation;
 pub mod returns;
+mod scanners;
 mod security;
 mod sender_auth;
 mod validate;
@@ -40,6 +41,7 @@ pub use reputation::{
     AllowlistedSkip, DnsblOptions, DomainSource, ReputationOptions, RhsblOptions, RhsblZone,
     ThresholdAction, Zone,
 };
+pub use scanners::{split_http_url, ClamavOptions, RspamdOptions, ScannersOptions, VirusAction};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,
@@ -139,6 +141,9 @@ pub struct Config {
     /// optionally enforced. Default: none. See `docs/sender-auth.md`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_auth: Option<SenderAuthOptions>,
+    /// External scanners asked at the data stage (rspamd, clamd). See
+    /// `docs/scanners.md`. Default: none.
+    pub scanners: ScannersOptions,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -207,6 +212,7 @@ impl Default for Config {
             dkim_signing: None,
             reputation: ReputationOptions::default(),
             sender_auth: None,
+            scanners: ScannersOptions::default(),
             source: Source::default(),
         }
     }
@@ -649,6 +655,7 @@ impl Config {
             dkim::check(d)?;
         }
         reputation::check(&self.reputation)?;
+        scanners::check(&self.scanners)?;
         greylisting::check(&self.greylisting)
     }
 
@@ -780,6 +787,7 @@ impl Config {
         if let Some(d) = &self.dkim_signing {
             dkim::summary(d, &mut s);
         }
+        scanners::summary(&self.scanners, &mut s);
         let _ = writeln!(s, "shutdown:  {}s grace", self.shutdown_grace_s);
         let _ = writeln!(
             s,

@@ -141,6 +141,7 @@ impl<S: Stream> Session<S> {
                         } else if disposition != Disposition::Relay {
                             by.clone_from(&tx.decided_by);
                         }
+                        self.remove_scanner_fields(&mut body);
                         let started = std::time::Instant::now();
                         let reply = self.dispose(&mut tx, disposition, &mut body).await;
                         delivery = Some(started.elapsed());

@@ -86,6 +86,7 @@ impl<S: Stream> Session<S> {
         let mut tx = Transaction::new(id);
         tx.disposition = self.greeting.disposition;
         self.ctx.reset_transaction();
+        self.ctx.queue_id = Some(tx.id.clone());
         self.ctx.mail_from = Some(from);
         self.ctx.mail_params = params;
         self.ctx.declared_size = declared_size;

@@ -23,6 +23,7 @@ mod misc;
 mod protect;
 mod rcpt;
 pub(crate) mod replies;
+mod scanned;
 mod sender_auth;
 mod starttls;
 mod transaction;

@@ -1,0 +1,224 @@
+//! Real scanners for the scanner tests: a `clamd` whose database holds
+//! only the test's own signatures (one for the EICAR test string, one for
+//! a string of the test's; no freshclam, no downloaded database), and an
+//! `rspamd` normal worker on the system's rules with every module that
+//! would ask the network disabled and its resolver pointed at a closed
+//! loopback port, so no query leaves the machine.
+//!
+//! Both run under the [`Guarded`] pipe guard (stopped by PID when dropped
+//! or when the test binary ends); [`Clamd::shared`] and
+//! [`Rspamd::shared`] start one per test binary.
+
+use super::dnslists::Guarded;
+use super::unbound::free_port;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The EICAR anti-virus test string.
+pub const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+/// The name clamd gives a message with [`EICAR`].
+pub const EICAR_NAME: &str = "Smtpgate-Eicar-Test.UNOFFICIAL";
+/// A string only the test's own signature matches.
+pub const MARKER: &str = "SMTPGATE-TEST-VIRUS-7f3a";
+/// The name clamd gives a message with [`MARKER`].
+pub const MARKER_NAME: &str = "Smtpgate-Test-Signature.UNOFFICIAL";
+/// GTUBE, which rspamd rejects.
+pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+/// Waits until something accepts connections on `port`.
+fn wait_listening(port: u16, limit: Duration, what: &str, log: &Path) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < limit,
+            "{what} is not listening on {port}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A private clamd on a TCP port and a Unix socket.
+pub struct Clamd {
+    /// The daemon, until stopped.
+    daemon: Option<Guarded>,
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Its Unix socket.
+    pub socket: PathBuf,
+    /// Its config, database and log.
+    _dir: tempfile::TempDir,
+}
+
+impl Clamd {
+    /// Starts clamd with the test's signatures.
+    pub fn start() -> Clamd {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        std::fs::write(
+            db.join("smtpgate.ndb"),
+            format!(
+                "Smtpgate-Eicar-Test:0:*:{}\nSmtpgate-Test-Signature:0:*:{}\n",
+                hex(EICAR),
+                hex(MARKER)
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let socket = dir.path().join("clamd.sock");
+        let log = dir.path().join("clamd.log");
+        let conf = dir.path().join("clamd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Foreground yes\nDatabaseDirectory {}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n\
+                 LocalSocket {}\nLogFile {}\nStreamMaxLength 10M\n",
+                db.display(),
+                socket.display(),
+                dir.path().join("clamd-own.log").display()
+            ),
+        )
+        .unwrap();
+        let daemon = Guarded::spawn(
+            "/usr/sbin/clamd",
+            &["-c".to_string(), conf.display().to_string()],
+            &log,
+        );
+        wait_listening(port, Duration::from_secs(60), "clamd", &log);
+        Clamd {
+            daemon: Some(daemon),
+            port,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// The clamd of this test binary.
+    pub fn shared() -> &'static Clamd {
+        static CLAMD: OnceLock<Clamd> = OnceLock::new();
+        CLAMD.get_or_init(Clamd::start)
+    }
+
+    /// `host:port` of its TCP socket.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (by PID, through its guard) and waits until it is gone.
+    pub fn stop(&mut self) {
+        drop(self.daemon.take());
+    }
+}
+
+/// A private rspamd normal worker.
+pub struct Rspamd {
+    /// The daemon.
+    _daemon: Guarded,
+    /// The worker's port on 127.0.0.1.
+    pub port: u16,
+    /// Its config, state and log.
+    _dir: tempfile::TempDir,
+}
+
+/// The rspamd modules that would look something up on the network.
+const NETWORK_MODULES: &[&str] = &[
+    "fuzzy_check",
+    "rbl",
+    "asn",
+    "dcc",
+    "spf",
+    "dkim",
+    "dmarc",
+    "arc",
+    "mx_check",
+    "phishing",
+    "rspamd_update",
+    "hfilter",
+    "emails",
+    "multimap",
+    "reputation",
+    "greylist",
+    "ratelimit",
+    "neural",
+    "replies",
+    "url_redirector",
+    "history_redis",
+    "dkim_signing",
+];
+
+impl Rspamd {
+    /// Starts rspamd with the test's local configuration.
+    pub fn start() -> Rspamd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let local = d.join("local.d");
+        std::fs::create_dir(&local).unwrap();
+        for m in NETWORK_MODULES {
+            std::fs::write(local.join(format!("{m}.conf")), "enabled = false;\n").unwrap();
+        }
+        // rspamd's own headers on every answer, for the relayed message.
+        std::fs::write(
+            local.join("milter_headers.conf"),
+            "use = [\"x-spamd-result\", \"x-spam-status\"];\nskip_local = false;\nskip_authenticated = false;\n",
+        )
+        .unwrap();
+        let port = free_port();
+        // Nothing listens here: every DNS query fails on the machine.
+        let dead_dns = free_port();
+        let conf = d.join("rspamd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                ".include \"$CONFDIR/common.conf\"\n\
+                 options {{\n  pidfile = \"$RUNDIR/rspamd.pid\";\n  .include \"$CONFDIR/options.inc\"\n\
+                 \x20 dns {{ nameserver = [\"127.0.0.1:{dead_dns}\"]; timeout = 1s; retransmits = 1; }}\n\
+                 \x20 disable_monitoring = true;\n}}\n\
+                 logging {{ type = \"file\"; filename = \"$LOGDIR/rspamd.log\"; level = \"info\"; }}\n\
+                 worker \"normal\" {{\n  bind_socket = \"127.0.0.1:{port}\";\n  .include \"$CONFDIR/worker-normal.inc\"\n  count = 1;\n}}\n"
+            ),
+        )
+        .unwrap();
+        let var = |k: &str, v: &Path| vec!["--var".to_string(), format!("{k}={}", v.display())];
+        // rspamd drops privileges to -u/-g: the test's own user and group.
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let mut args: Vec<String> = vec!["-f".into(), "-i".into(), "-u".into(), id("-un")];
+        args.extend(["-g".into(), id("-gn"), "-c".into()]);
+        args.push(conf.display().to_string());
+        args.extend(var("CONFDIR", Path::new("/etc/rspamd")));
+        for k in ["LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"] {
+            args.extend(var(k, d));
+        }
+        let log = d.join("stdout.log");
+        let daemon = Guarded::spawn("/usr/bin/rspamd", &args, &log);
+        // Compiling its TLD list and rules takes rspamd a while.
+        wait_listening(port, Duration::from_secs(180), "rspamd", &log);
+        Rspamd {
+            _daemon: daemon,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The rspamd of this test binary.
+    pub fn shared() -> &'static Rspamd {
+        static RSPAMD: OnceLock<Rspamd> = OnceLock::new();
+        RSPAMD.get_or_init(Rspamd::start)
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("rspamd.log")).unwrap_or_default()
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
