@@ -28,6 +28,10 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # rbldnsd serves the DNS lists of the reputation tests (they start their own).
 command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
+# The milter tests run OpenDKIM as a signing milter and pymilter's
+# example milters (they start their own; opendkim's service must not).
+command -v opendkim >/dev/null 2>&1 || [ -x /usr/sbin/opendkim ] || need+=(opendkim)
+/usr/bin/python3 -c 'import Milter' >/dev/null 2>&1 || need+=(python3-milter)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"

@@ -20,6 +20,7 @@ mod edge;
 mod error;
 mod greylisting;
 pub(crate) mod locate;
+mod milter;
 mod ops;
 mod protection;
 mod reputation;
@@ -33,6 +34,7 @@ pub use dns::DnsOptions;
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use greylisting::GreylistOptions;
+pub use milter::{MilterDefault, MilterOptions};
 pub use ops::{MetricsOptions, PoolOptions};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
 pub use reputation::{
@@ -132,6 +134,10 @@ pub struct Config {
     /// DNS lists of client IPs and domains, weights and threshold. See
     /// `docs/reputation.md`. Default: none.
     pub reputation: ReputationOptions,
+    /// Milters every transaction goes through, in order (Postfix's
+    /// `smtpd_milters`). See `docs/milters.md`. Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub milters: Vec<MilterOptions>,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -199,6 +205,7 @@ impl Default for Config {
             greylisting: GreylistOptions::default(),
             dkim_signing: None,
             reputation: ReputationOptions::default(),
+            milters: Vec::new(),
             source: Source::default(),
         }
     }
@@ -638,7 +645,8 @@ impl Config {
             dkim::check(d)?;
         }
         reputation::check(&self.reputation)?;
-        greylisting::check(&self.greylisting)
+        greylisting::check(&self.greylisting)?;
+        milter::check(&self.milters)
     }
 
     /// The rules directory can be read. The gateway reads the rule files

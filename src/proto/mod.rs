@@ -13,6 +13,7 @@ pub mod reply;
 #[doc(hidden)]
 pub mod selfcheck;
 
+pub(crate) use address::{parse_path, Path};
 pub use address::{Mailbox, Recipient};
 pub use command::{parse_command, Command, CommandError, Param};
 pub use data::{BareLineEndings, DataError, DataReceiver, DotStuffer, Fed};

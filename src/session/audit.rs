@@ -156,6 +156,9 @@ impl<S: Stream> Session<S> {
         stage: Stage,
         rcpt: Option<&Recipient>,
     ) -> Verdict {
+        if let Some(decided) = self.milter_stage(stage, rcpt).await {
+            return decided;
+        }
         if let Some(refused) = self.run_checks(stage, None).await {
             return refused;
         }

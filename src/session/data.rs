@@ -79,8 +79,13 @@ impl<S: Stream> Session<S> {
                 replies::local_error()
             }
             None => {
-                let whole = self.message_for_checks(&mut body);
-                let checked = self.run_checks(Stage::Data, whole.as_deref()).await;
+                let checked = match self.milter_message(&mut tx, &mut body).await {
+                    Some(decided) => Some(decided),
+                    None => {
+                        let whole = self.message_for_checks(&mut body);
+                        self.run_checks(Stage::Data, whole.as_deref()).await
+                    }
+                };
                 let mut message = Message::new(&mut body);
                 let verdict = match checked {
                     Some(refused) => refused,

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod dialogue;
 pub mod dkim;
 pub mod dnslists;
+pub mod milters;
 pub mod mock_upstream;
 pub mod pipe;
 pub mod tls_client;
