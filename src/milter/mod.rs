@@ -11,6 +11,7 @@
 pub mod client;
 pub mod codec;
 pub mod edit;
+pub mod selfcheck;
 
 use crate::config::{MilterDefault, MilterOptions};
 use crate::proto::{EnhancedCode, Reply};
