@@ -279,3 +279,35 @@ fn verdicts_are_facts_in_the_audit_record() {
     assert_eq!(tx["decided_by"], "milter:a", "{tx}");
     assert_eq!(tx["reply"], "554 5.7.1 Message refused by A", "{tx}");
 }
+
+#[test]
+fn rules_read_a_milters_verdict() {
+    let d = daemons();
+    let rules = common::rules_dir(&[(
+        "m.yaml",
+        "rules:\n  - name: milter-ok\n    stage: data\n    when: { fact: { name: milter.a, is: accept } }\n    action: add_header\n    header: { name: X-Milter-Verdict, value: accepted }\n",
+    )]);
+    let (up, gw) = gateway(
+        &[item("a", &d.a.socket, "tempfail")],
+        &common::rules_line(rules.path()),
+    );
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    let reply = c.send_message(
+        "a@example.com",
+        &["b@example.org"],
+        &message("ruled", "", "x\r\n"),
+    );
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let h = head(&up.wait_for(1)[0].data);
+    assert!(h.contains("X-Milter-Verdict: accepted"), "{h}");
+}
+
+#[test]
+fn a_bad_milter_socket_is_a_config_error_with_its_line() {
+    let yaml = "hostname: gate.test\nmilters:\n  - name: x\n    socket: \"tcp:somewhere\"\n";
+    let err = smtpgate::config::Config::from_yaml(yaml, "gateway.yaml").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("gateway.yaml:4"), "{text}");
+    assert!(text.contains("milters[0].socket"), "{text}");
+}

@@ -87,6 +87,9 @@ pub struct Registry {
     /// A filter that acts on the checks' facts without a rule (the DNSBL
     /// threshold), appended to every chain.
     policy: Option<Arc<dyn Filter>>,
+    /// Facts the session records itself, not a check (a milter's
+    /// `milter.NAME` verdict), with the stage they are known from.
+    session_facts: Vec<(String, Stage)>,
 }
 
 impl Registry {
@@ -101,10 +104,24 @@ impl Registry {
         )];
         let (reputation, policy) = reputation::checks(config, &resolver, metrics);
         checks.extend(reputation);
+        let session_facts = config
+            .milters
+            .iter()
+            .map(|m| (format!("milter.{}", m.name), Stage::Mail))
+            .collect();
         Registry {
             policy,
+            session_facts,
             ..Registry::with(checks)
         }
+    }
+
+    /// The stage from which the session itself knows `fact`, if it does.
+    pub fn session_fact(&self, fact: &str) -> Option<Stage> {
+        self.session_facts
+            .iter()
+            .find(|(name, _)| name == fact)
+            .map(|(_, stage)| *stage)
     }
 
     /// A registry of the given checks (a library user's own, or tests').
@@ -115,6 +132,7 @@ impl Registry {
                 .map(|(check, settings)| Arc::new(Configured { check, settings }))
                 .collect(),
             policy: None,
+            session_facts: Vec::new(),
         }
     }
 
