@@ -181,6 +181,12 @@ fn several_milters_run_in_order_each_seeing_the_one_before() {
     let h = head(&up.wait_for(1)[0].data);
     assert!(h.contains("X-Milter-A: saw []"), "{h}");
     assert!(h.contains("X-Milter-B: saw [X-Milter-A]"), "{h}");
+    let text = gw.shared.metrics().render();
+    for name in ["a", "b"] {
+        let line =
+            format!("smtpgate_milter_verdicts_total{{milter=\"{name}\",verdict=\"accept\"}} 1");
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
 }
 
 #[test]

@@ -47,7 +47,7 @@ impl<S: Stream> Session<S> {
         let decision = match stage {
             Stage::Mail => {
                 if let Some(old) = self.milters.take() {
-                    old.finish(true);
+                    self.finish_milters(old, true);
                 }
                 let sender = super::transaction::sender(&self.ctx);
                 let params: Vec<String> =
@@ -72,6 +72,15 @@ impl<S: Stream> Session<S> {
         };
         self.milter_facts();
         self.milter_verdict(decision)
+    }
+
+    /// Counts each milter's verdict and lets the connections go.
+    fn finish_milters(&self, milters: milter::Transaction, aborted: bool) {
+        let metrics = &self.shared.metrics().milter;
+        for (name, verdict) in milters.verdicts() {
+            metrics.verdict(&name, verdict);
+        }
+        milters.finish(aborted);
     }
 
     /// Records every milter's verdict as a fact.
@@ -121,7 +130,7 @@ impl<S: Stream> Session<S> {
                     "tx {} cannot read the message back for the milters: {e}",
                     tx.id
                 );
-                milters.finish(true);
+                self.finish_milters(milters, true);
                 return Some(Verdict::Tempfail(super::replies::local_error()));
             }
         };
@@ -131,7 +140,7 @@ impl<S: Stream> Session<S> {
         self.milter_facts();
         let verdict = self.milter_verdict(outcome.decision);
         if let Some(milters) = self.milters.take() {
-            milters.finish(false);
+            self.finish_milters(milters, false);
         }
         if verdict.is_some() {
             return verdict;
