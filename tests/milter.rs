@@ -317,3 +317,51 @@ fn a_bad_milter_socket_is_a_config_error_with_its_line() {
     assert!(text.contains("gateway.yaml:4"), "{text}");
     assert!(text.contains("milters[0].socket"), "{text}");
 }
+
+#[test]
+fn test_rules_takes_a_milters_verdict_from_a_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("m.yaml"),
+        "rules:\n  - { name: spam-down, stage: data, when: { fact: { name: milter.spamass, is: temperror } }, action: tempfail,\n      reply: { code: 451, enhanced: 4.7.1, text: Spam filter unavailable } }\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rules_dir: \"{}\"\nrelay: {{ local_domains: [example.com] }}\nmilters:\n  - {{ name: spamass, socket: \"{}\" }}\n",
+            rules.display(),
+            dead_socket()
+        ),
+    )
+    .unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(&msg, message("simulated", "", "x\r\n")).unwrap();
+    let run = |fact: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtpgate"))
+            .arg("test-rules")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--from", "a@example.net", "--to", "bob@example.com"])
+            .args(["--client-ip", "192.0.2.1", "--fact", fact])
+            .arg(&msg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run("milter.spamass=temperror");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("451 4.7.1 Spam filter unavailable"), "{out}");
+    let (code, out) = run("milter.spamass=accept");
+    assert_eq!(code, Some(0), "{out}");
+}

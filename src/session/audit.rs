@@ -156,8 +156,11 @@ impl<S: Stream> Session<S> {
         stage: Stage,
         rcpt: Option<&Recipient>,
     ) -> Verdict {
-        if let Some(decided) = self.milter_stage(stage, rcpt).await {
-            return decided;
+        // Boxed: the milter conversation is a large future, and rarely used.
+        if !self.shared.config.milters.is_empty() {
+            if let Some(decided) = Box::pin(self.milter_stage(stage, rcpt)).await {
+                return decided;
+            }
         }
         if let Some(refused) = self.run_checks(stage, None).await {
             return refused;

@@ -79,7 +79,12 @@ impl<S: Stream> Session<S> {
                 replies::local_error()
             }
             None => {
-                let checked = match self.milter_message(&mut tx, &mut body).await {
+                let milters = if self.milters.is_some() {
+                    Box::pin(self.milter_message(&mut tx, &mut body)).await
+                } else {
+                    None
+                };
+                let checked = match milters {
                     Some(decided) => Some(decided),
                     None => {
                         let whole = self.message_for_checks(&mut body);
