@@ -365,3 +365,43 @@ fn test_rules_takes_a_milters_verdict_from_a_fixture() {
     let (code, out) = run("milter.spamass=accept");
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// A peer on loopback that accepts milter connections and, per
+/// connection, writes `answer` (nothing: it stays silent) and holds the
+/// connection open until the gateway closes it.
+fn broken_peer(answer: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                if conn.read(&mut buf).unwrap_or(0) > 0 {
+                    let _ = conn.write_all(answer);
+                }
+                while conn.read(&mut buf).unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    format!("inet:127.0.0.1:{port}")
+}
+
+#[test]
+fn a_silent_or_garbled_milter_gets_its_default_action() {
+    for (answer, action, code) in [
+        (&b""[..], "tempfail", 451),
+        (&b"\x00\x00\x00\x02Zx"[..], "reject", 550),
+        (&b"\xff\xff\xff\xff"[..], "tempfail", 451),
+    ] {
+        let socket = broken_peer(answer);
+        let milter = format!(
+            "  - {{ name: broken, socket: \"{socket}\", command_timeout_s: 1, default_action: {action} }}\n"
+        );
+        let (_up, gw) = gateway(&[milter], "");
+        let mut c = gw.client();
+        c.cmd("EHLO client.test", 250);
+        c.cmd("MAIL FROM:<a@example.com>", code);
+    }
+}
