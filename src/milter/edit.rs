@@ -188,3 +188,49 @@ impl Edited {
         self.body = out;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"Received: one\r\nSubject: a\r\n\tfolded\r\nreceived: two\r\n\r\nbody\r\n";
+
+    #[test]
+    fn fields_keep_their_folding_and_join_back_unchanged() {
+        let m = Edited::parse(MSG);
+        assert_eq!(m.fields.len(), 3);
+        assert_eq!(m.fields[1].milter_value(false), "a\n\tfolded");
+        assert_eq!(m.fields[1].milter_value(true), " a\n\tfolded");
+        assert_eq!(m.body, b"body\r\n");
+        assert_eq!(m.to_bytes(), MSG);
+    }
+
+    #[test]
+    fn change_counts_fields_of_that_name_in_any_case() {
+        let mut m = Edited::parse(MSG);
+        m.change(2, "RECEIVED", "three", false);
+        assert_eq!(m.fields[2].raw, b" three\r\n");
+        m.change(1, "Received", "", false);
+        assert_eq!(m.fields[0].name, "Subject");
+        // No such field: a value adds it, an empty one does nothing.
+        m.change(1, "X-New", "v\nw", false);
+        assert_eq!(m.fields.last().unwrap().raw, b" v\r\nw\r\n");
+        let before = m.fields.len();
+        m.change(1, "X-Absent", "", false);
+        assert_eq!(m.fields.len(), before);
+    }
+
+    #[test]
+    fn insert_and_replace_body() {
+        let mut m = Edited::parse(MSG);
+        m.insert(
+            0,
+            Field::from_milter("DKIM-Signature", " v=1;\n\tb=x", true),
+        );
+        m.insert(99, Field::from_milter("X-Last", "z", false));
+        m.replace_body(b"new\nlines");
+        let out = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(out.starts_with("DKIM-Signature: v=1;\r\n\tb=x\r\nReceived: one\r\n"));
+        assert!(out.ends_with("X-Last: z\r\n\r\nnew\r\nlines\r\n"), "{out}");
+    }
+}
