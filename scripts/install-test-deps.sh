@@ -37,6 +37,10 @@ command -v dkimsign >/dev/null 2>&1 || need+=(python3-dkim)
 # with a config and a signature database of their own; no freshclam).
 command -v rspamd >/dev/null 2>&1 || [ -x /usr/bin/rspamd ] || need+=(rspamd)
 command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
+# The milter tests run OpenDKIM as a signing milter and pymilter's
+# example milters (they start their own; opendkim's service must not).
+command -v opendkim >/dev/null 2>&1 || [ -x /usr/sbin/opendkim ] || need+=(opendkim)
+/usr/bin/python3 -c 'import Milter' >/dev/null 2>&1 || need+=(python3-milter)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"

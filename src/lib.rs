@@ -35,6 +35,7 @@ pub mod filter;
 pub mod gateway;
 pub mod message;
 pub mod metrics;
+pub mod milter;
 pub mod protection;
 pub mod proto;
 pub mod proxy_protocol;

@@ -13,8 +13,10 @@
 
 mod dkim;
 pub mod http;
+mod milter;
 
 pub use dkim::DkimMetrics;
+pub use milter::MilterMetrics;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -98,6 +100,8 @@ pub struct Metrics {
     auth: IntCounterVec,
     /// DKIM signing: messages signed, failures, eligible ones unsigned.
     pub dkim: DkimMetrics,
+    /// Milters: each one's verdict per transaction.
+    pub milter: MilterMetrics,
     /// `smtpgate_dns_list_errors_total{zone}`: DNS list answers that are
     /// errors, not listings.
     dns_list_errors: IntCounterVec,
@@ -315,8 +319,10 @@ impl Metrics {
             &["zone"],
         );
         let dkim = DkimMetrics::new(&r);
+        let milter = MilterMetrics::new(&r);
         Metrics {
             dkim,
+            milter,
             dns_list_errors,
             check_duration,
             checks,

@@ -488,6 +488,16 @@ impl Run<'_> {
             Some(m) if !self.plan.at(stage).is_empty() => m.body.to_vec().ok(),
             _ => None,
         };
+        // Milters do not run in a simulation: their verdicts
+        // (`milter.NAME`) come from the fixtures.
+        if stage >= Stage::Mail {
+            for (name, value) in &self.fixtures.0 {
+                if name.starts_with("milter.") && !self.ctx.facts.has(name) {
+                    let scope = crate::facts::Scope::Transaction;
+                    self.ctx.facts.set(name.clone(), value.clone(), scope);
+                }
+            }
+        }
         let checked = async_std::task::block_on(run_stage(
             self.plan,
             stage,

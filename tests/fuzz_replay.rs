@@ -81,3 +81,8 @@ fn dsn_seeds_hold() {
 fn scanner_answers_seeds_hold() {
     assert!(replay("scanner_answers", smtpgate::checks::scanners::selfcheck) >= 7);
 }
+
+#[test]
+fn milter_reply_seeds_hold() {
+    assert!(replay("milter_reply", smtpgate::milter::selfcheck::check) >= 9);
+}

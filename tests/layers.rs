@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("rules", 2),
     ("audit", 2),
     ("metrics", 2),
+    ("milter", 2),
     ("spool", 2),
     ("upstream", 2),
     ("dkim", 2),

@@ -98,6 +98,9 @@ pub struct Registry {
     policies: Vec<Arc<dyn Filter>>,
     /// Facts the configuration reads without a rule.
     always: Vec<FactUse>,
+    /// Facts the session records itself, not a check (a milter's
+    /// `milter.NAME` verdict), with the stage they are known from.
+    session_facts: Vec<(String, Stage)>,
 }
 
 impl Registry {
@@ -114,8 +117,14 @@ impl Registry {
         checks.extend(reputation);
         let (scanners, scanner_actions) = scanners::checks(config);
         checks.extend(scanners);
+        let session_facts = config
+            .milters
+            .iter()
+            .map(|m| (format!("milter.{}", m.name), Stage::Mail))
+            .collect();
         let mut registry = Registry {
             policies: policy.into_iter().chain(scanner_actions).collect(),
+            session_facts,
             ..Registry::with(checks)
         };
         registry.add_sender_auth(config, &resolver);
@@ -164,6 +173,14 @@ impl Registry {
         &self.always
     }
 
+    /// The stage from which the session itself knows `fact`, if it does.
+    pub fn session_fact(&self, fact: &str) -> Option<Stage> {
+        self.session_facts
+            .iter()
+            .find(|(name, _)| name == fact)
+            .map(|(_, stage)| *stage)
+    }
+
     /// A registry of the given checks (a library user's own, or tests').
     pub fn with(checks: Vec<(Arc<dyn Check>, CheckSettings)>) -> Registry {
         Registry {
@@ -173,6 +190,7 @@ impl Registry {
                 .collect(),
             policies: Vec::new(),
             always: Vec::new(),
+            session_facts: Vec::new(),
         }
     }
 

@@ -30,6 +30,15 @@ impl Plan {
                 line: u.line,
                 reason: format!("{}: {reason}", u.path),
             };
+            if let Some(from) = registry.session_fact(&u.fact) {
+                if u.stage < from {
+                    return Err(err(format!(
+                        "the fact `{}` is known from the {from} stage on, not at {}",
+                        u.fact, u.stage
+                    )));
+                }
+                continue;
+            }
             let Some(c) = registry.giving(&u.fact) else {
                 return Err(err(format!(
                     "no check gives the fact `{}` (known facts: {})",

@@ -20,6 +20,7 @@ mod edge;
 mod error;
 mod greylisting;
 pub(crate) mod locate;
+mod milter;
 mod ops;
 mod protection;
 mod reputation;
@@ -35,6 +36,7 @@ pub use dns::DnsOptions;
 pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use greylisting::GreylistOptions;
+pub use milter::{MilterDefault, MilterOptions};
 pub use ops::{MetricsOptions, PoolOptions};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
 pub use reputation::{
@@ -144,6 +146,10 @@ pub struct Config {
     /// External scanners asked at the data stage (rspamd, clamd). See
     /// `docs/scanners.md`. Default: none.
     pub scanners: ScannersOptions,
+    /// Milters every transaction goes through, in order (Postfix's
+    /// `smtpd_milters`). See `docs/milters.md`. Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub milters: Vec<MilterOptions>,
     /// The text this configuration was read from, so that errors found
     /// later, when the gateway opens the files it names, still get a line.
     #[serde(skip)]
@@ -213,6 +219,7 @@ impl Default for Config {
             reputation: ReputationOptions::default(),
             sender_auth: None,
             scanners: ScannersOptions::default(),
+            milters: Vec::new(),
             source: Source::default(),
         }
     }
@@ -656,7 +663,8 @@ impl Config {
         }
         reputation::check(&self.reputation)?;
         scanners::check(&self.scanners)?;
-        greylisting::check(&self.greylisting)
+        greylisting::check(&self.greylisting)?;
+        milter::check(&self.milters)
     }
 
     /// The rules directory can be read. The gateway reads the rule files

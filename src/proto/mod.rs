@@ -15,6 +15,7 @@ pub mod reply;
 #[doc(hidden)]
 pub mod selfcheck;
 
+pub(crate) use address::{parse_path, Path};
 pub use address::{Mailbox, Recipient};
 pub use bdat::BdatReceiver;
 pub use command::{parse_command, Command, CommandError, Param};

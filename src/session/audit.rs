@@ -156,6 +156,12 @@ impl<S: Stream> Session<S> {
         stage: Stage,
         rcpt: Option<&Recipient>,
     ) -> Verdict {
+        // Boxed: the milter conversation is a large future, and rarely used.
+        if !self.shared.config.milters.is_empty() {
+            if let Some(decided) = Box::pin(self.milter_stage(stage, rcpt)).await {
+                return decided;
+            }
+        }
         if let Some(refused) = self.run_checks(stage, None).await {
             return refused;
         }

@@ -94,8 +94,17 @@ impl<S: Stream> Session<S> {
                 replies::local_error()
             }
             None => {
+                let milters = if self.milters.is_some() {
+                    Box::pin(self.milter_message(&mut tx, &mut body)).await
+                } else {
+                    None
+                };
+                // After the milters: what the checks see is what they made of it.
                 let whole = self.message_for_checks(&mut body);
-                let checked = self.run_checks(Stage::Data, whole.as_deref()).await;
+                let checked = match milters {
+                    Some(decided) => Some(decided),
+                    None => self.run_checks(Stage::Data, whole.as_deref()).await,
+                };
                 let enforced = self.sender_auth(&mut tx, &mut body, whole.as_deref());
                 let mut message = Message::new(&mut body);
                 let verdict = match (checked, enforced) {

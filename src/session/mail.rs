@@ -307,7 +307,7 @@ fn xforward_answered(up: &Upstream, reply: &Reply) {
 }
 
 /// The MAIL command for the upstream, with only the parameters it offers.
-fn mail_line(envelope: &Context, ext: &Extensions) -> String {
+pub(super) fn mail_line(envelope: &Context, ext: &Extensions) -> String {
     let mut line = format!("MAIL FROM:<{}>", transaction::sender(envelope));
     if let (Some(size), Some(_)) = (envelope.declared_size, ext.size) {
         line.push_str(&format!(" SIZE={size}"));

@@ -19,6 +19,7 @@ mod footprint;
 mod greylist;
 mod link;
 mod mail;
+mod milter;
 mod misc;
 mod protect;
 mod rcpt;
@@ -123,6 +124,8 @@ pub struct Session<S> {
     refusal: Option<(Reply, String)>,
     /// Per-client protection: this connection's per-IP slot, the tarpit.
     protect: protect::State,
+    /// The current transaction's milter connections.
+    milters: Option<crate::milter::Transaction>,
 }
 
 impl<S: Stream> Session<S> {
@@ -143,6 +146,7 @@ impl<S: Stream> Session<S> {
             audit_records: 0,
             refusal: None,
             protect: protect::State::default(),
+            milters: None,
             conn: Conn::new(stream, shared.metrics().replies()),
             id: shared.session_id(),
             shared,

@@ -7,6 +7,7 @@ pub mod dialogue;
 pub mod dkim;
 pub mod dnslists;
 pub mod mailauth;
+pub mod milters;
 pub mod mock_upstream;
 pub mod pipe;
 pub mod scanners;
