@@ -59,3 +59,8 @@ fn dnslist_returns_seeds_hold() {
 fn uribl_domains_seeds_hold() {
     assert!(replay("uribl_domains", smtpgate::checks::urls::selfcheck) >= 4);
 }
+
+#[test]
+fn dovecot_auth_seeds_hold() {
+    assert!(replay("dovecot_auth", smtpgate::auth::dovecot::codec::selfcheck) >= 6);
+}

@@ -13,6 +13,7 @@
 //! 127.0.0.1:2525, store accepted mail under `./spool/`, and load the rules
 //! in `./rules/` when that directory exists.
 
+mod auth_backends;
 mod checks;
 mod dkim;
 mod dns;
@@ -44,6 +45,7 @@ pub use security::{
     UpstreamAuth, UpstreamStartTls,
 };
 
+pub use auth_backends::{AuthBackend, DovecotBackend};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
