@@ -319,7 +319,10 @@ fn auth_backends(a: &crate::config::AuthOptions) -> Result<Backends, (String, St
             }
         });
     }
-    Ok(Backends::new(users, list))
+    let cache = a.cache.as_ref().map(|c| {
+        crate::auth::cache::LoginCache::new(std::time::Duration::from_secs(c.ttl_s), c.max_entries)
+    });
+    Ok(Backends::new(users, list, cache))
 }
 
 #[cfg(test)]

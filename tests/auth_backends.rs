@@ -3,7 +3,9 @@
 //! LOGIN, from swaks, Python's smtplib and a raw client; the senders a
 //! Dovecot user may use; three failures end the session with `421` and
 //! the fail2ban line is written; Dovecot down gives `454`, never `535`,
-//! and once it is back logins work again on the same gateway.
+//! and once it is back logins work again on the same gateway; the login
+//! cache answers for a remembered login while Dovecot is down, and a
+//! reload flushes it.
 
 mod common;
 
@@ -54,6 +56,11 @@ impl Smtpgate {
     /// A gateway whose only AUTH backend is the Dovecot at `socket`, on a
     /// loopback listener that allows plaintext AUTH.
     fn start(socket: &Path) -> Smtpgate {
+        Smtpgate::start_with(socket, "")
+    }
+
+    /// Like [`start`](Self::start), with more lines under `auth:`.
+    fn start_with(socket: &Path, auth_extra: &str) -> Smtpgate {
         let dir = tempfile::tempdir().unwrap();
         let upstream = MockUpstream::start(MockOptions::default());
         let port = TcpListener::bind("127.0.0.1:0")
@@ -67,7 +74,7 @@ impl Smtpgate {
             &config,
             format!(
                 "hostname: gate.test\nspool_dir: \"{}\"\nupstream: {{ addr: \"{}\" }}\n\
-                 auth:\n  backends:\n    - dovecot: {{ socket: \"{}\", timeout_ms: 30000, senders: [\"@alice.test\"] }}\n\
+                 auth:\n  backends:\n    - dovecot: {{ socket: \"{}\", timeout_ms: 30000, senders: [\"@alice.test\"] }}\n{auth_extra}\
                  relay: {{ local_domains: [local.test], trusted_networks: [] }}\n\
                  listen:\n  - {{ addr: \"{addr}\", auth: optional, plaintext_auth: true }}\n",
                 dir.path().join("spool").display(),
@@ -314,4 +321,31 @@ fn dovecot_down_is_a_temporary_failure_and_logins_work_again_once_it_is_back() {
     assert!(!gw.log().contains("auth failed:"), "{}", gw.log());
     dv.restart();
     c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+}
+
+#[test]
+fn the_login_cache_remembers_a_successful_login_until_reload() {
+    let mut dv = Dovecot::start(USERS);
+    let gw = Smtpgate::start_with(&dv.socket(), "  cache: { ttl_s: 600, max_entries: 100 }\n");
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    dv.stop();
+    // Remembered: no backend needed. Another password is not.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder2")), 454);
+    // A reload forgets every login.
+    let status = Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("AUTH login cache flushed (1 logins)") {
+        assert!(Instant::now() < deadline, "{}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 454);
 }

@@ -6,6 +6,7 @@
 //! [`Outcome::Unavailable`] naming it: the session answers `454 4.7.0`,
 //! never `535`, because the password may well be right.
 
+use super::cache::LoginCache;
 use super::dovecot::{Answer, DovecotClient, Peer};
 use super::{Credentials, Mechanism, User, UserStore};
 use crate::relay::SenderRule;
@@ -51,13 +52,24 @@ pub struct Backends {
     users: Option<UserStore>,
     /// The order they are tried in.
     list: Vec<Backend>,
+    /// Recent successful logins, when enabled.
+    cache: Option<LoginCache>,
 }
 
 impl Backends {
     /// Backends tried in the order of `list`; `users` is the users file
     /// that [`Backend::UsersFile`] stands for.
-    pub fn new(users: Option<UserStore>, list: Vec<Backend>) -> Backends {
-        Backends { users, list }
+    pub fn new(
+        users: Option<UserStore>,
+        list: Vec<Backend>,
+        cache: Option<LoginCache>,
+    ) -> Backends {
+        Backends { users, list, cache }
+    }
+
+    /// Forgets the cached logins (on reload); how many there were.
+    pub fn flush_cache(&self) -> Option<usize> {
+        self.cache.as_ref().map(LoginCache::flush)
     }
 
     /// The users file, for reloads.
@@ -79,12 +91,19 @@ impl Backends {
         peer: &Peer,
         mut report: impl FnMut(&'static str, &'static str),
     ) -> Outcome {
+        if let Some((user, name)) = self.cache.as_ref().and_then(|c| c.get(creds)) {
+            report(name, "cached");
+            return Outcome::Accepted(user, name);
+        }
         let mut unavailable = None;
         for backend in &self.list {
             let name = backend.name();
             match backend_check(backend, self.users.as_ref(), mechanism, creds, peer).await {
                 Ok(Some(user)) => {
                     report(name, "accepted");
+                    if let Some(c) = &self.cache {
+                        c.put(creds, user.clone(), name);
+                    }
                     return Outcome::Accepted(user, name);
                 }
                 Ok(None) => report(name, "rejected"),

@@ -6,6 +6,7 @@
 //! an unknown user costs the same time as a wrong password.
 
 pub mod backends;
+pub mod cache;
 pub mod dovecot;
 pub mod hash;
 pub mod sasl;

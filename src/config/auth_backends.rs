@@ -96,6 +96,39 @@ pub struct DovecotBackend {
     pub senders: Vec<String>,
 }
 
+/// `auth.cache: { ttl_s, max_entries }`: remember successful logins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginCacheOptions {
+    /// How long a login is remembered, in seconds. Default 60; 1 to 3600.
+    #[serde(default = "default_ttl_s")]
+    pub ttl_s: u64,
+    /// How many logins are remembered. Default 10000.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+}
+
+/// Serde default of [`LoginCacheOptions::ttl_s`].
+fn default_ttl_s() -> u64 {
+    60
+}
+
+/// Serde default of [`LoginCacheOptions::max_entries`].
+fn default_max_entries() -> usize {
+    10_000
+}
+
+/// Checks `auth.cache`.
+pub fn validate_cache(c: &LoginCacheOptions) -> Result<(), (String, String)> {
+    if !(1..=3600).contains(&c.ttl_s) {
+        return Err(("auth.cache.ttl_s".into(), "must be 1 to 3600".into()));
+    }
+    if c.max_entries == 0 {
+        return Err(("auth.cache.max_entries".into(), "must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// Serde default of the backends' `timeout_ms`.
 fn default_timeout_ms() -> u64 {
     5000

@@ -75,6 +75,9 @@ pub struct AuthOptions {
     /// `config/auth_backends.rs`). Default: the users file alone.
     #[serde(default)]
     pub backends: Vec<super::AuthBackend>,
+    /// Remember successful logins for a short while; off by default.
+    #[serde(default)]
+    pub cache: Option<super::LoginCacheOptions>,
     /// Failed AUTH attempts a session may make before it gets
     /// `421 4.7.0` and is closed. Default 3; at least 1.
     #[serde(default = "default_max_failures")]
@@ -353,6 +356,10 @@ pub(super) fn check(c: &Config) -> Result<(), ValidationError> {
         }
         super::auth_backends::validate(&a.backends, a.users_file.is_some())
             .map_err(|(key, reason)| err(&key, reason))?;
+        if let Some(cache) = &a.cache {
+            super::auth_backends::validate_cache(cache)
+                .map_err(|(key, reason)| err(&key, reason))?;
+        }
         if a.max_failures == 0 {
             return Err(err("auth.max_failures", "must be at least 1"));
         }
@@ -721,6 +728,7 @@ mod tests {
         c.auth = Some(AuthOptions {
             users_file: Some("u".into()),
             backends: Vec::new(),
+            cache: None,
             max_failures: 3,
         });
         let p = c.listener_policy(&plain);
