@@ -28,17 +28,13 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # rbldnsd serves the DNS lists of the reputation tests (they start their own).
 command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
-# The AUTH backend tests start a private Dovecot (auth service only) and a
-# private slapd; slapd's postinst asks debconf questions: none configured.
+# The AUTH backend tests start a private Dovecot (its auth service only).
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
-[ -x /usr/sbin/slapd ] || need+=(slapd)
-command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
 policy=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null

@@ -48,6 +48,7 @@ fn fresh_ip() -> IpAddr {
 struct Smtpgate {
     child: Child,
     addr: SocketAddr,
+    metrics: SocketAddr,
     dir: tempfile::TempDir,
     _upstream: MockUpstream,
 }
@@ -61,6 +62,13 @@ impl Smtpgate {
 
     /// Like [`start`](Self::start), with more lines under `auth:`.
     fn start_with(socket: &Path, auth_extra: &str) -> Smtpgate {
+        let target = format!("socket: \"{}\"", socket.display());
+        Smtpgate::start_backend(&target, auth_extra)
+    }
+
+    /// A gateway whose Dovecot backend is at `target` (`socket: ...` or
+    /// `addr: ...`), with more lines under `auth:`.
+    fn start_backend(target: &str, auth_extra: &str) -> Smtpgate {
         let dir = tempfile::tempdir().unwrap();
         let upstream = MockUpstream::start(MockOptions::default());
         let port = TcpListener::bind("127.0.0.1:0")
@@ -69,17 +77,20 @@ impl Smtpgate {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
             &config,
             format!(
-                "hostname: gate.test\nspool_dir: \"{}\"\nupstream: {{ addr: \"{}\" }}\n\
-                 auth:\n  backends:\n    - dovecot: {{ socket: \"{}\", timeout_ms: 30000, senders: [\"@alice.test\"] }}\n{auth_extra}\
+                "hostname: gate.test\nmetrics: {{ addr: \"{metrics}\" }}\nspool_dir: \"{}\"\nupstream: {{ addr: \"{}\" }}\n\
+                 auth:\n  backends:\n    - dovecot: {{ {target}, timeout_ms: 30000, senders: [\"@alice.test\"] }}\n{auth_extra}\
                  relay: {{ local_domains: [local.test], trusted_networks: [] }}\n\
                  listen:\n  - {{ addr: \"{addr}\", auth: optional, plaintext_auth: true }}\n",
                 dir.path().join("spool").display(),
                 upstream.addr,
-                socket.display()
             ),
         )
         .unwrap();
@@ -94,6 +105,7 @@ impl Smtpgate {
         let mut gw = Smtpgate {
             child,
             addr,
+            metrics,
             dir,
             _upstream: upstream,
         };
@@ -110,6 +122,16 @@ impl Smtpgate {
             assert!(Instant::now() < deadline, "smtpgate did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The metrics page.
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(self.metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut page = String::new();
+        s.read_to_string(&mut page).unwrap();
+        page
     }
 
     /// What the gateway logged so far.
@@ -318,6 +340,15 @@ fn dovecot_down_is_a_temporary_failure_and_logins_work_again_once_it_is_back() {
         c.cmd(&format!("AUTH PLAIN {}", plain("bob", "wrong")), 454);
     }
     assert!(gw.log().contains("backend=dovecot"), "{}", gw.log());
+    let page = gw.metrics();
+    assert!(
+        page.contains("smtpgate_auth_backend_total{backend=\"dovecot\",result=\"unavailable\"} 7"),
+        "{page}"
+    );
+    assert!(
+        page.contains("smtpgate_auth_backend_total{backend=\"dovecot\",result=\"accepted\"} 1"),
+        "{page}"
+    );
     assert!(!gw.log().contains("auth failed:"), "{}", gw.log());
     dv.restart();
     c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
@@ -348,4 +379,13 @@ fn the_login_cache_remembers_a_successful_login_until_reload() {
     }
     let mut c = gw.client();
     c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 454);
+}
+
+#[test]
+fn dovecot_over_tcp_works_the_same() {
+    let target = format!("addr: \"{}\"", dovecot().addr());
+    let gw = Smtpgate::start_backend(&target, "");
+    assert_eq!(gw.smtplib("PLAIN", "bob", "builder"), "235");
+    assert_eq!(gw.smtplib("LOGIN", "bob", "builder"), "235");
+    assert_eq!(gw.smtplib("PLAIN", "bob", "wrong"), "535");
 }

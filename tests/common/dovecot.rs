@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub struct Dovecot {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    port: u16,
 }
 
 impl Dovecot {
@@ -30,6 +31,11 @@ impl Dovecot {
         // Dovecot's unprivileged processes must reach the socket and files.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.path().display().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let passwd: String = users
             .iter()
             .map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n"))
@@ -52,6 +58,10 @@ impl Dovecot {
                  \x20   path = {d}/auth-client\n\
                  \x20   mode = 0666\n\
                  \x20 }}\n\
+                 \x20 inet_listener {{\n\
+                 \x20   address = 127.0.0.1\n\
+                 \x20   port = {port}\n\
+                 \x20 }}\n\
                  }}\n\
                  passdb {{\n\
                  \x20 driver = passwd-file\n\
@@ -64,7 +74,11 @@ impl Dovecot {
             ),
         )
         .unwrap();
-        let mut dv = Dovecot { child: None, dir };
+        let mut dv = Dovecot {
+            child: None,
+            dir,
+            port,
+        };
         dv.spawn();
         dv
     }
@@ -72,6 +86,11 @@ impl Dovecot {
     /// The auth service's Unix socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("auth-client")
+    }
+
+    /// The auth service's TCP listener, `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// What Dovecot logged so far.
