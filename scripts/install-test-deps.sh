@@ -28,13 +28,17 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # rbldnsd serves the DNS lists of the reputation tests (they start their own).
 command -v rbldnsd >/dev/null 2>&1 || [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
-# The AUTH backend tests start a private Dovecot (its auth service only).
+# The AUTH backend tests start a private Dovecot (its auth service only)
+# and a private slapd (its data loaded with slapadd). slapd's postinst
+# would ask debconf questions and build a system directory: told not to.
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
+[ -x /usr/sbin/slapd ] || need+=(slapd)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
 policy=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null

@@ -83,10 +83,6 @@ impl Gateway {
             })?),
             None => None,
         };
-        let auth = match &config.auth {
-            Some(a) => Some(auth_backends(a).map_err(|(key, reason)| at(&key, reason))?),
-            None => None,
-        };
         let metrics = Arc::new(Metrics::new());
         let upstreams = match &config.upstream {
             Some(up) => {
@@ -105,6 +101,13 @@ impl Gateway {
             None => None,
         };
         let registry = Registry::new(&config, &metrics);
+        let runtime = registry
+            .resolver()
+            .unwrap_or_else(|| Arc::new(crate::checks::SharedResolver::new(config.dns.clone())));
+        let auth = match &config.auth {
+            Some(a) => Some(auth_backends(a, &runtime).map_err(|(key, reason)| at(&key, reason))?),
+            None => None,
+        };
         for name in registry.names() {
             metrics.check_known(name);
         }
@@ -280,7 +283,10 @@ impl Pipeline {
 
 /// Loads the users file and sets up the other backends of `auth`; errors
 /// name the config key.
-fn auth_backends(a: &crate::config::AuthOptions) -> Result<Backends, (String, String)> {
+fn auth_backends(
+    a: &crate::config::AuthOptions,
+    runtime: &Arc<crate::checks::SharedResolver>,
+) -> Result<Backends, (String, String)> {
     use crate::auth::dovecot::{DovecotClient, Target};
     use crate::config::AuthBackend;
     let users = match &a.users_file {
@@ -293,6 +299,11 @@ fn auth_backends(a: &crate::config::AuthOptions) -> Result<Backends, (String, St
     for (i, b) in a.backends().iter().enumerate() {
         list.push(match b {
             AuthBackend::UsersFile => Backend::UsersFile,
+            AuthBackend::Ldap(l) => {
+                let tls = crate::tls::verified_client_config(l.ca_file.as_deref())
+                    .map_err(|e| (format!("auth.backends[{i}].ldap.ca_file"), e))?;
+                Backend::Ldap(crate::auth::ldap::LdapClient::new(l, tls, runtime.clone()))
+            }
             AuthBackend::Dovecot(d) => {
                 let mut senders = Vec::new();
                 for (j, s) in d.senders.iter().enumerate() {

@@ -12,6 +12,7 @@ mod common;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use common::dovecot::Dovecot;
+use common::slapd::Slapd;
 use common::{Client, MockOptions, MockUpstream};
 use std::net::{IpAddr, Ipv4Addr};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,6 +31,28 @@ const USERS: &[(&str, &str)] = &[("alice@example.com", "wonderland"), ("bob", "b
 fn dovecot() -> &'static Dovecot {
     static D: OnceLock<Dovecot> = OnceLock::new();
     D.get_or_init(|| Dovecot::start(USERS))
+}
+
+/// The slapd the LDAP tests share, started once per test binary.
+fn slapd() -> &'static Slapd {
+    static S: OnceLock<Slapd> = OnceLock::new();
+    S.get_or_init(Slapd::start)
+}
+
+/// The `ldap:` backend line for the shared slapd, over LDAPS or StartTLS.
+fn ldap_backend(starttls: bool, ca: &Path) -> String {
+    let s = slapd();
+    let url = if starttls {
+        format!("ldap://127.0.0.1:{}", s.ldap_port)
+    } else {
+        format!("ldaps://127.0.0.1:{}", s.ldaps_port)
+    };
+    format!(
+        "    - ldap: {{ url: \"{url}\", starttls: {starttls}, ca_file: \"{}\", \
+         bind_dn: \"uid=%u,ou=people,dc=example,dc=com\", \
+         sender_attributes: [mail, mailAlternateAddress], timeout_ms: 10000 }}\n",
+        ca.display()
+    )
 }
 
 /// A loopback address no other login of this binary came from: Dovecot
@@ -69,6 +92,16 @@ impl Smtpgate {
     /// A gateway whose Dovecot backend is at `target` (`socket: ...` or
     /// `addr: ...`), with more lines under `auth:`.
     fn start_backend(target: &str, auth_extra: &str) -> Smtpgate {
+        Smtpgate::start_raw(
+            &format!(
+                "    - dovecot: {{ {target}, timeout_ms: 30000, senders: [\"@alice.test\"] }}\n"
+            ),
+            auth_extra,
+        )
+    }
+
+    /// A gateway with these `auth.backends` lines and more `auth:` lines.
+    fn start_raw(backends: &str, auth_extra: &str) -> Smtpgate {
         let dir = tempfile::tempdir().unwrap();
         let upstream = MockUpstream::start(MockOptions::default());
         let port = TcpListener::bind("127.0.0.1:0")
@@ -86,7 +119,7 @@ impl Smtpgate {
             &config,
             format!(
                 "hostname: gate.test\nmetrics: {{ addr: \"{metrics}\" }}\nspool_dir: \"{}\"\nupstream: {{ addr: \"{}\" }}\n\
-                 auth:\n  backends:\n    - dovecot: {{ {target}, timeout_ms: 30000, senders: [\"@alice.test\"] }}\n{auth_extra}\
+                 auth:\n  backends:\n{backends}{auth_extra}\
                  relay: {{ local_domains: [local.test], trusted_networks: [] }}\n\
                  listen:\n  - {{ addr: \"{addr}\", auth: optional, plaintext_auth: true }}\n",
                 dir.path().join("spool").display(),
@@ -388,4 +421,99 @@ fn dovecot_over_tcp_works_the_same() {
     assert_eq!(gw.smtplib("PLAIN", "bob", "builder"), "235");
     assert_eq!(gw.smtplib("LOGIN", "bob", "builder"), "235");
     assert_eq!(gw.smtplib("PLAIN", "bob", "wrong"), "535");
+}
+
+#[test]
+fn ldap_over_ldaps_with_swaks_and_smtplib() {
+    let gw = Smtpgate::start_raw(&ldap_backend(false, &slapd().pki.ca_path()), "");
+    for mechanism in ["PLAIN", "LOGIN"] {
+        let (ok, text) = gw.swaks(mechanism, "carol", "sesame-carol");
+        assert!(
+            ok && text.contains("<-  235 "),
+            "{mechanism}: {text}\n{}",
+            gw.log()
+        );
+        let (ok, text) = gw.swaks(mechanism, "carol", "wrong");
+        assert!(!ok && text.contains("<** 535 5.7.8"), "{mechanism}: {text}");
+        assert_eq!(
+            gw.smtplib(mechanism, "dave", "sesame-dave"),
+            "235",
+            "{mechanism}"
+        );
+        assert_eq!(gw.smtplib(mechanism, "dave", "wrong"), "535", "{mechanism}");
+        assert_eq!(gw.smtplib(mechanism, "nobody", "x"), "535", "{mechanism}");
+    }
+}
+
+#[test]
+fn ldap_with_starttls() {
+    let gw = Smtpgate::start_raw(&ldap_backend(true, &slapd().pki.ca_path()), "");
+    assert_eq!(
+        gw.smtplib("PLAIN", "dave", "sesame-dave"),
+        "235",
+        "{}",
+        gw.log()
+    );
+    assert_eq!(gw.smtplib("LOGIN", "dave", "sesame-dave"), "235");
+    assert_eq!(gw.smtplib("PLAIN", "dave", "wrong"), "535");
+}
+
+#[test]
+fn ldap_addresses_replace_the_senders_list() {
+    let gw = Smtpgate::start_raw(&ldap_backend(false, &slapd().pki.ca_path()), "");
+    let mut c = gw.client();
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("carol", "sesame-carol")),
+        235,
+    );
+    for allowed in [
+        "carol@example.com",
+        "sales@example.com",
+        "carol@example.org",
+    ] {
+        c.cmd(&format!("MAIL FROM:<{allowed}>"), 250);
+        c.cmd("RSET", 250);
+    }
+    c.cmd("MAIL FROM:<ceo@example.com>", 553);
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("dave", "sesame-dave")), 235);
+    c.cmd("MAIL FROM:<sales@example.com>", 553);
+    c.cmd("MAIL FROM:<dave@example.com>", 250);
+}
+
+#[test]
+fn ldap_never_binds_with_an_empty_password_and_verifies_the_certificate() {
+    let gw = Smtpgate::start_raw(&ldap_backend(false, &slapd().pki.ca_path()), "");
+    // An empty password would be an unauthenticated bind, which succeeds.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("carol", "")), 535);
+    // A directory whose certificate our CA did not sign is not trusted
+    // with passwords: a temporary failure, never 235 nor 535.
+    let other = common::certs::Pki::new("other");
+    let gw = Smtpgate::start_raw(&ldap_backend(false, &other.ca_path()), "");
+    let mut c = gw.client();
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("carol", "sesame-carol")),
+        454,
+    );
+    assert!(gw.log().contains("backend=ldap"), "{}", gw.log());
+}
+
+#[test]
+fn three_failures_through_ldap_end_the_session() {
+    let gw = Smtpgate::start_raw(&ldap_backend(false, &slapd().pki.ca_path()), "");
+    let ip = fresh_ip();
+    let mut c = gw.client_from(ip);
+    c.cmd(&format!("AUTH PLAIN {}", plain("carol", "g1")), 535);
+    c.cmd(&format!("AUTH PLAIN {}", plain("carol", "g2")), 535);
+    c.send(&format!("AUTH PLAIN {}\r\n", plain("carol", "g3")));
+    c.expect(535);
+    c.expect(421);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains(&format!(
+        "auth failed: client={ip} user=\"carol\" mechanism=PLAIN"
+    )) {
+        assert!(Instant::now() < deadline, "{}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub enum Backend {
     /// The users file (the [`Backends`]' store).
     UsersFile,
+    /// An LDAP directory.
+    Ldap(super::ldap::LdapClient),
     /// A Dovecot auth service, and what its users may send as.
     Dovecot {
         /// The client.
@@ -32,6 +34,7 @@ impl Backend {
         match self {
             Backend::UsersFile => "users_file",
             Backend::Dovecot { .. } => "dovecot",
+            Backend::Ldap(_) => "ldap",
         }
     }
 }
@@ -140,6 +143,7 @@ async fn backend_check(
                 .await),
             None => Err("no users file".into()),
         },
+        Backend::Ldap(client) => Ok(client.login(creds).await?.map(Arc::new)),
         Backend::Dovecot { client, senders } => match client.login(mechanism, creds, peer).await? {
             Answer::Ok(name) => Ok(Some(Arc::new(User::external(name, senders.clone())))),
             Answer::Rejected => Ok(None),

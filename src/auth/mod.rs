@@ -9,6 +9,7 @@ pub mod backends;
 pub mod cache;
 pub mod dovecot;
 pub mod hash;
+pub mod ldap;
 pub mod sasl;
 pub mod users;
 

@@ -57,6 +57,16 @@ pub struct User {
 }
 
 impl User {
+    /// A user another backend authenticated, who may send as exactly
+    /// `senders` (an LDAP entry's addresses).
+    pub fn with_senders(name: String, senders: Vec<SenderRule>) -> User {
+        User {
+            name,
+            hash: None,
+            senders,
+        }
+    }
+
     /// A user another backend (Dovecot) authenticated: they may send as
     /// their login name when it is an address, and as `senders`.
     pub fn external(name: String, mut senders: Vec<SenderRule>) -> User {

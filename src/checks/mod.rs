@@ -87,6 +87,9 @@ pub struct Registry {
     /// A filter that acts on the checks' facts without a rule (the DNSBL
     /// threshold), appended to every chain.
     policy: Option<Arc<dyn Filter>>,
+    /// The DNS thread the checks share, when built from a config: other
+    /// components run their tokio work on its runtime (LDAP AUTH).
+    resolver: Option<Arc<SharedResolver>>,
 }
 
 impl Registry {
@@ -103,6 +106,7 @@ impl Registry {
         checks.extend(reputation);
         Registry {
             policy,
+            resolver: Some(resolver),
             ..Registry::with(checks)
         }
     }
@@ -115,7 +119,13 @@ impl Registry {
                 .map(|(check, settings)| Arc::new(Configured { check, settings }))
                 .collect(),
             policy: None,
+            resolver: None,
         }
+    }
+
+    /// The shared DNS thread (see the `resolver` field).
+    pub fn resolver(&self) -> Option<Arc<SharedResolver>> {
+        self.resolver.clone()
     }
 
     /// The filter that acts on the checks' facts without a rule, if the

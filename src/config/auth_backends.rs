@@ -23,6 +23,8 @@ pub enum AuthBackend {
     /// A Dovecot auth service (auth protocol 1.2), as Postfix's
     /// `smtpd_sasl_type = dovecot` uses it.
     Dovecot(DovecotBackend),
+    /// An LDAP directory: a simple bind as the user.
+    Ldap(LdapBackend),
 }
 
 /// A backend as written: serde_yaml wants `!tags` for enums, so the map
@@ -36,12 +38,16 @@ enum Written {
     Map(WrittenMap),
 }
 
-/// The map form of [`Written`].
+/// The map form of [`Written`]: one key.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WrittenMap {
     /// `dovecot:`.
-    dovecot: DovecotBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dovecot: Option<DovecotBackend>,
+    /// `ldap:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ldap: Option<LdapBackend>,
 }
 
 impl TryFrom<Written> for AuthBackend {
@@ -52,7 +58,15 @@ impl TryFrom<Written> for AuthBackend {
             Written::Name(n) => Err(format!(
                 "unknown backend {n:?}: use `users_file` or `dovecot: {{...}}`"
             )),
-            Written::Map(m) => Ok(AuthBackend::Dovecot(m.dovecot)),
+            Written::Map(WrittenMap {
+                dovecot: Some(d),
+                ldap: None,
+            }) => Ok(AuthBackend::Dovecot(d)),
+            Written::Map(WrittenMap {
+                dovecot: None,
+                ldap: Some(l),
+            }) => Ok(AuthBackend::Ldap(l)),
+            Written::Map(_) => Err("a backend is one of `dovecot: {...}` and `ldap: {...}`".into()),
         }
     }
 }
@@ -61,7 +75,14 @@ impl From<AuthBackend> for Written {
     fn from(b: AuthBackend) -> Written {
         match b {
             AuthBackend::UsersFile => Written::Name("users_file".into()),
-            AuthBackend::Dovecot(dovecot) => Written::Map(WrittenMap { dovecot }),
+            AuthBackend::Dovecot(d) => Written::Map(WrittenMap {
+                dovecot: Some(d),
+                ldap: None,
+            }),
+            AuthBackend::Ldap(l) => Written::Map(WrittenMap {
+                dovecot: None,
+                ldap: Some(l),
+            }),
         }
     }
 }
@@ -72,6 +93,7 @@ impl AuthBackend {
         match self {
             AuthBackend::UsersFile => "users_file",
             AuthBackend::Dovecot(_) => "dovecot",
+            AuthBackend::Ldap(_) => "ldap",
         }
     }
 }
@@ -129,6 +151,32 @@ pub fn validate_cache(c: &LoginCacheOptions) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// `ldap: { url, starttls, ca_file, bind_dn, sender_attributes, timeout_ms }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapBackend {
+    /// `ldaps://host:port` or, with `starttls: true`, `ldap://host:port`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS (RFC 4511 §4.14).
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM CA certificates the directory's certificate must chain to;
+    /// default: the system's roots. The certificate is always verified.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The user's DN, `%u` standing for the login name (DN-escaped):
+    /// `uid=%u,ou=people,dc=example,dc=com`.
+    pub bind_dn: String,
+    /// Attributes of the user's entry that list the addresses they may
+    /// send as (`mail`, `mailAlternateAddress`); read after the bind, as
+    /// the user. Empty: the login name, when it is an address.
+    #[serde(default)]
+    pub sender_attributes: Vec<String>,
+    /// How long one login may take, connecting included. Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
 /// Serde default of the backends' `timeout_ms`.
 fn default_timeout_ms() -> u64 {
     5000
@@ -149,6 +197,29 @@ pub fn validate(backends: &[AuthBackend], has_users_file: bool) -> Result<(), (S
                 ))
             }
             AuthBackend::UsersFile => {}
+            AuthBackend::Ldap(l) => {
+                let plain = l.url.starts_with("ldap://");
+                if !(l.url.starts_with("ldaps://") || plain) {
+                    return Err((
+                        at(".ldap.url"),
+                        "must start with ldaps:// or ldap://".into(),
+                    ));
+                }
+                if plain != l.starttls {
+                    return Err((
+                        at(".ldap.starttls"),
+                        "ldap:// needs `starttls: true` and ldaps:// must not have it: \
+                         passwords never go to the directory in the clear"
+                            .into(),
+                    ));
+                }
+                if !l.bind_dn.contains("%u") {
+                    return Err((at(".ldap.bind_dn"), "must contain %u".into()));
+                }
+                if l.timeout_ms == 0 {
+                    return Err((at(".ldap.timeout_ms"), "must be at least 1".into()));
+                }
+            }
             AuthBackend::Dovecot(d) => {
                 if d.socket.is_some() == d.addr.is_some() {
                     return Err((
@@ -211,6 +282,21 @@ mod tests {
                 "auth:\n  max_failures: 3\n",
                 "auth",
                 "needs `users_file` or `backends`",
+            ),
+            (
+                "auth:\n  backends:\n    - ldap: { url: \"ldap://d\", bind_dn: \"uid=%u\" }\n",
+                "auth.backends[0].ldap.starttls",
+                "never go to the directory in the clear",
+            ),
+            (
+                "auth:\n  backends:\n    - ldap: { url: \"ldaps://d\", bind_dn: \"uid=x\" }\n",
+                "auth.backends[0].ldap.bind_dn",
+                "must contain %u",
+            ),
+            (
+                "auth:\n  backends:\n    - ldap: { url: \"http://d\", bind_dn: \"uid=%u\" }\n",
+                "auth.backends[0].ldap.url",
+                "ldaps://",
             ),
         ];
         for (yaml, key, want) in cases {

@@ -45,7 +45,7 @@ pub use security::{
     UpstreamAuth, UpstreamStartTls,
 };
 
-pub use auth_backends::{AuthBackend, DovecotBackend, LoginCacheOptions};
+pub use auth_backends::{AuthBackend, DovecotBackend, LdapBackend, LoginCacheOptions};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::SocketAddr;

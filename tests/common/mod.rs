@@ -9,6 +9,7 @@ pub mod dnslists;
 pub mod dovecot;
 pub mod mock_upstream;
 pub mod pipe;
+pub mod slapd;
 pub mod tls_client;
 pub mod tls_upstream;
 pub mod unbound;
