@@ -41,11 +41,17 @@ command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need+=(clamav-daem
 # example milters (they start their own; opendkim's service must not).
 command -v opendkim >/dev/null 2>&1 || [ -x /usr/sbin/opendkim ] || need+=(opendkim)
 /usr/bin/python3 -c 'import Milter' >/dev/null 2>&1 || need+=(python3-milter)
+# The AUTH backend tests start a private Dovecot (its auth service only)
+# and a private slapd (its data loaded with slapadd). slapd's postinst
+# would ask debconf questions and build a system directory: told not to.
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
+[ -x /usr/sbin/slapd ] || need+=(slapd)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
 policy=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null

@@ -9,7 +9,7 @@
 //! file) stops both alike, with the config line that names it.
 
 use crate::audit::AuditLog;
-use crate::auth::UserStore;
+use crate::auth::{Backend, Backends, UserStore};
 use crate::checks::{Fixtures, Plan, Registry};
 use crate::config::{Config, ConfigError, ValidationError};
 use crate::dkim::Signer;
@@ -45,8 +45,8 @@ pub struct Gateway {
     fixtures: OnceLock<Fixtures>,
     /// The listener certificate, when TLS is configured (reloadable).
     tls: Option<TlsServer>,
-    /// The AUTH users, when AUTH is configured (reloadable).
-    users: Option<UserStore>,
+    /// The AUTH backends and users file, when AUTH is configured.
+    auth: Option<Backends>,
     /// Local domains and trusted networks.
     relay: RelayPolicy,
     /// The upstream servers with failover, when there is an upstream.
@@ -83,12 +83,6 @@ impl Gateway {
             })?),
             None => None,
         };
-        let users = match &config.auth {
-            Some(a) => Some(
-                UserStore::load(&a.users_file).map_err(|e| at("auth.users_file", e.to_string()))?,
-            ),
-            None => None,
-        };
         let metrics = Arc::new(Metrics::new());
         let upstreams = match &config.upstream {
             Some(up) => {
@@ -107,6 +101,13 @@ impl Gateway {
             None => None,
         };
         let registry = Registry::new(&config, &metrics);
+        let runtime = registry
+            .resolver()
+            .unwrap_or_else(|| Arc::new(crate::checks::SharedResolver::new(config.dns.clone())));
+        let auth = match &config.auth {
+            Some(a) => Some(auth_backends(a, &runtime).map_err(|(key, reason)| at(&key, reason))?),
+            None => None,
+        };
         for name in registry.names() {
             metrics.check_known(name);
         }
@@ -145,7 +146,7 @@ impl Gateway {
             registry,
             fixtures: OnceLock::new(),
             tls,
-            users,
+            auth,
             upstreams,
             audit,
             metrics,
@@ -168,9 +169,14 @@ impl Gateway {
         self.tls.as_ref()
     }
 
-    /// The AUTH users, when AUTH is configured.
+    /// The AUTH users file, when one is configured.
     pub fn users(&self) -> Option<&UserStore> {
-        self.users.as_ref()
+        self.auth.as_ref().and_then(Backends::users)
+    }
+
+    /// The AUTH backends, when AUTH is configured.
+    pub fn auth_backends(&self) -> Option<&Backends> {
+        self.auth.as_ref()
     }
 
     /// The DKIM signer, when `dkim_signing` is configured.
@@ -273,6 +279,61 @@ impl Pipeline {
         let plan = Plan::new(registry, &used)?;
         Ok(Pipeline { chain, plan })
     }
+}
+
+/// Loads the users file and sets up the other backends of `auth`; errors
+/// name the config key.
+fn auth_backends(
+    a: &crate::config::AuthOptions,
+    runtime: &Arc<crate::checks::SharedResolver>,
+) -> Result<Backends, (String, String)> {
+    use crate::auth::dovecot::{DovecotClient, Target};
+    use crate::config::AuthBackend;
+    let users = match &a.users_file {
+        Some(f) => {
+            Some(UserStore::load(f).map_err(|e| ("auth.users_file".to_string(), e.to_string()))?)
+        }
+        None => None,
+    };
+    let mut list = Vec::new();
+    for (i, b) in a.backends().iter().enumerate() {
+        list.push(match b {
+            AuthBackend::UsersFile => Backend::UsersFile,
+            AuthBackend::Ldap(l) => {
+                let tls = crate::tls::verified_client_config(l.ca_file.as_deref())
+                    .map_err(|e| (format!("auth.backends[{i}].ldap.ca_file"), e))?;
+                Backend::Ldap(crate::auth::ldap::LdapClient::new(l, tls, runtime.clone()))
+            }
+            AuthBackend::Dovecot(d) => {
+                let mut senders = Vec::new();
+                for (j, s) in d.senders.iter().enumerate() {
+                    senders
+                        .push(crate::relay::SenderRule::parse(s).map_err(|r| {
+                            (format!("auth.backends[{i}].dovecot.senders[{j}]"), r)
+                        })?);
+                }
+                let target = match (&d.socket, &d.addr) {
+                    (Some(path), _) => Target::Unix(path.clone()),
+                    (None, Some(addr)) => Target::Tcp(addr.clone()),
+                    (None, None) => {
+                        return Err((
+                            format!("auth.backends[{i}].dovecot"),
+                            "needs `socket` or `addr`".into(),
+                        ))
+                    }
+                };
+                let timeout = std::time::Duration::from_millis(d.timeout_ms);
+                Backend::Dovecot {
+                    client: DovecotClient::new(target, timeout),
+                    senders,
+                }
+            }
+        });
+    }
+    let cache = a.cache.as_ref().map(|c| {
+        crate::auth::cache::LoginCache::new(std::time::Duration::from_secs(c.ttl_s), c.max_entries)
+    });
+    Ok(Backends::new(users, list, cache))
 }
 
 #[cfg(test)]

@@ -98,6 +98,9 @@ pub struct Metrics {
     tls_handshakes: IntCounterVec,
     /// `smtpgate_auth_total{result}`: SMTP AUTH attempts that ended.
     auth: IntCounterVec,
+    /// `smtpgate_auth_backend_total{backend,result}`: logins each AUTH
+    /// backend accepted, rejected, or could not answer.
+    auth_backend: IntCounterVec,
     /// DKIM signing: messages signed, failures, eligible ones unsigned.
     pub dkim: DkimMetrics,
     /// Milters: each one's verdict per transaction.
@@ -291,6 +294,12 @@ impl Metrics {
             "SMTP AUTH attempts by result.",
             &["result"],
         );
+        let auth_backend = counter_vec(
+            &r,
+            "smtpgate_auth_backend_total",
+            "SMTP AUTH logins by backend and result (accepted, rejected, unavailable).",
+            &["backend", "result"],
+        );
         for result in ["success", "failure"] {
             tls_handshakes.with_label_values(&[if result == "success" { "ok" } else { "failed" }]);
             auth.with_label_values(&[result]);
@@ -338,6 +347,7 @@ impl Metrics {
             pool,
             tls_handshakes,
             auth,
+            auth_backend,
         }
     }
 
@@ -425,6 +435,14 @@ impl Metrics {
     pub fn auth(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.auth.with_label_values(&[result]).inc();
+    }
+
+    /// Counts one AUTH backend's answer: `accepted`, `rejected` or
+    /// `unavailable`.
+    pub fn auth_backend(&self, backend: &str, result: &str) {
+        self.auth_backend
+            .with_label_values(&[backend, result])
+            .inc();
     }
 
     /// Registers a counter family a component owns (its name must be

@@ -80,6 +80,9 @@ pub fn reload_security(shared: &Gateway) -> bool {
             ok = false;
         }
     }
+    if let Some(n) = shared.auth_backends().and_then(|b| b.flush_cache()) {
+        info!("reload: AUTH login cache flushed ({n} logins)");
+    }
     match shared.users().map(|store| store.reload()).transpose() {
         Ok(Some(n)) => info!("reload: users file reloaded ({n} users)"),
         Ok(None) => {}

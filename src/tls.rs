@@ -291,6 +291,17 @@ pub fn load_roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// A client configuration that verifies the server against `ca_file`'s
+/// certificates (else the system's roots): for the LDAP AUTH backend.
+pub fn verified_client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(load_roots(ca_file)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The client configuration for the upstream: TLS 1.2/1.3, certificates
 /// verified against [`load_roots`] — or, with `tls_verify: false`, not
 /// verified at all (handshake signatures still are).

@@ -167,7 +167,7 @@ fn the_readme_stays_short() {
     // A newcomer's five minutes: what it is, the two commands, a first
     // session, and one short example per feature; the rest is in docs/.
     let lines = read("README.md").lines().count();
-    assert!(lines <= 350, "README.md has {lines} lines");
+    assert!(lines <= 400, "README.md has {lines} lines");
 }
 
 /// One step of a path into the configuration: a key, or the items of a list.

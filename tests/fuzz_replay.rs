@@ -86,3 +86,8 @@ fn scanner_answers_seeds_hold() {
 fn milter_reply_seeds_hold() {
     assert!(replay("milter_reply", smtpgate::milter::selfcheck::check) >= 9);
 }
+
+#[test]
+fn dovecot_auth_seeds_hold() {
+    assert!(replay("dovecot_auth", smtpgate::auth::dovecot::codec::selfcheck) >= 6);
+}

@@ -50,13 +50,38 @@ struct UserEntry {
 pub struct User {
     /// The login name, as written in the file.
     pub name: String,
-    /// The password hash.
-    hash: StoredHash,
+    /// The password hash; `None` for a user another backend checked.
+    hash: Option<StoredHash>,
     /// Which MAIL FROM addresses this user may use.
     senders: Vec<SenderRule>,
 }
 
 impl User {
+    /// A user another backend authenticated, who may send as exactly
+    /// `senders` (an LDAP entry's addresses).
+    pub fn with_senders(name: String, senders: Vec<SenderRule>) -> User {
+        User {
+            name,
+            hash: None,
+            senders,
+        }
+    }
+
+    /// A user another backend (Dovecot) authenticated: they may send as
+    /// their login name when it is an address, and as `senders`.
+    pub fn external(name: String, mut senders: Vec<SenderRule>) -> User {
+        if name.contains('@') {
+            if let Ok(own) = SenderRule::parse(&name) {
+                senders.insert(0, own);
+            }
+        }
+        User {
+            name,
+            hash: None,
+            senders,
+        }
+    }
+
     /// True when this user may send with `from` as the reverse path. The
     /// null sender `<>` names nobody and is allowed (bounces, receipts).
     pub fn may_send_as(&self, from: Option<&Mailbox>) -> bool {
@@ -133,7 +158,7 @@ impl Users {
                 key,
                 Arc::new(User {
                     name: e.name,
-                    hash,
+                    hash: Some(hash),
                     senders,
                 }),
             );
@@ -160,7 +185,11 @@ impl Users {
     /// answer takes the same time either way.
     pub fn verify(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
         match self.by_name.get(&name.to_lowercase()) {
-            Some(user) => user.hash.verify(password).then(|| user.clone()),
+            Some(user) => user
+                .hash
+                .as_ref()
+                .is_some_and(|h| h.verify(password))
+                .then(|| user.clone()),
             None => {
                 let _ = self.dummy.verify(password);
                 None

@@ -101,6 +101,9 @@ pub struct Registry {
     /// Facts the session records itself, not a check (a milter's
     /// `milter.NAME` verdict), with the stage they are known from.
     session_facts: Vec<(String, Stage)>,
+    /// The DNS thread the checks share, when built from a config: other
+    /// components run their tokio work on its runtime (LDAP AUTH).
+    resolver: Option<Arc<SharedResolver>>,
 }
 
 impl Registry {
@@ -125,6 +128,7 @@ impl Registry {
         let mut registry = Registry {
             policies: policy.into_iter().chain(scanner_actions).collect(),
             session_facts,
+            resolver: Some(resolver.clone()),
             ..Registry::with(checks)
         };
         registry.add_sender_auth(config, &resolver);
@@ -191,7 +195,13 @@ impl Registry {
             policies: Vec::new(),
             always: Vec::new(),
             session_facts: Vec::new(),
+            resolver: None,
         }
+    }
+
+    /// The shared DNS thread (see the `resolver` field).
+    pub fn resolver(&self) -> Option<Arc<SharedResolver>> {
+        self.resolver.clone()
     }
 
     /// The filters that act on the checks' facts without a rule, those

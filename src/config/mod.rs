@@ -13,6 +13,7 @@
 //! 127.0.0.1:2525, store accepted mail under `./spool/`, and load the rules
 //! in `./rules/` when that directory exists.
 
+mod auth_backends;
 mod checks;
 mod dkim;
 mod dns;
@@ -50,6 +51,7 @@ pub use security::{
 };
 pub use sender_auth::{ArcOptions, DmarcMode, SenderAuthOptions};
 
+pub use auth_backends::{AuthBackend, DovecotBackend, LdapBackend, LoginCacheOptions};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::SocketAddr;

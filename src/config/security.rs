@@ -68,12 +68,43 @@ pub struct TlsFiles {
 #[serde(deny_unknown_fields)]
 pub struct AuthOptions {
     /// The users file: names, password hashes and allowed senders.
-    /// Re-read on SIGHUP.
-    pub users_file: PathBuf,
+    /// Re-read on SIGHUP. Optional when `backends` names others.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// Where passwords are checked, tried in order (see
+    /// `config/auth_backends.rs`). Default: the users file alone.
+    #[serde(default)]
+    pub backends: Vec<super::AuthBackend>,
+    /// Remember successful logins for a short while; off by default.
+    #[serde(default)]
+    pub cache: Option<super::LoginCacheOptions>,
     /// Failed AUTH attempts a session may make before it gets
     /// `421 4.7.0` and is closed. Default 3; at least 1.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+}
+
+impl AuthOptions {
+    /// The backends in the order they are tried: `backends`, or the users
+    /// file alone when it is not set.
+    pub fn backends(&self) -> Vec<super::AuthBackend> {
+        if self.backends.is_empty() {
+            vec![super::AuthBackend::UsersFile]
+        } else {
+            self.backends.clone()
+        }
+    }
+
+    /// What `check` prints: the users file's path, the others' names.
+    fn backend_names(&self) -> Vec<String> {
+        self.backends()
+            .iter()
+            .map(|b| match (b, &self.users_file) {
+                (super::AuthBackend::UsersFile, Some(f)) => f.display().to_string(),
+                (b, _) => b.name().to_string(),
+            })
+            .collect()
+    }
 }
 
 /// Serde default of [`AuthOptions::max_failures`].
@@ -317,8 +348,17 @@ pub(super) fn check(c: &Config) -> Result<(), ValidationError> {
         }
     }
     if let Some(a) = &c.auth {
-        if a.users_file.as_os_str().is_empty() {
+        if a.users_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
             return Err(err("auth.users_file", "must not be empty"));
+        }
+        super::auth_backends::validate(&a.backends, a.users_file.is_some())
+            .map_err(|(key, reason)| err(&key, reason))?;
+        if let Some(cache) = &a.cache {
+            super::auth_backends::validate_cache(cache)
+                .map_err(|(key, reason)| err(&key, reason))?;
         }
         if a.max_failures == 0 {
             return Err(err("auth.max_failures", "must be at least 1"));
@@ -538,7 +578,7 @@ impl Config {
             let _ = writeln!(
                 s,
                 "auth:      users from {}, {} failures close a session",
-                a.users_file.display(),
+                a.backend_names().join(", "),
                 a.max_failures
             );
         }
@@ -686,7 +726,9 @@ mod tests {
         let p = c.listener_policy(&plain);
         assert_eq!((p.starttls, p.auth), (StartTls::Optional, AuthMode::None));
         c.auth = Some(AuthOptions {
-            users_file: "u".into(),
+            users_file: Some("u".into()),
+            backends: Vec::new(),
+            cache: None,
             max_failures: 3,
         });
         let p = c.listener_policy(&plain);

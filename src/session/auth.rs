@@ -8,7 +8,8 @@
 //! After `auth.max_failures` failures the session ends with `421 4.7.0`.
 
 use super::{replies, Flow, Session, SessionVerdict};
-use crate::auth::{Credentials, Exchange, Mechanism, MechanismError, SaslError, Step};
+use crate::auth::dovecot::Peer;
+use crate::auth::{Credentials, Exchange, Mechanism, MechanismError, Outcome, SaslError, Step};
 use crate::config::{AuthMode, StartTls};
 use crate::filter::Stage;
 use crate::proto::{LineReader, Mailbox};
@@ -23,7 +24,7 @@ impl<S: Stream> Session<S> {
     /// True when AUTH is offered to this session now (advertised in EHLO).
     pub(super) fn auth_offered(&self) -> bool {
         self.listener.auth != AuthMode::None
-            && self.shared.users().is_some()
+            && self.shared.auth_backends().is_some()
             && self.greeting.auth.is_none()
             && (self.is_tls() || self.listener.plaintext_auth)
     }
@@ -36,7 +37,7 @@ impl<S: Stream> Session<S> {
 
     /// Answers AUTH: checks that it may happen now, then starts the exchange.
     pub(super) async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Flow {
-        if self.listener.auth == AuthMode::None || self.shared.users().is_none() {
+        if self.listener.auth == AuthMode::None || self.shared.auth_backends().is_none() {
             return self.client_error(replies::not_offered("AUTH"));
         }
         if self.greeting.helo.is_none() || !self.greeting.esmtp {
@@ -102,11 +103,37 @@ impl<S: Stream> Session<S> {
 
     /// Checks the credentials and answers 235 or 535.
     async fn check_credentials(&mut self, mechanism: Mechanism, creds: Credentials) -> Flow {
-        let Some(store) = self.shared.users() else {
+        let Some(backends) = self.shared.auth_backends() else {
             return self.reply(replies::auth_unavailable());
         };
         let name = creds.user.clone();
-        let user = store.check(creds.user, creds.password).await;
+        let peer = Peer {
+            remote: self.peer.ip(),
+            secured: self.is_tls(),
+        };
+        let metrics = self.shared.metrics();
+        // Boxed: a backend's exchange is large and rare, and every idle
+        // session's future would otherwise carry its size.
+        let outcome = Box::pin(backends.check(mechanism, &creds, &peer, |backend, result| {
+            metrics.auth_backend(backend, result)
+        }))
+        .await;
+        let user = match outcome {
+            Outcome::Accepted(user, _) => Some(user),
+            Outcome::Rejected => None,
+            Outcome::Unavailable(backend) => {
+                // Not the client's fault: no failure is counted, and the
+                // fail2ban line is not written.
+                warn!(
+                    "auth unavailable: client={} user={:?} mechanism={} backend={backend} session={}",
+                    self.peer.ip(),
+                    name,
+                    mechanism.name(),
+                    self.id
+                );
+                return self.reply(replies::auth_unavailable());
+            }
+        };
         // Proxy authorization (acting as someone else) is not supported:
         // an authorization identity must name the user who logged in.
         let user = user.filter(|u| {

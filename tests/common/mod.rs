@@ -6,11 +6,13 @@ pub mod certs;
 pub mod dialogue;
 pub mod dkim;
 pub mod dnslists;
+pub mod dovecot;
 pub mod mailauth;
 pub mod milters;
 pub mod mock_upstream;
 pub mod pipe;
 pub mod scanners;
+pub mod slapd;
 pub mod tls_client;
 pub mod tls_upstream;
 pub mod unbound;
@@ -147,6 +149,22 @@ impl WireReply {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader }
+    }
+
+    /// A session from `source` (a 127.0.0.x address), for servers that
+    /// treat each client IP on its own.
+    pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> Client {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SockAddr::from(SocketAddr::new(source, 0))).unwrap();
+        s.connect_timeout(&SockAddr::from(addr), Duration::from_secs(10))
+            .expect("connect");
+        let stream: TcpStream = s.into();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

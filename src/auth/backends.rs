@@ -1,0 +1,152 @@
+//! The backends AUTH checks passwords against, tried in order: the users
+//! file and Dovecot's auth service.
+//!
+//! The first backend that accepts the login wins. When none does and one
+//! of them could not answer (down, timed out), the outcome is
+//! [`Outcome::Unavailable`] naming it: the session answers `454 4.7.0`,
+//! never `535`, because the password may well be right.
+
+use super::cache::LoginCache;
+use super::dovecot::{Answer, DovecotClient, Peer};
+use super::{Credentials, Mechanism, User, UserStore};
+use crate::relay::SenderRule;
+use log::warn;
+use std::sync::Arc;
+
+/// One backend, ready to use.
+pub enum Backend {
+    /// The users file (the [`Backends`]' store).
+    UsersFile,
+    /// An LDAP directory.
+    Ldap(super::ldap::LdapClient),
+    /// A Dovecot auth service, and what its users may send as.
+    Dovecot {
+        /// The client.
+        client: DovecotClient,
+        /// MAIL FROM rules every Dovecot user gets.
+        senders: Vec<SenderRule>,
+    },
+}
+
+impl Backend {
+    /// The name in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::UsersFile => "users_file",
+            Backend::Dovecot { .. } => "dovecot",
+            Backend::Ldap(_) => "ldap",
+        }
+    }
+}
+
+/// What the backends decided about one login.
+pub enum Outcome {
+    /// Accepted by the named backend.
+    Accepted(Arc<User>, &'static str),
+    /// No backend accepted it, and all of them answered.
+    Rejected,
+    /// No backend accepted it and this one could not answer.
+    Unavailable(&'static str),
+}
+
+/// Every backend of a gateway, in order.
+pub struct Backends {
+    /// The users file, when configured.
+    users: Option<UserStore>,
+    /// The order they are tried in.
+    list: Vec<Backend>,
+    /// Recent successful logins, when enabled.
+    cache: Option<LoginCache>,
+}
+
+impl Backends {
+    /// Backends tried in the order of `list`; `users` is the users file
+    /// that [`Backend::UsersFile`] stands for.
+    pub fn new(
+        users: Option<UserStore>,
+        list: Vec<Backend>,
+        cache: Option<LoginCache>,
+    ) -> Backends {
+        Backends { users, list, cache }
+    }
+
+    /// Forgets the cached logins (on reload); how many there were.
+    pub fn flush_cache(&self) -> Option<usize> {
+        self.cache.as_ref().map(LoginCache::flush)
+    }
+
+    /// The users file, for reloads.
+    pub fn users(&self) -> Option<&UserStore> {
+        self.users.as_ref()
+    }
+
+    /// The backends' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.list.iter().map(Backend::name).collect()
+    }
+
+    /// Checks one login against each backend in turn; `report` hears
+    /// each backend's answer (`accepted`, `rejected`, `unavailable`).
+    pub async fn check(
+        &self,
+        mechanism: Mechanism,
+        creds: &Credentials,
+        peer: &Peer,
+        mut report: impl FnMut(&'static str, &'static str),
+    ) -> Outcome {
+        if let Some((user, name)) = self.cache.as_ref().and_then(|c| c.get(creds)) {
+            report(name, "cached");
+            return Outcome::Accepted(user, name);
+        }
+        let mut unavailable = None;
+        for backend in &self.list {
+            let name = backend.name();
+            match backend_check(backend, self.users.as_ref(), mechanism, creds, peer).await {
+                Ok(Some(user)) => {
+                    report(name, "accepted");
+                    if let Some(c) = &self.cache {
+                        c.put(creds, user.clone(), name);
+                    }
+                    return Outcome::Accepted(user, name);
+                }
+                Ok(None) => report(name, "rejected"),
+                Err(reason) => {
+                    warn!(
+                        "auth backend unavailable: backend={name} client={} reason={reason}",
+                        peer.remote
+                    );
+                    report(name, "unavailable");
+                    unavailable.get_or_insert(name);
+                }
+            }
+        }
+        match unavailable {
+            Some(name) => Outcome::Unavailable(name),
+            None => Outcome::Rejected,
+        }
+    }
+}
+
+/// One backend's verdict: a user, `None` for a wrong password, or why it
+/// could not answer.
+async fn backend_check(
+    backend: &Backend,
+    users: Option<&UserStore>,
+    mechanism: Mechanism,
+    creds: &Credentials,
+    peer: &Peer,
+) -> Result<Option<Arc<User>>, String> {
+    match backend {
+        Backend::UsersFile => match users {
+            Some(store) => Ok(store
+                .check(creds.user.clone(), creds.password.clone())
+                .await),
+            None => Err("no users file".into()),
+        },
+        Backend::Ldap(client) => Ok(client.login(creds).await?.map(Arc::new)),
+        Backend::Dovecot { client, senders } => match client.login(mechanism, creds, peer).await? {
+            Answer::Ok(name) => Ok(Some(Arc::new(User::external(name, senders.clone())))),
+            Answer::Rejected => Ok(None),
+        },
+    }
+}
