@@ -34,6 +34,7 @@ mod resolver;
 pub mod rhsbl;
 pub mod sender_domain;
 pub mod spf;
+mod spf_void;
 pub mod urls;
 
 pub use plan::Plan;
