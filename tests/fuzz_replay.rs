@@ -64,3 +64,8 @@ fn uribl_domains_seeds_hold() {
 fn authres_seeds_hold() {
     assert!(replay("authres", smtpgate::authres::selfcheck) >= 8);
 }
+
+#[test]
+fn dmarc_pct_seeds_hold() {
+    assert!(replay("dmarc_pct", smtpgate::checks::dmarc_pct::selfcheck) >= 5);
+}

@@ -90,6 +90,9 @@ fn world() -> World {
         txt("unaligned.test", "v=spf1 ip4:192.0.2.7 -all"),
         txt("nospf.test", "v=spf1 -all"),
         txt("_dmarc.quar.example", "v=DMARC1; p=quarantine"),
+        txt("_dmarc.pct0.example", "v=DMARC1; p=reject; pct=0"),
+        txt("_dmarc.pct100.example", "v=DMARC1; p=reject; pct=100"),
+        txt("_dmarc.quarpct0.example", "v=DMARC1; p=quarantine; pct=0"),
         txt("fwd.test", "v=spf1 ip4:192.0.2.7 -all"),
         fwd.local_data(),
     ]);
@@ -303,6 +306,47 @@ fn p_quarantine_is_quarantined_when_enforced() {
     assert!(s.up.delivered().is_empty());
     let files: Vec<_> = std::fs::read_dir(s.quarantine.path()).unwrap().collect();
     assert_eq!(files.len(), 1);
+}
+
+/// RFC 7489 §6.6.4: outside the `pct=` share the next-lower policy
+/// applies (reject → quarantine, quarantine → none); 0 and 100 are the
+/// shares that do not depend on a draw.
+#[test]
+fn pct_lowers_the_policy_outside_its_share() {
+    let w = world();
+    let s = setup(&w.dns.server(), "{ dmarc: enforce }", "");
+    let mut c = client(&s.gw);
+    let r = send(
+        &mut c,
+        "x@unaligned.test",
+        &message("a@pct100.example", "all"),
+    );
+    assert_eq!(r.code, 550, "{}", r.raw);
+    let r = send(
+        &mut c,
+        "x@unaligned.test",
+        &message("a@pct0.example", "none"),
+    );
+    assert_eq!(r.code, 250, "{}", r.raw);
+    let r = send(
+        &mut c,
+        "x@unaligned.test",
+        &message("a@quarpct0.example", "quar"),
+    );
+    assert_eq!(r.code, 250, "{}", r.raw);
+    let recs = audit_records(&s.audit, 3);
+    let txs: Vec<_> = recs.iter().filter(|r| r["type"] == "transaction").collect();
+    assert_eq!(txs[0]["facts"]["dmarc.pct"], 100.0, "{}", txs[0]);
+    assert_eq!(txs[1]["facts"]["dmarc"], "fail", "{}", txs[1]);
+    assert_eq!(txs[1]["facts"]["dmarc.policy"], "reject", "{}", txs[1]);
+    assert_eq!(txs[1]["facts"]["dmarc.pct"], 0.0, "{}", txs[1]);
+    assert_eq!(txs[1]["verdict"], "quarantined", "{}", txs[1]);
+    assert_eq!(txs[2]["facts"]["dmarc.pct"], 0.0, "{}", txs[2]);
+    assert_ne!(txs[2]["verdict"], "quarantined", "{}", txs[2]);
+    let files: Vec<_> = std::fs::read_dir(s.quarantine.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let got = s.up.wait_for(1);
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: quar\r\n"));
 }
 
 #[test]

@@ -8,6 +8,10 @@
 //! - `dmarc.policy`: what the domain asks for a failing message, `reject`,
 //!   `quarantine` or `none` (its `sp=` for a subdomain, lowered one step by
 //!   `t=y`);
+//! - `dmarc.pct`: the record's `pct=` (RFC 7489 §6.6.4), 0 to 100 (100
+//!   when it has none or there is no record): with `enforce`, the share
+//!   of failing messages `dmarc.policy` is applied to, the others get the
+//!   next-lower policy;
 //! - `dmarc.from`: the From domain (`none` when there is none);
 //! - `dmarc.reason`: why, in a few words: `spf aligned`, `dkim aligned`,
 //!   `not aligned`, `no policy`, `no From header`, `several From
@@ -23,6 +27,7 @@
 
 use super::arc;
 use super::dkim::single_from_domain;
+use super::dmarc_pct;
 use super::mailauth::{on_dns, spf_from_name};
 use super::{Check, CheckFuture, SharedResolver};
 use crate::config::ArcOptions;
@@ -44,7 +49,7 @@ pub struct Dmarc {
     hostname: String,
     /// Whose ARC chains may turn a failure into a pass.
     arc: ArcOptions,
-    /// `dmarc`, `dmarc.policy`, `dmarc.from`, `dmarc.reason`.
+    /// `dmarc`, `dmarc.policy`, `dmarc.from`, `dmarc.reason`, `dmarc.pct`.
     facts: Vec<String>,
 }
 
@@ -55,9 +60,15 @@ impl Dmarc {
             resolver,
             hostname: hostname.to_string(),
             arc,
-            facts: ["dmarc", "dmarc.policy", "dmarc.from", "dmarc.reason"]
-                .map(String::from)
-                .to_vec(),
+            facts: [
+                "dmarc",
+                "dmarc.policy",
+                "dmarc.from",
+                "dmarc.reason",
+                "dmarc.pct",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -73,14 +84,25 @@ pub enum Enforcement {
 
 /// The enforcement the DMARC facts call for: only a `fail` is enforced
 /// (`permerror`, `temperror` and `none` are left to the rules), as the
-/// live session and the simulator both apply it.
+/// live session and the simulator both apply it. Outside the record's
+/// `pct=` share (`dmarc.pct`), the next-lower policy applies (RFC 7489
+/// §6.6.4): reject → quarantine, quarantine → none.
 pub fn enforcement(facts: &Facts) -> Option<Enforcement> {
     let fact = |name: &str| facts.get(name).map(|v| v.to_string());
     if fact("dmarc").as_deref() != Some("fail") {
         return None;
     }
     let domain = fact("dmarc.from").unwrap_or_default();
-    match fact("dmarc.policy").as_deref() {
+    let pct = facts
+        .get("dmarc.pct")
+        .and_then(|v| v.number())
+        .map_or(dmarc_pct::ALL, |n| n.clamp(0.0, 100.0) as u8);
+    let policy = match (fact("dmarc.policy").as_deref(), dmarc_pct::applies(pct)) {
+        (p, true) => p.map(str::to_string),
+        (Some("reject"), false) => Some("quarantine".to_string()),
+        (_, false) => None,
+    };
+    match policy.as_deref() {
         Some("reject") => Some(Enforcement::Reject(Reply::new(
             550,
             EnhancedCode::new(5, 7, 1),
@@ -102,6 +124,8 @@ pub(super) struct Outcome {
     pub from: Option<String>,
     /// The `dmarc.reason` fact.
     pub reason: String,
+    /// The `dmarc.pct` fact.
+    pub pct: u8,
 }
 
 impl Outcome {
@@ -112,6 +136,7 @@ impl Outcome {
             policy: "none",
             from: None,
             reason: reason.to_string(),
+            pct: dmarc_pct::ALL,
         }
     }
 }
@@ -187,6 +212,7 @@ impl Check for Dmarc {
                     Value::text(got.from.unwrap_or_else(|| "none".to_string())),
                 ),
                 ("dmarc.reason".to_string(), Value::Text(got.reason)),
+                ("dmarc.pct".to_string(), Value::Number(f64::from(got.pct))),
             ])
         })
     }
@@ -255,6 +281,7 @@ async fn evaluate(
         policy,
         from: Some(from),
         reason: "not aligned".to_string(),
+        pct: dmarc_pct::ALL,
     };
     let (s, d) = (out.spf_result(), out.dkim_result());
     if *s == DmarcResult::Pass || *d == DmarcResult::Pass {
@@ -287,6 +314,9 @@ async fn evaluate(
         o.policy = "none";
         o.reason = "no policy".to_string();
         return o;
+    }
+    if let (Some(record), Some(from)) = (out.dmarc_record(), o.from.as_deref()) {
+        o.pct = dmarc_pct::of_record(&auth.0, from, record).await;
     }
     if !arc_options.trusted_sealers.is_empty() {
         let chain = arc::verify(auth, &msg).await;

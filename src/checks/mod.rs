@@ -22,6 +22,7 @@
 pub mod arc;
 pub mod dkim;
 pub mod dmarc;
+pub mod dmarc_pct;
 pub mod dnsbl;
 pub mod dnslist;
 pub mod helo;
