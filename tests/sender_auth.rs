@@ -203,6 +203,35 @@ fn a_valid_signature_passes_dkim_and_dmarc_and_the_header_says_so() {
     assert_eq!(f["arc"], "none", "{f}");
 }
 
+/// The DKIM and DMARC checks of a message share one verification of its
+/// signatures (each RSA verification is most of the data stage's cost).
+#[test]
+fn one_dkim_verification_serves_both_checks() {
+    let w = world();
+    let s = setup(&w.dns.server(), "{}", "");
+    let mut c = client(&s.gw);
+    for i in 0..3 {
+        let signed = w
+            .example
+            .sign(&message("a@example.com", &format!("once{i}")));
+        let r = send(&mut c, "a@example.com", &signed);
+        assert_eq!(r.code, 250, "{}", r.raw);
+    }
+    s.up.wait_for(3);
+    let f = last_facts(&s, 3);
+    assert_eq!(f["dkim"], "pass", "{f}");
+    assert_eq!(f["dmarc"], "pass", "{f}");
+    let text = s.gw.shared.metrics().render();
+    for check in ["dkim", "dmarc"] {
+        let ran = format!("smtpgate_checks_total{{check=\"{check}\",outcome=\"ok\"}} 3\n");
+        assert!(text.contains(&ran), "{text}");
+    }
+    assert!(
+        text.contains("smtpgate_dkim_verifications_total 3\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_altered_body_fails_dkim() {
     let w = world();
