@@ -92,6 +92,9 @@ pub struct Metrics {
     /// `smtpgate_checks_total{check,outcome}`: check runs by outcome
     /// (`ok`, `error`, `timeout`).
     checks: IntCounterVec,
+    /// `smtpgate_dkim_verifications_total`: messages whose DKIM signatures
+    /// were verified (once for the DKIM and DMARC checks together).
+    pub dkim_verifications: IntCounter,
     /// The upstream connection pool's counters.
     pub pool: PoolMetrics,
     /// `smtpgate_tls_handshakes_total{result}` (client side of the gateway).
@@ -329,9 +332,15 @@ impl Metrics {
         );
         let dkim = DkimMetrics::new(&r);
         let milter = MilterMetrics::new(&r);
+        let dkim_verifications = counter(
+            &r,
+            "smtpgate_dkim_verifications_total",
+            "Messages whose DKIM signatures were verified, once for the DKIM and DMARC checks.",
+        );
         Metrics {
             dkim,
             milter,
+            dkim_verifications,
             dns_list_errors,
             check_duration,
             checks,

@@ -91,3 +91,8 @@ fn milter_reply_seeds_hold() {
 fn dovecot_auth_seeds_hold() {
     assert!(replay("dovecot_auth", smtpgate::auth::dovecot::codec::selfcheck) >= 6);
 }
+
+#[test]
+fn dmarc_pct_seeds_hold() {
+    assert!(replay("dmarc_pct", smtpgate::checks::dmarc_pct::selfcheck) >= 5);
+}

@@ -12,30 +12,34 @@
 //!   aligned`. A signature too broken to read is `permerror`, with the
 //!   tags it could be read with missing.
 //!
+//! The signatures are verified once per message for this check and the
+//! DMARC check together (`dkim_dmarc`).
+//!
 //! A signature whose key the DNS did not give (a timeout, SERVFAIL) makes
 //! the check fail when no other signature passes: every fact then says
 //! `temperror` and `on_error` decides.
 
-use super::mailauth::{algorithm_name, aligned, dkim_name, domain_of, on_dns};
-use super::{Check, CheckFuture, SharedResolver};
+use super::dkim_dmarc::Joint;
+use super::mailauth::{algorithm_name, aligned, dkim_name, domain_of};
+use super::{Check, CheckFuture};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
 use mail_auth::{AuthenticatedMessage, DkimOutput};
 use std::sync::Arc;
 
-/// The DKIM check over the gateway's resolver.
+/// The DKIM check, sharing its verification with the DMARC check.
 pub struct Dkim {
-    /// The shared resolver.
-    resolver: Arc<SharedResolver>,
+    /// The verification of DKIM and DMARC together.
+    joint: Arc<Joint>,
     /// `dkim` and `dkim.signatures`.
     facts: Vec<String>,
 }
 
 impl Dkim {
-    /// The check, looking keys up through `resolver`.
-    pub fn new(resolver: Arc<SharedResolver>) -> Dkim {
+    /// The check over `joint`, which the DMARC check shares.
+    pub(super) fn new(joint: Arc<Joint>) -> Dkim {
         Dkim {
-            resolver,
+            joint,
             facts: vec!["dkim".to_string(), "dkim.signatures".to_string()],
         }
     }
@@ -63,21 +67,11 @@ impl Check for Dkim {
         Stage::Data
     }
 
-    fn run<'a>(&'a self, _ctx: &'a Context, message: Option<&'a [u8]>) -> CheckFuture<'a> {
+    fn run<'a>(&'a self, ctx: &'a Context, message: Option<&'a [u8]>) -> CheckFuture<'a> {
         Box::pin(async move {
-            let bytes = message
-                .ok_or_else(|| "DKIM: the message could not be read".to_string())?
-                .to_vec();
-            let got = on_dns(&self.resolver, move |auth| {
-                Box::pin(async move {
-                    let Some(msg) = AuthenticatedMessage::parse(&bytes) else {
-                        return summarize(&[], None);
-                    };
-                    let outputs = auth.verify_dkim(&msg).await;
-                    summarize(&outputs, single_from_domain(&msg).as_deref())
-                })
-            })
-            .await?;
+            let bytes = message.ok_or_else(|| "DKIM: the message could not be read".to_string())?;
+            let both = self.joint.verify(ctx, bytes).await?;
+            let got = both.dkim.clone();
             if got.summary == "temperror" {
                 return Err("DKIM: the DNS did not answer for a signature's key".to_string());
             }

@@ -8,6 +8,10 @@
 //! - `dmarc.policy`: what the domain asks for a failing message, `reject`,
 //!   `quarantine` or `none` (its `sp=` for a subdomain, lowered one step by
 //!   `t=y`);
+//! - `dmarc.pct`: the record's `pct=` (RFC 7489 §6.6.4), 0 to 100 (100
+//!   when it has none or there is no record): with `enforce`, the share
+//!   of failing messages `dmarc.policy` is applied to, the others get the
+//!   next-lower policy;
 //! - `dmarc.from`: the From domain (`none` when there is none);
 //! - `dmarc.reason`: why, in a few words: `spf aligned`, `dkim aligned`,
 //!   `not aligned`, `no policy`, `no From header`, `several From
@@ -16,15 +20,17 @@
 //!   vouches for it (`sender_auth.arc.trusted_sealers`).
 //!
 //! The SPF result is the `spf.mailfrom` fact when the SPF check ran at
-//! MAIL, else it is looked up here; DKIM is verified here (the signatures
-//! are cheap to check again; the keys come from the DNS cache).
+//! MAIL, else it is looked up here; DKIM is verified once for this check
+//! and the DKIM check together (`dkim_dmarc`).
 //! A DNS failure the result depends on fails the check: every fact says
 //! `temperror` and `on_error` decides.
 
 use super::arc;
-use super::dkim::single_from_domain;
-use super::mailauth::{on_dns, spf_from_name};
-use super::{Check, CheckFuture, SharedResolver};
+use super::dkim::{single_from_domain, summarize, Verified};
+use super::dkim_dmarc::Joint;
+use super::dmarc_pct;
+use super::mailauth::{spf_from_name, spf_name};
+use super::{Check, CheckFuture};
 use crate::config::ArcOptions;
 use crate::facts::{Facts, Value};
 use crate::filter::{Context, Stage};
@@ -32,32 +38,34 @@ use crate::proto::{EnhancedCode, Reply};
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{AuthenticatedMessage, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult};
+use mail_auth::{
+    AuthenticatedMessage, DkimOutput, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The DMARC check over the gateway's resolver.
+/// The DMARC check, sharing its DKIM verification with the DKIM check.
 pub struct Dmarc {
-    /// The shared resolver.
-    resolver: Arc<SharedResolver>,
-    /// Our host name, for an SPF lookup of our own.
-    hostname: String,
-    /// Whose ARC chains may turn a failure into a pass.
-    arc: ArcOptions,
-    /// `dmarc`, `dmarc.policy`, `dmarc.from`, `dmarc.reason`.
+    /// The verification of DKIM and DMARC together.
+    joint: Arc<Joint>,
+    /// `dmarc`, `dmarc.policy`, `dmarc.from`, `dmarc.reason`, `dmarc.pct`.
     facts: Vec<String>,
 }
 
 impl Dmarc {
-    /// The check over `resolver`; `arc` names the trusted sealers.
-    pub fn new(resolver: Arc<SharedResolver>, hostname: &str, arc: ArcOptions) -> Dmarc {
+    /// The check over `joint`, which the DKIM check shares.
+    pub(super) fn new(joint: Arc<Joint>) -> Dmarc {
         Dmarc {
-            resolver,
-            hostname: hostname.to_string(),
-            arc,
-            facts: ["dmarc", "dmarc.policy", "dmarc.from", "dmarc.reason"]
-                .map(String::from)
-                .to_vec(),
+            joint,
+            facts: [
+                "dmarc",
+                "dmarc.policy",
+                "dmarc.from",
+                "dmarc.reason",
+                "dmarc.pct",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -73,14 +81,25 @@ pub enum Enforcement {
 
 /// The enforcement the DMARC facts call for: only a `fail` is enforced
 /// (`permerror`, `temperror` and `none` are left to the rules), as the
-/// live session and the simulator both apply it.
+/// live session and the simulator both apply it. Outside the record's
+/// `pct=` share (`dmarc.pct`), the next-lower policy applies (RFC 7489
+/// §6.6.4): reject → quarantine, quarantine → none.
 pub fn enforcement(facts: &Facts) -> Option<Enforcement> {
     let fact = |name: &str| facts.get(name).map(|v| v.to_string());
     if fact("dmarc").as_deref() != Some("fail") {
         return None;
     }
     let domain = fact("dmarc.from").unwrap_or_default();
-    match fact("dmarc.policy").as_deref() {
+    let pct = facts
+        .get("dmarc.pct")
+        .and_then(|v| v.number())
+        .map_or(dmarc_pct::ALL, |n| n.clamp(0.0, 100.0) as u8);
+    let policy = match (fact("dmarc.policy").as_deref(), dmarc_pct::applies(pct)) {
+        (p, true) => p.map(str::to_string),
+        (Some("reject"), false) => Some("quarantine".to_string()),
+        (_, false) => None,
+    };
+    match policy.as_deref() {
         Some("reject") => Some(Enforcement::Reject(Reply::new(
             550,
             EnhancedCode::new(5, 7, 1),
@@ -102,6 +121,8 @@ pub(super) struct Outcome {
     pub from: Option<String>,
     /// The `dmarc.reason` fact.
     pub reason: String,
+    /// The `dmarc.pct` fact.
+    pub pct: u8,
 }
 
 impl Outcome {
@@ -112,12 +133,13 @@ impl Outcome {
             policy: "none",
             from: None,
             reason: reason.to_string(),
+            pct: dmarc_pct::ALL,
         }
     }
 }
 
 /// What the DNS thread needs to know of the envelope.
-struct Envelope {
+pub(super) struct Envelope {
     /// The client.
     ip: IpAddr,
     /// The HELO name.
@@ -131,6 +153,33 @@ struct Envelope {
 }
 
 impl Envelope {
+    /// The envelope of the transaction `ctx`; `host` is our host name.
+    pub(super) fn of(ctx: &Context, host: &str) -> Envelope {
+        Envelope {
+            ip: ctx.client.ip().to_canonical(),
+            helo: ctx.helo.clone().unwrap_or_default(),
+            host: host.to_string(),
+            sender: match &ctx.mail_from {
+                Some(Some(m)) => Some(m.to_string()),
+                _ => None,
+            },
+            spf: ctx
+                .facts
+                .get("spf.mailfrom")
+                .and_then(|v| spf_from_name(&v.to_string())),
+        }
+    }
+
+    /// What the evaluation depends on, to tell jobs apart.
+    pub(super) fn key(&self) -> (IpAddr, &str, Option<&str>, Option<&'static str>) {
+        (
+            self.ip,
+            &self.helo,
+            self.sender.as_deref(),
+            self.spf.map(spf_name),
+        )
+    }
+
     /// The SPF identity's domain: MAIL FROM's, or HELO's for `<>`.
     fn spf_domain(&self) -> String {
         match &self.sender {
@@ -155,27 +204,10 @@ impl Check for Dmarc {
 
     fn run<'a>(&'a self, ctx: &'a Context, message: Option<&'a [u8]>) -> CheckFuture<'a> {
         Box::pin(async move {
-            let bytes = message
-                .ok_or_else(|| "DMARC: the message could not be read".to_string())?
-                .to_vec();
-            let env = Envelope {
-                ip: ctx.client.ip().to_canonical(),
-                helo: ctx.helo.clone().unwrap_or_default(),
-                host: self.hostname.clone(),
-                sender: match &ctx.mail_from {
-                    Some(Some(m)) => Some(m.to_string()),
-                    _ => None,
-                },
-                spf: ctx
-                    .facts
-                    .get("spf.mailfrom")
-                    .and_then(|v| spf_from_name(&v.to_string())),
-            };
-            let arc = self.arc.clone();
-            let got = on_dns(&self.resolver, move |auth| {
-                Box::pin(async move { evaluate(&auth, &bytes, &env, &arc).await })
-            })
-            .await?;
+            let bytes =
+                message.ok_or_else(|| "DMARC: the message could not be read".to_string())?;
+            let both = self.joint.verify(ctx, bytes).await?;
+            let got = both.dmarc.clone();
             if got.result == "temperror" {
                 return Err(format!("DMARC: {}", got.reason));
             }
@@ -187,6 +219,7 @@ impl Check for Dmarc {
                     Value::text(got.from.unwrap_or_else(|| "none".to_string())),
                 ),
                 ("dmarc.reason".to_string(), Value::Text(got.reason)),
+                ("dmarc.pct".to_string(), Value::Number(f64::from(got.pct))),
             ])
         })
     }
@@ -200,18 +233,36 @@ fn from_headers(msg: &AuthenticatedMessage<'_>) -> usize {
         .count()
 }
 
-/// The whole evaluation, on the DNS thread.
-async fn evaluate(
+/// DKIM (every signature, once) and DMARC over its results, on the DNS
+/// thread.
+pub(super) async fn evaluate_both(
     auth: &MessageAuthenticator,
     bytes: &[u8],
     env: &Envelope,
     arc_options: &ArcOptions,
-) -> Outcome {
+) -> (Verified, Outcome) {
     let Some(msg) = AuthenticatedMessage::parse(bytes) else {
-        return Outcome::from_problem("no From header");
+        return (
+            summarize(&[], None),
+            Outcome::from_problem("no From header"),
+        );
     };
+    let dkim = auth.verify_dkim(&msg).await;
+    let verified = summarize(&dkim, single_from_domain(&msg).as_deref());
+    let outcome = evaluate(auth, &msg, &dkim, env, arc_options).await;
+    (verified, outcome)
+}
+
+/// DMARC of a parsed message whose signatures gave `dkim`.
+async fn evaluate(
+    auth: &MessageAuthenticator,
+    msg: &AuthenticatedMessage<'_>,
+    dkim: &[DkimOutput<'_>],
+    env: &Envelope,
+    arc_options: &ArcOptions,
+) -> Outcome {
     // RFC 7489 §6.6.1: no single author domain, no DMARC pass.
-    match from_headers(&msg) {
+    match from_headers(msg) {
         0 => return Outcome::from_problem("no From header"),
         1 => {}
         _ => return Outcome::from_problem("several From headers"),
@@ -221,7 +272,7 @@ async fn evaluate(
         1 => {}
         _ => return Outcome::from_problem("several From addresses"),
     }
-    let Some(from) = single_from_domain(&msg) else {
+    let Some(from) = single_from_domain(msg) else {
         return Outcome::from_problem("no From domain");
     };
     let spf_domain = env.spf_domain();
@@ -241,9 +292,8 @@ async fn evaluate(
         },
     };
     let spf = SpfOutput::new(spf_domain.clone()).with_result(spf_result);
-    let dkim = auth.verify_dkim(&msg).await;
     let out = auth
-        .verify_dmarc(DmarcParameters::new(&msg, &dkim, &spf_domain, &spf))
+        .verify_dmarc(DmarcParameters::new(msg, dkim, &spf_domain, &spf))
         .await;
     let policy = match out.policy() {
         Policy::Reject => "reject",
@@ -255,6 +305,7 @@ async fn evaluate(
         policy,
         from: Some(from),
         reason: "not aligned".to_string(),
+        pct: dmarc_pct::ALL,
     };
     let (s, d) = (out.spf_result(), out.dkim_result());
     if *s == DmarcResult::Pass || *d == DmarcResult::Pass {
@@ -288,8 +339,11 @@ async fn evaluate(
         o.reason = "no policy".to_string();
         return o;
     }
+    if let (Some(record), Some(from)) = (out.dmarc_record(), o.from.as_deref()) {
+        o.pct = dmarc_pct::of_record(&auth.0, from, record).await;
+    }
     if !arc_options.trusted_sealers.is_empty() {
-        let chain = arc::verify(auth, &msg).await;
+        let chain = arc::verify(auth, msg).await;
         if chain.result == "pass" {
             if let Some(sealer) = chain.sealer.filter(|d| arc_options.trusts(d)) {
                 o.result = "pass";

@@ -22,7 +22,9 @@
 pub mod arc;
 pub mod clamav;
 pub mod dkim;
+mod dkim_dmarc;
 pub mod dmarc;
+pub mod dmarc_pct;
 pub mod dnsbl;
 pub mod dnslist;
 pub mod helo;
@@ -38,6 +40,7 @@ pub mod rspamd;
 pub mod scanners;
 pub mod sender_domain;
 pub mod spf;
+mod spf_void;
 pub mod urls;
 
 pub use plan::Plan;
@@ -131,13 +134,18 @@ impl Registry {
             resolver: Some(resolver.clone()),
             ..Registry::with(checks)
         };
-        registry.add_sender_auth(config, &resolver);
+        registry.add_sender_auth(config, &resolver, metrics);
         registry
     }
 
     /// Adds the SPF, DKIM, ARC and DMARC checks; with `sender_auth:`
     /// configured they run on every message, rules or not.
-    fn add_sender_auth(&mut self, config: &Config, resolver: &Arc<SharedResolver>) {
+    fn add_sender_auth(
+        &mut self,
+        config: &Config,
+        resolver: &Arc<SharedResolver>,
+        metrics: &Metrics,
+    ) {
         let host = &config.hostname;
         let c = &config.checks;
         let arc_options = config
@@ -145,14 +153,17 @@ impl Registry {
             .as_ref()
             .map(|s| s.arc.clone())
             .unwrap_or_default();
+        let joint = Arc::new(dkim_dmarc::Joint::new(
+            resolver.clone(),
+            host,
+            arc_options,
+            metrics.dkim_verifications.clone(),
+        ));
         let checks: [(Arc<dyn Check>, &CheckSettings); 4] = [
             (Arc::new(spf::Spf::new(resolver.clone(), host)), &c.spf),
-            (Arc::new(dkim::Dkim::new(resolver.clone())), &c.dkim),
+            (Arc::new(dkim::Dkim::new(joint.clone())), &c.dkim),
             (Arc::new(arc::ArcCheck::new(resolver.clone())), &c.arc),
-            (
-                Arc::new(dmarc::Dmarc::new(resolver.clone(), host, arc_options)),
-                &c.dmarc,
-            ),
+            (Arc::new(dmarc::Dmarc::new(joint)), &c.dmarc),
         ];
         for (check, settings) in checks {
             if config.sender_auth.is_some() {

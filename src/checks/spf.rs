@@ -12,11 +12,12 @@
 //! identity's `temperror` is only its fact.
 
 use super::mailauth::{on_dns, spf_name};
+use super::spf_void::{limited, Tally};
 use super::{Check, CheckFuture, SharedResolver};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::SpfResult;
+use mail_auth::{Parameters, SpfResult};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -100,19 +101,24 @@ async fn verify(
     host: &str,
     sender: Option<&str>,
 ) -> Results {
-    let helo_result = auth
-        .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
-        .await
-        .result();
+    let helo_result = check(auth, SpfParameters::verify_ehlo(ip, helo, host)).await;
     let mailfrom = match sender {
-        Some(s) => auth
-            .verify_spf(SpfParameters::verify_mail_from(ip, helo, host, s))
-            .await
-            .result(),
+        Some(s) => check(auth, SpfParameters::verify_mail_from(ip, helo, host, s)).await,
         None => helo_result,
     };
     Results {
         mailfrom,
         helo: helo_result,
     }
+}
+
+/// One identity's evaluation, with the void-lookup limit mail-auth lacks.
+async fn check(auth: &mail_auth::MessageAuthenticator, params: SpfParameters<'_>) -> SpfResult {
+    let tally = Tally::default();
+    let params = Parameters::new(params)
+        .with_ipv4_cache(&tally)
+        .with_ipv6_cache(&tally)
+        .with_mx_cache(&tally);
+    let result = auth.verify_spf(params).await.result();
+    limited(result, tally.voids(&auth.0).await)
 }

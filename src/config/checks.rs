@@ -22,7 +22,7 @@ pub struct ChecksOptions {
     /// `dkim.signatures`.
     pub dkim: CheckSettings,
     /// DMARC (RFC 7489) of the From domain. Facts `dmarc`,
-    /// `dmarc.policy`, `dmarc.from` and `dmarc.reason`.
+    /// `dmarc.policy`, `dmarc.from`, `dmarc.reason` and `dmarc.pct`.
     pub dmarc: CheckSettings,
     /// The ARC chain (RFC 8617). Facts `arc` and `arc.sealer`.
     pub arc: CheckSettings,
