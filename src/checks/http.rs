@@ -73,9 +73,12 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     if !version.starts_with("HTTP/1.") {
         return Err(format!("not an HTTP/1 status line: {status_line:.80}"));
     }
+    // Three digits, the first 1 to 5 (RFC 9110 §15): "020" is no status.
     let status: u16 = parts
         .next()
-        .and_then(|c| (c.len() == 3).then(|| c.parse().ok()).flatten())
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse().ok())
+        .filter(|n| (100..=599).contains(n))
         .ok_or_else(|| format!("bad status line: {status_line:.80}"))?;
     let mut length: Option<usize> = None;
     let mut chunked = false;
