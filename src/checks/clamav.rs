@@ -150,7 +150,11 @@ pub fn parse_answer(raw: &[u8]) -> Result<Answer, String> {
         return Ok(Answer::Clean);
     }
     match rest.strip_suffix(" FOUND") {
-        Some(name) if !name.trim().is_empty() => Ok(Answer::Found(name.trim().to_string())),
+        // The name goes into a reply line: no control characters (a CR
+        // inside it could break the reply).
+        Some(name) if !name.trim().is_empty() && !name.chars().any(char::is_control) => {
+            Ok(Answer::Found(name.trim().to_string()))
+        }
         _ => Err(format!("unexpected clamd answer: {line:.200}")),
     }
 }
