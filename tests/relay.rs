@@ -467,3 +467,25 @@ fn quoted_local_parts_and_source_routes_are_relayed_correctly() {
         "{cmds:?}"
     );
 }
+
+#[test]
+fn commands_pipelined_behind_a_refused_mail_are_not_counted_as_errors() {
+    let gw = Gateway::start(&format!(
+        "upstream: {{ addr: \"{}\" }}\nlimits: {{ max_errors: 2 }}\n",
+        dead_addr()
+    ));
+    let mut c = gw.client();
+    c.cmd("EHLO client.test", 250);
+    for _ in 0..2 {
+        c.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n");
+        for code in [451, 503, 503, 503] {
+            c.expect(code);
+        }
+    }
+    // Not pipelined behind a refused MAIL: these count, and end the session.
+    c.cmd("RSET", 250);
+    c.cmd("RCPT TO:<b@example.com>", 503);
+    c.cmd("RCPT TO:<b@example.com>", 503);
+    c.expect(421);
+    assert!(c.is_closed());
+}

@@ -5,11 +5,8 @@
 
 mod common;
 
+use common::binary::Binary;
 use common::{audit_records, message, rules_dir, rules_line, Client, Gateway};
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Rejects senders of one domain at MAIL.
@@ -81,104 +78,13 @@ fn in_process_reload_swaps_rules_for_new_sessions_only() {
     assert_eq!(mail_code(&mut c, "four.test"), 550);
 }
 
-/// The `smtpgate` binary running on a temporary config; killed on drop.
-struct Child_ {
-    child: Child,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Child_ {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Child_ {
-    fn start(dir: &Path, extra: &str) -> Child_ {
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = dir.join("gateway.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "hostname: gate.test\nlisten: [{{ addr: \"{addr}\" }}]\nspool_dir: \"{}\"\n{}{extra}",
-                dir.join("spool").display(),
-                rules_line(&dir.join("rules"))
-            ),
-        )
-        .unwrap();
-        let log = dir.join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_smtpgate"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let c = Child_ { child, addr, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "smtpgate did not start: {}",
-                c.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig}");
-    }
-
-    fn log_text(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    fn client(&self) -> Client {
-        let mut c = Client::connect(self.addr);
-        c.expect(220);
-        c.cmd("EHLO client.test", 250);
-        c
-    }
-
-    /// Waits until the log contains `text`.
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log_text().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} in log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 #[test]
 fn sighup_reloads_the_real_binary_and_keeps_old_rules_on_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
     let rules = dir.path().join("rules/r.yaml");
     std::fs::write(&rules, block("one.test")).unwrap();
-    let gw = Child_::start(dir.path(), "");
+    let gw = Binary::start(dir.path(), "");
     let mut in_flight = gw.client();
     assert_eq!(mail_code(&mut in_flight, "one.test"), 550);
 
@@ -231,7 +137,7 @@ fn sigusr1_reopens_the_audit_file_after_rotation() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let gw = Child_::start(
+    let gw = Binary::start(
         dir.path(),
         &format!("audit: {{ path: \"{}\" }}\n", audit.display()),
     );

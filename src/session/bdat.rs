@@ -45,6 +45,7 @@ impl<S: Stream> Session<S> {
             Some(tx) if tx.upstream_failed => Some(link::transaction_lost()),
             Some(_) => None,
         };
+        let no_transaction = self.tx.is_none();
         if let Some(reply) = refusal {
             // The octets are not the message of any transaction: drop them.
             let mut sink = None;
@@ -56,7 +57,9 @@ impl<S: Stream> Session<S> {
             if self.tx.as_ref().is_some_and(|tx| tx.upstream_failed) {
                 self.abandon_transaction();
             }
-            return if reply.code == 503 {
+            return if no_transaction {
+                self.no_transaction()
+            } else if reply.code == 503 {
                 self.client_error(reply)
             } else {
                 self.reply(reply)

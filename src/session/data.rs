@@ -42,7 +42,7 @@ impl<S: Stream> Session<S> {
     /// Answers DATA, receives the message and delivers it.
     pub(super) async fn data(&mut self) -> Flow {
         let Some(tx) = self.tx.as_ref() else {
-            return self.client_error(replies::bad_sequence("Error: need MAIL command"));
+            return self.no_transaction();
         };
         if self.chunks.is_some() {
             // RFC 3030 §2: a message begun with BDAT cannot go on as DATA.
@@ -170,7 +170,6 @@ impl<S: Stream> Session<S> {
             // will never get DATA for.
             self.upstream.abandoned();
         }
-        self.tx_count += 1;
         let hits: Vec<String> = self
             .ctx
             .hits

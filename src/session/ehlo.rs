@@ -14,6 +14,7 @@ impl<S: Stream> Session<S> {
         // helo-stage rules count once however often the client greets.
         // After AUTH the session keeps its login (RFC 4954 does not undo it)
         // and the helo stage, already run, is not run again.
+        self.excused_503s = 0;
         let authenticated = self.greeting.auth.is_some();
         if authenticated {
             self.abandon_transaction();

@@ -15,8 +15,21 @@ use log::{debug, warn};
 use std::time::Instant;
 
 impl<S: Stream> Session<S> {
-    /// Answers MAIL FROM: local checks first, then the upstream's own reply.
+    /// Answers MAIL FROM; when it is refused, the RCPTs and DATA a
+    /// pipelining client sent behind it are excused their 503s.
     pub(super) async fn mail(&mut self, from: Option<Mailbox>, params: Vec<Param>) -> Flow {
+        let flow = self.mail_transaction(from, params).await;
+        self.excused_503s = if self.tx.is_none() {
+            // One full batch: every recipient allowed, then DATA.
+            self.shared.config.limits.max_recipients + 1
+        } else {
+            0
+        };
+        flow
+    }
+
+    /// Opens the transaction: local checks first, then the upstream's own reply.
+    async fn mail_transaction(&mut self, from: Option<Mailbox>, params: Vec<Param>) -> Flow {
         if self.greeting.helo.is_none() {
             return self.client_error(replies::bad_sequence("Error: send HELO/EHLO first"));
         }
@@ -135,7 +148,9 @@ impl<S: Stream> Session<S> {
                 self.reply(reply)
             }
             Err(e) => {
-                warn!("session {} upstream unavailable for MAIL: {e}", self.id);
+                // The pool logs the upstream's outage once, with a count;
+                // a line per refused session would bury it.
+                debug!("session {} upstream unavailable for MAIL: {e}", self.id);
                 let reply = link::failure_reply(&e);
                 let end = TxEnd::refused(Stage::Mail, &reply, Some(BY_GATEWAY.into()));
                 self.audit_transaction(&tx, end);

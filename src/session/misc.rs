@@ -7,6 +7,8 @@ use log::debug;
 impl<S: Stream> Session<S> {
     /// Aborts the transaction here and at the upstream.
     pub(super) async fn rset(&mut self) -> Flow {
+        // A RCPT after RSET was not pipelined behind the refused MAIL.
+        self.excused_503s = 0;
         let had_tx = match self.tx.take() {
             Some(tx) => {
                 self.audit_aborted(&tx);

@@ -89,8 +89,11 @@ pub struct Session<S> {
     tx: Option<Transaction>,
     /// The BDAT chunks of the transaction's message, before `LAST`.
     chunks: Option<Box<bdat::Chunks>>,
-    /// Transactions finished in this session.
-    tx_count: u32,
+    /// 503s still excused after a refused MAIL: a client that pipelined
+    /// RCPT and DATA behind it did nothing wrong (RFC 2920 §3.1), so those
+    /// do not count toward `max_errors`. Bounded, so a client cannot make
+    /// bad commands free by failing MAIL on purpose.
+    excused_503s: usize,
     /// Transactions started (MAIL past the gateway's checks), for ids.
     tx_seq: u32,
     /// The upstream connection, kept for the next transaction, and
@@ -156,7 +159,7 @@ impl<S: Stream> Session<S> {
             errors: 0,
             tx: None,
             chunks: None,
-            tx_count: 0,
+            excused_503s: 0,
             tx_seq: 0,
             upstream: Link::None,
             pending: VecDeque::new(),
@@ -234,7 +237,9 @@ impl<S: Stream> Session<S> {
             self.peer,
             self.greeting.helo.as_deref().unwrap_or("-"),
             self.started.elapsed().as_secs_f64(),
-            self.tx_count,
+            // The audit trail's count: every transaction that got an id,
+            // delivered or not, so the two can be matched.
+            self.audit_records,
             self.errors,
             end
         );
@@ -438,6 +443,17 @@ impl<S: Stream> Session<S> {
             self.pending.push_back(Pending::Local(reply));
         }
         Flow::Continue
+    }
+
+    /// Answers a command that needs a transaction when there is none: a
+    /// bad command, unless it was pipelined behind a refused MAIL.
+    fn no_transaction(&mut self) -> Flow {
+        let reply = replies::bad_sequence("Error: need MAIL command");
+        if self.excused_503s > 0 {
+            self.excused_503s -= 1;
+            return self.reply(reply);
+        }
+        self.client_error(reply)
     }
 
     /// Queues the reply to a bad command; too many of them end the session.

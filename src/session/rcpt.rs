@@ -19,7 +19,7 @@ impl<S: Stream> Session<S> {
             .filter(|p| matches!(p, Pending::Rcpt(_)))
             .count();
         let Some(tx) = self.tx.as_ref() else {
-            return self.client_error(replies::bad_sequence("Error: need MAIL command"));
+            return self.no_transaction();
         };
         for param in &params {
             let value = param.value.as_deref().unwrap_or("");

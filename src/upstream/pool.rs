@@ -22,7 +22,7 @@ use crate::config::{self, Timeouts, TlsMode, UpstreamStartTls};
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 use futures::future::{select, Either};
-use log::{info, warn};
+use log::{debug, info, warn};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -30,29 +30,92 @@ use zeroize::Zeroizing;
 /// How long the RSET that cleans a connection for the pool may take.
 const RELEASE_RSET_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often an upstream that stays down is mentioned again.
+const STILL_DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// One configured server and its health.
 struct Target {
     /// `host:port`.
     addr: String,
+    /// Whether it is down, since when, and what was logged of it.
+    health: Mutex<Health>,
+}
+
+/// What is known of a server's failures. Changes of state are logged once
+/// each; the failures in between are only counted, so an outage gives a
+/// few lines instead of one per refused session.
+#[derive(Default)]
+struct Health {
     /// Until when it is skipped after a failure.
-    down_until: Mutex<Option<Instant>>,
+    down_until: Option<Instant>,
+    /// When the outage began; `None` while it works.
+    down_since: Option<Instant>,
+    /// Failed connections since the outage was last logged.
+    failures: u64,
+    /// Failed connections in the whole outage.
+    outage_failures: u64,
+    /// When the outage was last logged.
+    logged: Option<Instant>,
+}
+
+/// What a failure on a server should be logged as, if at all.
+#[derive(Debug, PartialEq)]
+enum FailureLog {
+    /// It was working: the outage starts.
+    Down,
+    /// Still down, and a minute has passed: how many failed meanwhile.
+    StillDown(u64),
+    /// Still down; counted only.
+    Quiet,
 }
 
 impl Target {
-    /// True while the server is skipped.
-    fn is_down(&self, now: Instant) -> bool {
-        match self.down_until.lock() {
-            Ok(g) => g.is_some_and(|t| t > now),
-            Err(p) => p.into_inner().is_some_and(|t| t > now),
+    fn new(addr: String) -> Target {
+        Target {
+            addr,
+            health: Mutex::new(Health::default()),
         }
     }
 
-    /// Sets (or clears, with `None`) the skip deadline.
-    fn set_down_until(&self, until: Option<Instant>) {
-        match self.down_until.lock() {
-            Ok(mut g) => *g = until,
-            Err(p) => *p.into_inner() = until,
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True while the server is skipped.
+    fn is_down(&self, now: Instant) -> bool {
+        self.health().down_until.is_some_and(|t| t > now)
+    }
+
+    /// Notes a failed connection: skipped until `until`.
+    fn failed(&self, now: Instant, until: Instant) -> FailureLog {
+        let mut h = self.health();
+        h.down_until = Some(until);
+        h.outage_failures += 1;
+        if h.down_since.is_none() {
+            h.down_since = Some(now);
+            h.logged = Some(now);
+            h.failures = 0;
+            return FailureLog::Down;
         }
+        h.failures += 1;
+        if h.logged
+            .is_none_or(|t| now.duration_since(t) >= STILL_DOWN_LOG_EVERY)
+        {
+            h.logged = Some(now);
+            return FailureLog::StillDown(std::mem::take(&mut h.failures));
+        }
+        FailureLog::Quiet
+    }
+
+    /// Notes a working connection; returns how long the outage it ends
+    /// lasted and how many connections failed in it, if there was one.
+    fn worked(&self, now: Instant) -> Option<(Duration, u64)> {
+        let mut h = self.health();
+        let outage = h
+            .down_since
+            .map(|since| (now.duration_since(since), h.outage_failures));
+        *h = Health::default();
+        outage
     }
 }
 
@@ -113,10 +176,7 @@ impl UpstreamPool {
         Ok(UpstreamPool {
             targets: up
                 .addrs()
-                .map(|addr| Target {
-                    addr: addr.to_string(),
-                    down_until: Mutex::new(None),
-                })
+                .map(|addr| Target::new(addr.to_string()))
                 .collect(),
             tls,
             auth,
@@ -250,25 +310,55 @@ impl UpstreamPool {
                 Ok(session) => {
                     self.metrics.upstream_latency("connect", started.elapsed());
                     self.learn(&session.extensions);
-                    if target.is_down(Instant::now()) {
-                        info!("upstream {} is back", target.addr);
+                    if let Some((lasted, failed)) = target.worked(Instant::now()) {
+                        info!(
+                            "upstream {} is back after {:.0}s down; {failed} connection(s) \
+                             to it failed meanwhile",
+                            target.addr,
+                            lasted.as_secs_f64()
+                        );
                     }
-                    target.set_down_until(None);
                     return Ok(session);
                 }
                 Err(e) => {
                     self.metrics.upstream_error_kind(e.kind());
-                    warn!(
-                        "upstream {} failed: {e}; skipping it for {}s",
-                        target.addr,
-                        self.retry_after.as_secs()
-                    );
-                    target.set_down_until(Some(Instant::now() + self.retry_after));
+                    let now = Instant::now();
+                    match target.failed(now, now + self.retry_after) {
+                        FailureLog::Down => warn!(
+                            "upstream {} is down: {e}; {}",
+                            target.addr,
+                            self.while_down()
+                        ),
+                        FailureLog::StillDown(n) => warn!(
+                            "upstream {} is still down: {e}; {n} more connection(s) to it \
+                             failed in the last {}s",
+                            target.addr,
+                            STILL_DOWN_LOG_EVERY.as_secs()
+                        ),
+                        FailureLog::Quiet => {
+                            debug!("upstream {} still down: {e}", target.addr)
+                        }
+                    }
                     last = Some(e);
                 }
             }
         }
         Err(last.unwrap_or(UpstreamError::Closed))
+    }
+
+    /// What happens while a server is down, in the words of the log: with
+    /// one server nothing can be skipped, so each new session tries it.
+    fn while_down(&self) -> String {
+        if self.targets.len() == 1 {
+            "it is the only server: each new session tries it again, and clients \
+             get 4xx replies (their mail stays with them) until it answers"
+                .to_string()
+        } else {
+            format!(
+                "the other servers are tried before it for the next {}s",
+                self.retry_after.as_secs()
+            )
+        }
     }
 
     /// What the upstream offered at the last connection (`None` before

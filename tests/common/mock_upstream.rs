@@ -127,7 +127,13 @@ impl MockUpstream {
     }
 
     pub fn start(options: MockOptions) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        MockUpstream::start_on("127.0.0.1:0".parse().unwrap(), options)
+    }
+
+    /// Starts on a given address: an upstream that comes back where a
+    /// dead one was.
+    pub fn start_on(addr: SocketAddr, options: MockOptions) -> MockUpstream {
+        let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let rec = recorded.clone();

@@ -2,6 +2,7 @@
 //! upstream SMTP server, and a raw SMTP client for byte-level dialogues.
 #![allow(dead_code, unused_imports)]
 
+pub mod binary;
 pub mod certs;
 pub mod dialogue;
 pub mod dkim;
