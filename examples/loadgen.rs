@@ -21,6 +21,9 @@
 //! `--tls` makes the client use STARTTLS with the server under test (the
 //! certificate is not verified); with `--compare` smtpgate gets a generated
 //! certificate, and only the through-smtpgate phase uses TLS.
+//! `--tls-resume` keeps the TLS sessions the server hands out and resumes
+//! them on later connections, as Postfix's TLS session cache does; without
+//! it every connection makes a full handshake. Results count both kinds.
 //! `--source-ips N` spreads the client connections over N loopback source
 //! addresses (127.0.0.2, 127.0.0.3, ...), as N clients would be.
 //!
@@ -121,7 +124,14 @@ struct Args {
     /// generated certificate.
     #[arg(long)]
     tls: bool,
-    /// With --compare: also measure smtpgate with clients using STARTTLS.
+    /// With TLS: keep the sessions a server hands out (TLS 1.3 tickets,
+    /// TLS 1.2 tickets or IDs) and resume them on later connections, as
+    /// Postfix's tlsmgr cache does. Without it every connection makes a
+    /// full handshake. The result counts both kinds.
+    #[arg(long)]
+    tls_resume: bool,
+    /// With --compare: also measure smtpgate with clients using STARTTLS
+    /// (full handshakes; with --tls-resume, also resuming).
     #[arg(long)]
     variant_tls: bool,
     /// Spread client connections over this many loopback source addresses
@@ -239,7 +249,7 @@ fn run_to_mode(args: &Args, addr: &str) -> Result<ExitCode, String> {
     let target = resolve(addr)?;
     let spec = LoadSpec::from_args(args);
     println!("{}", spec.describe(&target.to_string()));
-    let result = run_load(target, &spec, args.tls);
+    let result = run_load(target, &spec, Tls::of(args));
     print_result("result", &result);
     if args.json {
         let mut obj = result.to_json();
@@ -262,7 +272,7 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
         spec.describe(&format!("in-process sink {}", sink.addr))
     );
 
-    let (direct, direct_check) = measured_phase(&sink, || run_load(sink.addr, &spec, false));
+    let (direct, direct_check) = measured_phase(&sink, || run_load(sink.addr, &spec, Tls::Off));
     print_result("direct", &direct);
 
     let base_extra = match &args.gateway_extra_yaml {
@@ -281,7 +291,7 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
         }
     );
     let cpu_before = gateway.cpu_seconds();
-    let (via, via_check) = measured_phase(&sink, || run_load(gateway.addr, &spec, args.tls));
+    let (via, via_check) = measured_phase(&sink, || run_load(gateway.addr, &spec, Tls::of(args)));
     let cpu_after = gateway.cpu_seconds();
     let peak_rss_kib = gateway.peak_rss_kib();
     let stop_note = gateway.stop();
@@ -310,7 +320,7 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
             &gateway_bin,
             &sink,
             &spec,
-            (&base_extra, args.tls),
+            (&base_extra, Tls::of(args)),
             &variants.variants,
             args.rounds,
         )?;
@@ -346,8 +356,8 @@ struct Variant {
     label: String,
     /// Merged into the generated gateway config.
     yaml: String,
-    /// Clients use STARTTLS with smtpgate.
-    tls: bool,
+    /// How clients use STARTTLS with smtpgate.
+    tls: Tls,
     /// Another smtpgate binary to run instead of `--gateway-bin`.
     bin: Option<PathBuf>,
 }
@@ -385,7 +395,7 @@ fn run_idle_rss_mode(args: &Args, n: u64) -> Result<ExitCode, String> {
         gateway.addr,
         if args.tls { " under TLS" } else { "" }
     );
-    let options = |i: u64| spec.connect.for_session(i, gateway.addr, args.tls);
+    let options = |i: u64| spec.connect.for_session(i, gateway.addr, Tls::of(args));
     for i in 0..IDLE_WARM_UP {
         let mut c = Client::connect(gateway.addr, &spec.domain, &options(i))
             .map_err(|e| format!("warm-up connection failed: {e}"))?;
@@ -471,7 +481,7 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
         variants.push(Variant {
             label,
             yaml: read_yaml(path)?,
-            tls: false,
+            tls: Tls::Off,
             bin: None,
         });
     }
@@ -482,7 +492,7 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
         variants.push(Variant {
             label: label.to_string(),
             yaml: String::new(),
-            tls: false,
+            tls: Tls::Off,
             bin: Some(gateway_binary(Path::new(path))?),
         });
     }
@@ -490,9 +500,17 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
         variants.push(Variant {
             label: "TLS (STARTTLS)".to_string(),
             yaml: String::new(),
-            tls: true,
+            tls: Tls::Full,
             bin: None,
         });
+        if args.tls_resume {
+            variants.push(Variant {
+                label: "TLS (STARTTLS), resumed".to_string(),
+                yaml: String::new(),
+                tls: Tls::Resumed,
+                bin: None,
+            });
+        }
     }
     if let Some(n) = args.body_rules {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
@@ -501,7 +519,7 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
         variants.push(Variant {
             label: format!("{n} body-regex rules"),
             yaml: format!("rules_dir: \"{}\"\n", dir.path().display()),
-            tls: false,
+            tls: Tls::Off,
             bin: None,
         });
         dirs.push(dir);
@@ -653,13 +671,13 @@ fn run_variants(
     bin: &Path,
     sink: &Sink,
     spec: &LoadSpec,
-    base: (&str, bool),
+    base: (&str, Tls),
     variants: &[Variant],
     rounds: u64,
 ) -> Result<VariantTable, String> {
     // (label, YAML, client TLS, binary); no YAML = direct to the sink.
-    let mut all: Vec<(String, Option<String>, bool, &Path)> = vec![
-        ("direct".to_string(), None, false, bin),
+    let mut all: Vec<(String, Option<String>, Tls, &Path)> = vec![
+        ("direct".to_string(), None, Tls::Off, bin),
         (
             "smtpgate".to_string(),
             Some(base.0.to_string()),
@@ -675,7 +693,7 @@ fn run_variants(
         all.push((
             label,
             Some(format!("{}\n---\n{}", base.0, v.yaml)),
-            base.1 || v.tls,
+            if v.tls == Tls::Off { base.1 } else { v.tls },
             v.bin.as_deref().unwrap_or(bin),
         ));
     }
@@ -689,11 +707,12 @@ fn run_variants(
         for (i, (label, yaml, tls, bin)) in all.iter().enumerate() {
             let (result, check, cpu, peak) = match yaml {
                 None => {
-                    let (result, check) = measured_phase(sink, || run_load(sink.addr, spec, false));
+                    let (result, check) =
+                        measured_phase(sink, || run_load(sink.addr, spec, Tls::Off));
                     (result, check, None, None)
                 }
                 Some(yaml) => {
-                    let mut gateway = Gateway::start(bin, sink.addr, yaml, *tls)?;
+                    let mut gateway = Gateway::start(bin, sink.addr, yaml, tls.on())?;
                     let cpu_before = gateway.cpu_seconds();
                     let (result, check) =
                         measured_phase(sink, || run_load(gateway.addr, spec, *tls));
@@ -851,7 +870,8 @@ impl LoadSpec {
             wire_body: dot_stuff(&body),
             body_len: body.len(),
             connect: ConnectOptions {
-                tls_config: insecure_client_config(),
+                tls_full: insecure_client_config(false),
+                tls_resumed: insecure_client_config(true),
                 source_ips: args.source_ips,
             },
         }
@@ -1041,6 +1061,10 @@ struct Tally {
     first_rejection: Option<String>,
     /// Pipelining was asked for but the server did not offer it.
     pipelining_unavailable: bool,
+    /// TLS handshakes that were full ones.
+    tls_full: u64,
+    /// TLS handshakes that resumed an earlier session.
+    tls_resumed: u64,
 }
 
 impl Tally {
@@ -1078,6 +1102,8 @@ impl Tally {
         self.first_error = self.first_error.take().or(other.first_error);
         self.first_rejection = self.first_rejection.take().or(other.first_rejection);
         self.pipelining_unavailable |= other.pipelining_unavailable;
+        self.tls_full += other.tls_full;
+        self.tls_resumed += other.tls_resumed;
     }
 }
 
@@ -1122,6 +1148,7 @@ impl LoadResult {
             "max_ms": self.percentile_ms(1.0),
             "replies": { "2xx": t.ok, "4xx": t.temp_fail, "5xx": t.perm_fail, "other": t.other },
             "errors": t.errors,
+            "tls_handshakes": { "full": t.tls_full, "resumed": t.tls_resumed },
             "first_error": t.first_error,
             "first_rejection": t.first_rejection,
         })
@@ -1159,11 +1186,17 @@ fn print_result(label: &str, r: &LoadResult) {
     if t.pipelining_unavailable {
         println!("  note: server did not offer PIPELINING; commands were sent in lockstep");
     }
+    if t.tls_full + t.tls_resumed > 0 {
+        println!(
+            "  TLS handshakes: {} full, {} resumed",
+            t.tls_full, t.tls_resumed
+        );
+    }
 }
 
 /// Sends the whole load to `target` from `spec.sessions` threads and waits;
 /// with `tls`, every connection uses STARTTLS.
-fn run_load(target: SocketAddr, spec: &LoadSpec, tls: bool) -> LoadResult {
+fn run_load(target: SocketAddr, spec: &LoadSpec, tls: Tls) -> LoadResult {
     let next = AtomicU64::new(0);
     let start_line = Barrier::new(spec.sessions as usize + 1);
     let (tally, elapsed) = thread::scope(|s| {
@@ -1216,6 +1249,11 @@ fn client_worker(
                 if spec.pipelining && !client.pipelining {
                     tally.pipelining_unavailable = true;
                 }
+                match client.tls_resumed {
+                    Some(true) => tally.tls_resumed += 1,
+                    Some(false) => tally.tls_full += 1,
+                    None => {}
+                }
                 run_connection(&mut client, spec, next, first, started, &mut tally);
             }
             Err(e) => tally.error(&e),
@@ -1263,8 +1301,11 @@ fn run_connection(
 /// How a client connects: TLS, and which source address it uses.
 #[derive(Clone)]
 struct ConnectOptions {
-    /// The configuration for STARTTLS (verification off), when a run uses TLS.
-    tls_config: Arc<rustls::ClientConfig>,
+    /// The configuration for STARTTLS (verification off) with full
+    /// handshakes every time.
+    tls_full: Arc<rustls::ClientConfig>,
+    /// The same, keeping sessions to resume.
+    tls_resumed: Arc<rustls::ClientConfig>,
     /// Loopback source addresses to spread sessions over (1: none chosen).
     source_ips: u64,
 }
@@ -1272,13 +1313,44 @@ struct ConnectOptions {
 impl ConnectOptions {
     /// The options of session (thread) `i` towards `target`: its own source
     /// address when several are asked for and the target is on loopback.
-    fn for_session(&self, i: u64, target: SocketAddr, tls: bool) -> SessionOptions {
+    fn for_session(&self, i: u64, target: SocketAddr, tls: Tls) -> SessionOptions {
         let source = (self.source_ips > 1 && target.ip().is_loopback() && target.is_ipv4())
             .then(|| source_ip(i % self.source_ips));
         SessionOptions {
-            tls: tls.then(|| self.tls_config.clone()),
+            tls: match tls {
+                Tls::Off => None,
+                Tls::Full => Some(self.tls_full.clone()),
+                Tls::Resumed => Some(self.tls_resumed.clone()),
+            },
             source,
         }
+    }
+}
+
+/// How clients use TLS with the server under test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// Plain SMTP.
+    Off,
+    /// STARTTLS, a full handshake on every connection.
+    Full,
+    /// STARTTLS, resuming the sessions the server handed out.
+    Resumed,
+}
+
+impl Tls {
+    /// What `--tls` and `--tls-resume` ask for.
+    fn of(args: &Args) -> Tls {
+        match (args.tls, args.tls_resume) {
+            (false, _) => Tls::Off,
+            (true, false) => Tls::Full,
+            (true, true) => Tls::Resumed,
+        }
+    }
+
+    /// Whether the server needs a certificate.
+    fn on(self) -> bool {
+        self != Tls::Off
     }
 }
 
@@ -1311,15 +1383,22 @@ fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStrea
 }
 
 /// A rustls client configuration that does not verify the server's
-/// certificate: benchmarks talk to a gateway with a generated one.
-fn insecure_client_config() -> Arc<rustls::ClientConfig> {
+/// certificate: benchmarks talk to a gateway with a generated one. With
+/// `resume`, one session store shared by every connection (big enough for
+/// the tickets of thousands of connections); without, none.
+fn insecure_client_config(resume: bool) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
         .with_no_client_auth();
+    config.resumption = if resume {
+        rustls::client::Resumption::in_memory_sessions(16 * 1024)
+    } else {
+        rustls::client::Resumption::disabled()
+    };
     Arc::new(config)
 }
 
@@ -1447,6 +1526,8 @@ struct Client {
     starttls: bool,
     /// The server sent 421 and is closing the connection.
     closed: bool,
+    /// After STARTTLS: whether the handshake resumed an earlier session.
+    tls_resumed: Option<bool>,
 }
 
 /// An error of kind `InvalidData` with a message.
@@ -1493,6 +1574,7 @@ impl Client {
             pipelining: false,
             starttls: false,
             closed: false,
+            tls_resumed: None,
         };
         client.expect(220, "greeting")?;
         client.greet(domain)?;
@@ -1533,6 +1615,7 @@ impl Client {
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
         }
+        self.tls_resumed = Some(tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
         *self.reader.get_mut() = Wire::Tls(Box::new(tls));
         Ok(())
     }

@@ -58,7 +58,7 @@ for sessions in 10 100; do
         if [ "$size" -gt 100000 ]; then n=$LARGE_MESSAGES; else n=$SMALL_MESSAGES; fi
         run "$work/table" --compare --sessions "$sessions" --messages "$n" --size "$size" \
             --per-connection 1 --rounds "$ROUNDS" \
-            --variant-yaml "$work/example-rules.yaml" --variant-tls
+            --variant-yaml "$work/example-rules.yaml" --variant-tls --tls-resume
     done
 done
 : > "$work/pool"
