@@ -11,7 +11,7 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::dovecot::Dovecot;
+use common::dovecot::{Dovecot, Options};
 use common::slapd::Slapd;
 use common::{Client, MockOptions, MockUpstream};
 use std::net::{IpAddr, Ipv4Addr};
@@ -71,6 +71,8 @@ fn fresh_ip() -> IpAddr {
 struct Smtpgate {
     child: Child,
     addr: SocketAddr,
+    /// A listener behind a (pretend) balancer: PROXY headers from loopback.
+    proxy_addr: SocketAddr,
     metrics: SocketAddr,
     dir: tempfile::TempDir,
     _upstream: MockUpstream,
@@ -102,14 +104,22 @@ impl Smtpgate {
 
     /// A gateway with these `auth.backends` lines and more `auth:` lines.
     fn start_raw(backends: &str, auth_extra: &str) -> Smtpgate {
+        Smtpgate::start_on(backends, auth_extra, Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Like [`start_raw`](Self::start_raw), its main listener on `ip`.
+    fn start_on(backends: &str, auth_extra: &str, ip: IpAddr) -> Smtpgate {
         let dir = tempfile::tempdir().unwrap();
         let upstream = MockUpstream::start(MockOptions::default());
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let addr = SocketAddr::new(ip, free_port());
+        let proxy_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -121,7 +131,9 @@ impl Smtpgate {
                 "hostname: gate.test\nmetrics: {{ addr: \"{metrics}\" }}\nspool_dir: \"{}\"\nupstream: {{ addr: \"{}\" }}\n\
                  auth:\n  backends:\n{backends}{auth_extra}\
                  relay: {{ local_domains: [local.test], trusted_networks: [] }}\n\
-                 listen:\n  - {{ addr: \"{addr}\", auth: optional, plaintext_auth: true }}\n",
+                 proxy_protocol: {{ trusted_proxies: [127.0.0.0/8] }}\n\
+                 listen:\n  - {{ addr: \"{addr}\", auth: optional, plaintext_auth: true }}\n\
+                 \x20 - {{ addr: \"{proxy_addr}\", auth: optional, plaintext_auth: true, proxy_protocol: true }}\n",
                 dir.path().join("spool").display(),
                 upstream.addr,
             ),
@@ -138,6 +150,7 @@ impl Smtpgate {
         let mut gw = Smtpgate {
             child,
             addr,
+            proxy_addr,
             metrics,
             dir,
             _upstream: upstream,
@@ -516,4 +529,51 @@ fn three_failures_through_ldap_end_the_session() {
         assert!(Instant::now() < deadline, "{}", gw.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn dovecot_hears_the_local_address_from_the_listener_or_the_proxy_header() {
+    // Dovecot picks the passwd-file by lip=: bob's password depends on
+    // the address the client connected to, so a wrong or missing lip=
+    // fails the login.
+    let dv = Dovecot::start_with(
+        &[],
+        &Options {
+            passwd: "passwd-%{lip}",
+            ..Options::default()
+        },
+    );
+    dv.write_passwd("passwd-127.0.0.2", &[("bob", "direct")]);
+    dv.write_passwd("passwd-192.0.2.25", &[("bob", "proxied")]);
+    let target = format!("socket: \"{}\"", dv.socket().display());
+    let backend = format!("    - dovecot: {{ {target}, timeout_ms: 30000 }}\n");
+    let gw = Smtpgate::start_on(&backend, "", "127.0.0.2".parse().unwrap());
+    let ip = fresh_ip();
+    let mut c = gw.client_from(ip);
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "direct")), 235);
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "proxied")), 535);
+    // Behind the balancer: the header's destination is our address.
+    let proxied = |source: &str, password: &str, code: u16| {
+        let mut c = Client::connect_from(fresh_ip(), gw.proxy_addr);
+        c.send(&format!("PROXY TCP4 {source} 192.0.2.25 40077 2525\r\n"));
+        c.expect(220);
+        c.cmd("EHLO client.test", 250);
+        c.cmd(&format!("AUTH PLAIN {}", plain("bob", password)), code);
+    };
+    proxied("192.0.2.77", "proxied", 235);
+    proxied("192.0.2.78", "direct", 535);
+    // ... and the ports came along (lport=, rport=).
+    let log = dv.log();
+    assert!(
+        log.contains(&format!(
+            "lip=127.0.0.2\trip={ip}\tlport={}\trport=",
+            gw.addr.port()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("lip=192.0.2.25\trip=192.0.2.77\tlport=2525\trport=40077"),
+        "{log}"
+    );
 }

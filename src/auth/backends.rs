@@ -113,7 +113,7 @@ impl Backends {
                 Err(reason) => {
                     warn!(
                         "auth backend unavailable: backend={name} client={} reason={reason}",
-                        peer.remote
+                        peer.remote.ip()
                     );
                     report(name, "unavailable");
                     unavailable.get_or_insert(name);

@@ -108,7 +108,8 @@ impl<S: Stream> Session<S> {
         };
         let name = creds.user.clone();
         let peer = Peer {
-            remote: self.peer.ip(),
+            remote: self.peer,
+            local: self.local,
             secured: self.is_tls(),
         };
         let metrics = self.shared.metrics();

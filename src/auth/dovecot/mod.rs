@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use codec::{LineBuffer, ServerLine};
 use futures::io::{AsyncRead, AsyncWrite};
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -43,10 +43,14 @@ pub enum Answer {
     Rejected,
 }
 
-/// About the SMTP client, for Dovecot's log and penalties.
+/// About the SMTP client, for Dovecot's log, penalties and passdb rules
+/// (`%{lip}`, `%{rip}`, `allow_nets`).
 pub struct Peer {
-    /// The client's IP.
-    pub remote: IpAddr,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Our address the client connected to: the listener socket's, or
+    /// behind a PROXY protocol balancer the destination its header names.
+    pub local: Option<SocketAddr>,
     /// The session is under TLS.
     pub secured: bool,
 }
@@ -195,8 +199,10 @@ impl Connection {
         let request = codec::Request {
             id,
             mechanism: mechanism.name(),
-            remote_ip: Some(peer.remote),
-            local_ip: None,
+            remote_ip: Some(peer.remote.ip()),
+            local_ip: peer.local.map(|a| a.ip()),
+            remote_port: Some(peer.remote.port()),
+            local_port: peer.local.map(|a| a.port()),
             secured: peer.secured,
             initial: initial.as_ref().map(|s| s.as_str()),
         };
