@@ -577,3 +577,54 @@ fn dovecot_hears_the_local_address_from_the_listener_or_the_proxy_header() {
         "{log}"
     );
 }
+
+/// The `AUTH ...` keyword of a fresh session's EHLO, from a fresh IP.
+fn ehlo_auth_line(gw: &Smtpgate) -> String {
+    let mut c = Client::connect_from(fresh_ip(), gw.addr);
+    c.expect(220);
+    let ehlo = c.cmd("EHLO client.test", 250);
+    ehlo.lines()
+        .map(|l| l[4..].trim())
+        .find(|l| l.starts_with("AUTH"))
+        .unwrap_or_else(|| panic!("no AUTH in {ehlo}"))
+        .to_string()
+}
+
+#[test]
+fn ehlo_lists_only_the_mechanisms_dovecot_offers() {
+    let dv = Dovecot::start_with(
+        USERS,
+        &Options {
+            mechanisms: "plain",
+            ..Options::default()
+        },
+    );
+    let gw = Smtpgate::start(&dv.socket());
+    // A login reaches Dovecot and so learns what it offers.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN");
+    let mut c = gw.client();
+    let reply = c.cmd("AUTH LOGIN", 504);
+    assert!(reply.starts_with("504 5.5.4"), "{reply}");
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    // The shared Dovecot offers both.
+    let gw = Smtpgate::start(&dovecot().socket());
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN LOGIN");
+}
+
+#[test]
+fn with_dovecot_unreachable_ehlo_offers_what_smtpgate_carries_and_auth_is_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Smtpgate::start(&dir.path().join("no-such-socket"));
+    for _ in 0..2 {
+        assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN LOGIN");
+    }
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 454);
+    c.cmd("AUTH LOGIN", 334);
+    c.cmd(&STANDARD.encode("bob"), 334);
+    c.cmd(&STANDARD.encode("builder"), 454);
+}
