@@ -5,7 +5,10 @@
 //! the fail2ban line is written; Dovecot down gives `454`, never `535`,
 //! and once it is back logins work again on the same gateway; the login
 //! cache answers for a remembered login while Dovecot is down, and a
-//! reload flushes it.
+//! reload flushes it. Dovecot hears `lip=` (listener or PROXY header) and
+//! EHLO lists only the mechanisms it offers. LDAP against a real slapd:
+//! by DN template, or by a search as a service account (escaped filter,
+//! ambiguous and refused searches are `454`); `check` wants one of them.
 
 mod common;
 
@@ -627,4 +630,130 @@ fn with_dovecot_unreachable_ehlo_offers_what_smtpgate_carries_and_auth_is_tempor
     c.cmd("AUTH LOGIN", 334);
     c.cmd(&STANDARD.encode("bob"), 334);
     c.cmd(&STANDARD.encode("builder"), 454);
+}
+
+/// The `ldap:` backend line for the shared slapd (LDAPS) that finds the
+/// DN by a search from the top as the service account, whose password
+/// is written to a file in `dir`.
+fn ldap_search_backend(dir: &Path, service_password: &str) -> String {
+    let file = dir.join("ldap-password");
+    std::fs::write(&file, format!("{service_password}\n")).unwrap();
+    format!(
+        "    - ldap:\n        url: \"ldaps://127.0.0.1:{}\"\n        ca_file: \"{}\"\n        \
+         search: {{ base: \"dc=example,dc=com\", filter: \"(uid=%u)\", scope: sub, \
+         bind_dn: \"{}\", bind_password_file: \"{}\" }}\n        \
+         sender_attributes: [mail, mailAlternateAddress]\n        timeout_ms: 10000\n",
+        slapd().ldaps_port,
+        slapd().pki.ca_path().display(),
+        common::slapd::SERVICE_DN,
+        file.display()
+    )
+}
+
+#[test]
+fn ldap_finds_the_dn_by_a_search_as_the_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Smtpgate::start_raw(
+        &ldap_search_backend(dir.path(), common::slapd::SERVICE_PASSWORD),
+        "",
+    );
+    assert_eq!(gw.smtplib("PLAIN", "carol", "sesame-carol"), "235");
+    assert_eq!(gw.smtplib("LOGIN", "carol", "wrong"), "535");
+    assert_eq!(gw.smtplib("PLAIN", "nobody", "sesame-carol"), "535");
+    // erin is under ou=staff: no template could name her; her addresses
+    // come from the entry the search found.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("erin", "sesame-erin")), 235);
+    for allowed in ["erin@example.com", "help@example.com"] {
+        c.cmd(&format!("MAIL FROM:<{allowed}>"), 250);
+        c.cmd("RSET", 250);
+    }
+    c.cmd("MAIL FROM:<carol@example.com>", 553);
+    // Filter metacharacters in the login name are escaped (RFC 4515): no
+    // wildcard match, so no such user (unescaped, `*` would match them all).
+    for injected in ["*", "*)(uid=*", "carol)(|(uid=*"] {
+        let mut c = gw.client();
+        c.cmd(
+            &format!("AUTH PLAIN {}", plain(injected, "sesame-carol")),
+            535,
+        );
+    }
+    // Two entries match `twin`: which one logged in cannot be told.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("twin", "sesame-twin")), 454);
+    let log = gw.log();
+    assert!(
+        log.contains("backend=ldap") && log.contains("ambiguous: more than one entry"),
+        "{log}"
+    );
+    assert!(!log.contains("sesame"), "{log}");
+}
+
+#[test]
+fn ldap_search_with_a_refused_service_account_is_a_temporary_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Smtpgate::start_raw(&ldap_search_backend(dir.path(), "not-the-password"), "");
+    let mut c = gw.client();
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("carol", "sesame-carol")),
+        454,
+    );
+    assert!(gw.log().contains("service account bind"), "{}", gw.log());
+    assert!(!gw.log().contains("auth failed:"), "{}", gw.log());
+}
+
+/// `smtpgate check` on a config with these `auth.backends` lines; its
+/// exit code and stderr.
+fn check(dir: &Path, backends: &str) -> (Option<i32>, String) {
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: gate.test\nupstream: {{ addr: \"127.0.0.1:2\" }}\n\
+             auth:\n  backends:\n{backends}\
+             listen:\n  - {{ addr: \"127.0.0.1:2525\", auth: optional, plaintext_auth: true }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_wants_exactly_one_of_a_dn_template_and_a_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let search = "search: { base: \"dc=example,dc=com\", filter: \"(uid=%u)\", \
+                  bind_dn: \"cn=svc,dc=example,dc=com\", bind_password_file: /nonexistent/pw }";
+    let (code, err) = check(
+        dir.path(),
+        &format!("    - ldap: {{ url: \"ldaps://d\", bind_dn: \"uid=%u\", {search} }}\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("gateway.yaml:5:") && err.contains("exactly one of `bind_dn`"),
+        "{err}"
+    );
+    let (code, err) = check(dir.path(), "    - ldap: { url: \"ldaps://d\" }\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("gateway.yaml:5:") && err.contains("exactly one of `bind_dn`"),
+        "{err}"
+    );
+    // A search whose service password cannot be read is refused too.
+    let (code, err) = check(
+        dir.path(),
+        &format!("    - ldap: {{ url: \"ldaps://d\", {search} }}\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("bind_password_file") && err.contains("/nonexistent/pw"),
+        "{err}"
+    );
 }
