@@ -619,6 +619,44 @@ fn ehlo_lists_only_the_mechanisms_dovecot_offers() {
 }
 
 #[test]
+fn another_backend_that_takes_login_keeps_it_on_the_ehlo() {
+    let dv = Dovecot::start_with(
+        USERS,
+        &Options {
+            mechanisms: "plain",
+            ..Options::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.yaml");
+    let hash = smtpgate::auth::hash_password("kitchen").unwrap();
+    std::fs::write(
+        &users,
+        format!("users:\n  - {{ name: frank, password_hash: \"{hash}\" }}\n"),
+    )
+    .unwrap();
+    let backends = format!(
+        "    - dovecot: {{ socket: \"{}\", timeout_ms: 30000 }}\n    - users_file\n",
+        dv.socket().display()
+    );
+    let gw = Smtpgate::start_raw(
+        &backends,
+        &format!("  users_file: \"{}\"\n", users.display()),
+    );
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    // Dovecot takes PLAIN only, the users file LOGIN too: both are listed,
+    // and a LOGIN for a Dovecot user is carried to Dovecot as PLAIN.
+    assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN LOGIN");
+    for (user, password) in [("bob", "builder"), ("frank", "kitchen")] {
+        let mut c = gw.client();
+        c.cmd("AUTH LOGIN", 334);
+        c.cmd(&STANDARD.encode(user), 334);
+        c.cmd(&STANDARD.encode(password), 235);
+    }
+}
+
+#[test]
 fn with_dovecot_unreachable_ehlo_offers_what_smtpgate_carries_and_auth_is_temporary() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Smtpgate::start(&dir.path().join("no-such-socket"));
