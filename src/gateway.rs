@@ -302,7 +302,14 @@ fn auth_backends(
             AuthBackend::Ldap(l) => {
                 let tls = crate::tls::verified_client_config(l.ca_file.as_deref())
                     .map_err(|e| (format!("auth.backends[{i}].ldap.ca_file"), e))?;
-                Backend::Ldap(crate::auth::ldap::LdapClient::new(l, tls, runtime.clone()))
+                Backend::Ldap(
+                    crate::auth::ldap::LdapClient::new(l, tls, runtime.clone()).map_err(|e| {
+                        (
+                            format!("auth.backends[{i}].ldap.search.bind_password_file"),
+                            e,
+                        )
+                    })?,
+                )
             }
             AuthBackend::Dovecot(d) => {
                 let mut senders = Vec::new();

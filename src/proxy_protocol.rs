@@ -84,16 +84,27 @@ pub async fn read_header<S: AsyncRead + Unpin>(
     }
 }
 
+/// Who a connection through the balancer is between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The real client.
+    pub client: SocketAddr,
+    /// The address the client connected to on the balancer, when the
+    /// header names one (the session's local address, e.g. Dovecot's `lip=`).
+    pub destination: Option<SocketAddr>,
+}
+
 /// The client a connection accepted from `peer` on a PROXY listener is
 /// for: the source the header names (an IPv4-mapped address as plain
-/// IPv4), or `peer` itself for a header that names none (the proxy's own
-/// health checks). `None` when the connection must be closed: `peer` is not
-/// a trusted proxy, or no valid header came in time; the reason is logged.
+/// IPv4, as is the destination), or `peer` itself for a header that names
+/// none (the proxy's own health checks). `None` when the connection must
+/// be closed: `peer` is not a trusted proxy, or no valid header came in
+/// time; the reason is logged.
 pub async fn client_address<S: AsyncRead + Unpin>(
     stream: &mut S,
     peer: SocketAddr,
     options: Option<&ProxyProtocolOptions>,
-) -> Option<SocketAddr> {
+) -> Option<Endpoints> {
     // Validation makes `proxy_protocol` present wherever a listener uses
     // it; without it nobody is trusted.
     let Some(options) = options.filter(|o| o.is_trusted(peer.ip())) else {
@@ -106,19 +117,26 @@ pub async fn client_address<S: AsyncRead + Unpin>(
     match read_header(stream, options.timeout()).await {
         Ok((header, _)) => Some(match header.addresses {
             Some(a) => {
-                let client = SocketAddr::new(a.source.ip().to_canonical(), a.source.port());
+                let canonical = |s: SocketAddr| SocketAddr::new(s.ip().to_canonical(), s.port());
+                let client = canonical(a.source);
                 debug!(
                     "PROXY v{} from {peer}: client {client} (connected to {})",
                     header.version, a.destination
                 );
-                client
+                Endpoints {
+                    client,
+                    destination: Some(canonical(a.destination)),
+                }
             }
             None => {
                 debug!(
                     "PROXY v{} from {peer}: no client address (the proxy's own connection)",
                     header.version
                 );
-                peer
+                Endpoints {
+                    client: peer,
+                    destination: None,
+                }
             }
         }),
         // A balancer's plain TCP check connects and closes at once.
@@ -187,8 +205,10 @@ mod tests {
                 let mut data = header.clone();
                 data.extend_from_slice(b"EHLO x\r\n");
                 let mut s = Trickle { data, pos: 0, step };
-                let client = run(client_address(&mut s, proxy, Some(&options("10.0.0.0/8"))));
-                assert_eq!(client, Some("192.0.2.7:40000".parse().unwrap()));
+                let got = run(client_address(&mut s, proxy, Some(&options("10.0.0.0/8"))));
+                let got = got.expect("a client");
+                assert_eq!(got.client, "192.0.2.7:40000".parse().unwrap());
+                assert_eq!(got.destination, Some("198.51.100.1:25".parse().unwrap()));
                 assert_eq!(s.pos, header.len(), "read past the header");
             }
         }
@@ -199,8 +219,14 @@ mod tests {
                 pos: 0,
                 step: 100,
             };
-            let client = run(client_address(&mut s, proxy, Some(&options("10.0.0.10"))));
-            assert_eq!(client, Some(proxy));
+            let got = run(client_address(&mut s, proxy, Some(&options("10.0.0.10"))));
+            assert_eq!(
+                got,
+                Some(Endpoints {
+                    client: proxy,
+                    destination: None
+                })
+            );
         }
     }
 

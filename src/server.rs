@@ -229,37 +229,43 @@ async fn accept_loop(
             sessions.inc();
             Some(ActiveGuard(active.clone(), sessions.clone()))
         };
+        let local = stream.local_addr().ok();
         if policy.proxy_protocol {
             let shared = shared.clone();
             task::spawn(async move {
                 let mut stream = stream;
-                let client = {
+                let ends = {
                     let options = shared.config.proxy_protocol.as_ref();
                     crate::proxy_protocol::client_address(&mut stream, peer, options).await
                 };
                 // Without a valid header from a trusted proxy the
                 // connection is closed (client_address logged why).
-                if let Some(client) = client {
-                    start(stream, client, policy, shared, admitted);
+                if let Some(ends) = ends {
+                    let local = ends.destination.or(local);
+                    start(stream, (ends.client, local), policy, shared, admitted);
                 }
             });
         } else {
-            start(stream, peer, policy, shared.clone(), admitted);
+            start(stream, (peer, local), policy, shared.clone(), admitted);
         }
     }
 }
 
 /// Starts one client session in its own task — or, over the connection
-/// limit (`admitted` is `None`), the `421` refusal. `peer` is the real
-/// client (after a PROXY protocol header, the one it names).
+/// limit (`admitted` is `None`), the `421` refusal. `ends` are the real
+/// client and the address it connected to (after a PROXY protocol header,
+/// the ones it names).
 fn start(
     stream: TcpStream,
-    peer: SocketAddr,
+    ends: (SocketAddr, Option<SocketAddr>),
     policy: ListenerPolicy,
     shared: Arc<Gateway>,
     admitted: Option<ActiveGuard>,
 ) {
-    let session = Session::new(stream, peer, shared).on_listener(policy);
+    let (peer, local) = ends;
+    let session = Session::new(stream, peer, shared)
+        .on_listener(policy)
+        .on_local(local);
     match admitted {
         // The session's own future is the task: an async block around it
         // would hold a second copy of it in every idle task.

@@ -5,13 +5,16 @@
 //! the fail2ban line is written; Dovecot down gives `454`, never `535`,
 //! and once it is back logins work again on the same gateway; the login
 //! cache answers for a remembered login while Dovecot is down, and a
-//! reload flushes it.
+//! reload flushes it. Dovecot hears `lip=` (listener or PROXY header) and
+//! EHLO lists only the mechanisms it offers. LDAP against a real slapd:
+//! by DN template, or by a search as a service account (escaped filter,
+//! ambiguous and refused searches are `454`); `check` wants one of them.
 
 mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::dovecot::Dovecot;
+use common::dovecot::{Dovecot, Options};
 use common::slapd::Slapd;
 use common::{Client, MockOptions, MockUpstream};
 use std::net::{IpAddr, Ipv4Addr};
@@ -71,6 +74,8 @@ fn fresh_ip() -> IpAddr {
 struct Smtpgate {
     child: Child,
     addr: SocketAddr,
+    /// A listener behind a (pretend) balancer: PROXY headers from loopback.
+    proxy_addr: SocketAddr,
     metrics: SocketAddr,
     dir: tempfile::TempDir,
     _upstream: MockUpstream,
@@ -102,14 +107,22 @@ impl Smtpgate {
 
     /// A gateway with these `auth.backends` lines and more `auth:` lines.
     fn start_raw(backends: &str, auth_extra: &str) -> Smtpgate {
+        Smtpgate::start_on(backends, auth_extra, Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Like [`start_raw`](Self::start_raw), its main listener on `ip`.
+    fn start_on(backends: &str, auth_extra: &str, ip: IpAddr) -> Smtpgate {
         let dir = tempfile::tempdir().unwrap();
         let upstream = MockUpstream::start(MockOptions::default());
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let addr = SocketAddr::new(ip, free_port());
+        let proxy_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -121,7 +134,9 @@ impl Smtpgate {
                 "hostname: gate.test\nmetrics: {{ addr: \"{metrics}\" }}\nspool_dir: \"{}\"\nupstream: {{ addr: \"{}\" }}\n\
                  auth:\n  backends:\n{backends}{auth_extra}\
                  relay: {{ local_domains: [local.test], trusted_networks: [] }}\n\
-                 listen:\n  - {{ addr: \"{addr}\", auth: optional, plaintext_auth: true }}\n",
+                 proxy_protocol: {{ trusted_proxies: [127.0.0.0/8] }}\n\
+                 listen:\n  - {{ addr: \"{addr}\", auth: optional, plaintext_auth: true }}\n\
+                 \x20 - {{ addr: \"{proxy_addr}\", auth: optional, plaintext_auth: true, proxy_protocol: true }}\n",
                 dir.path().join("spool").display(),
                 upstream.addr,
             ),
@@ -138,6 +153,7 @@ impl Smtpgate {
         let mut gw = Smtpgate {
             child,
             addr,
+            proxy_addr,
             metrics,
             dir,
             _upstream: upstream,
@@ -516,4 +532,266 @@ fn three_failures_through_ldap_end_the_session() {
         assert!(Instant::now() < deadline, "{}", gw.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn dovecot_hears_the_local_address_from_the_listener_or_the_proxy_header() {
+    // Dovecot picks the passwd-file by lip=: bob's password depends on
+    // the address the client connected to, so a wrong or missing lip=
+    // fails the login.
+    let dv = Dovecot::start_with(
+        &[],
+        &Options {
+            passwd: "passwd-%{lip}",
+            ..Options::default()
+        },
+    );
+    dv.write_passwd("passwd-127.0.0.2", &[("bob", "direct")]);
+    dv.write_passwd("passwd-192.0.2.25", &[("bob", "proxied")]);
+    let target = format!("socket: \"{}\"", dv.socket().display());
+    let backend = format!("    - dovecot: {{ {target}, timeout_ms: 30000 }}\n");
+    let gw = Smtpgate::start_on(&backend, "", "127.0.0.2".parse().unwrap());
+    let ip = fresh_ip();
+    let mut c = gw.client_from(ip);
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "direct")), 235);
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "proxied")), 535);
+    // Behind the balancer: the header's destination is our address.
+    let proxied = |source: &str, password: &str, code: u16| {
+        let mut c = Client::connect_from(fresh_ip(), gw.proxy_addr);
+        c.send(&format!("PROXY TCP4 {source} 192.0.2.25 40077 2525\r\n"));
+        c.expect(220);
+        c.cmd("EHLO client.test", 250);
+        c.cmd(&format!("AUTH PLAIN {}", plain("bob", password)), code);
+    };
+    proxied("192.0.2.77", "proxied", 235);
+    proxied("192.0.2.78", "direct", 535);
+    // ... and the ports came along (lport=, rport=).
+    let log = dv.log();
+    assert!(
+        log.contains(&format!(
+            "lip=127.0.0.2\trip={ip}\tlport={}\trport=",
+            gw.addr.port()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("lip=192.0.2.25\trip=192.0.2.77\tlport=2525\trport=40077"),
+        "{log}"
+    );
+}
+
+/// The `AUTH ...` keyword of a fresh session's EHLO, from a fresh IP.
+fn ehlo_auth_line(gw: &Smtpgate) -> String {
+    let mut c = Client::connect_from(fresh_ip(), gw.addr);
+    c.expect(220);
+    let ehlo = c.cmd("EHLO client.test", 250);
+    ehlo.lines()
+        .map(|l| l[4..].trim())
+        .find(|l| l.starts_with("AUTH"))
+        .unwrap_or_else(|| panic!("no AUTH in {ehlo}"))
+        .to_string()
+}
+
+#[test]
+fn ehlo_lists_only_the_mechanisms_dovecot_offers() {
+    let dv = Dovecot::start_with(
+        USERS,
+        &Options {
+            mechanisms: "plain",
+            ..Options::default()
+        },
+    );
+    let gw = Smtpgate::start(&dv.socket());
+    // A login reaches Dovecot and so learns what it offers.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN");
+    let mut c = gw.client();
+    let reply = c.cmd("AUTH LOGIN", 504);
+    assert!(reply.starts_with("504 5.5.4"), "{reply}");
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    // The shared Dovecot offers both.
+    let gw = Smtpgate::start(&dovecot().socket());
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN LOGIN");
+}
+
+#[test]
+fn another_backend_that_takes_login_keeps_it_on_the_ehlo() {
+    let dv = Dovecot::start_with(
+        USERS,
+        &Options {
+            mechanisms: "plain",
+            ..Options::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.yaml");
+    let hash = smtpgate::auth::hash_password("kitchen").unwrap();
+    std::fs::write(
+        &users,
+        format!("users:\n  - {{ name: frank, password_hash: \"{hash}\" }}\n"),
+    )
+    .unwrap();
+    let backends = format!(
+        "    - dovecot: {{ socket: \"{}\", timeout_ms: 30000 }}\n    - users_file\n",
+        dv.socket().display()
+    );
+    let gw = Smtpgate::start_raw(
+        &backends,
+        &format!("  users_file: \"{}\"\n", users.display()),
+    );
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
+    // Dovecot takes PLAIN only, the users file LOGIN too: both are listed,
+    // and a LOGIN for a Dovecot user is carried to Dovecot as PLAIN.
+    assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN LOGIN");
+    for (user, password) in [("bob", "builder"), ("frank", "kitchen")] {
+        let mut c = gw.client();
+        c.cmd("AUTH LOGIN", 334);
+        c.cmd(&STANDARD.encode(user), 334);
+        c.cmd(&STANDARD.encode(password), 235);
+    }
+}
+
+#[test]
+fn with_dovecot_unreachable_ehlo_offers_what_smtpgate_carries_and_auth_is_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Smtpgate::start(&dir.path().join("no-such-socket"));
+    for _ in 0..2 {
+        assert_eq!(ehlo_auth_line(&gw), "AUTH PLAIN LOGIN");
+    }
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 454);
+    c.cmd("AUTH LOGIN", 334);
+    c.cmd(&STANDARD.encode("bob"), 334);
+    c.cmd(&STANDARD.encode("builder"), 454);
+}
+
+/// The `ldap:` backend line for the shared slapd (LDAPS) that finds the
+/// DN by a search from the top as the service account, whose password
+/// is written to a file in `dir`.
+fn ldap_search_backend(dir: &Path, service_password: &str) -> String {
+    let file = dir.join("ldap-password");
+    std::fs::write(&file, format!("{service_password}\n")).unwrap();
+    format!(
+        "    - ldap:\n        url: \"ldaps://127.0.0.1:{}\"\n        ca_file: \"{}\"\n        \
+         search: {{ base: \"dc=example,dc=com\", filter: \"(uid=%u)\", scope: sub, \
+         bind_dn: \"{}\", bind_password_file: \"{}\" }}\n        \
+         sender_attributes: [mail, mailAlternateAddress]\n        timeout_ms: 10000\n",
+        slapd().ldaps_port,
+        slapd().pki.ca_path().display(),
+        common::slapd::SERVICE_DN,
+        file.display()
+    )
+}
+
+#[test]
+fn ldap_finds_the_dn_by_a_search_as_the_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Smtpgate::start_raw(
+        &ldap_search_backend(dir.path(), common::slapd::SERVICE_PASSWORD),
+        "",
+    );
+    assert_eq!(gw.smtplib("PLAIN", "carol", "sesame-carol"), "235");
+    assert_eq!(gw.smtplib("LOGIN", "carol", "wrong"), "535");
+    assert_eq!(gw.smtplib("PLAIN", "nobody", "sesame-carol"), "535");
+    // erin is under ou=staff: no template could name her; her addresses
+    // come from the entry the search found.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("erin", "sesame-erin")), 235);
+    for allowed in ["erin@example.com", "help@example.com"] {
+        c.cmd(&format!("MAIL FROM:<{allowed}>"), 250);
+        c.cmd("RSET", 250);
+    }
+    c.cmd("MAIL FROM:<carol@example.com>", 553);
+    // Filter metacharacters in the login name are escaped (RFC 4515): no
+    // wildcard match, so no such user (unescaped, `*` would match them all).
+    for injected in ["*", "*)(uid=*", "carol)(|(uid=*"] {
+        let mut c = gw.client();
+        c.cmd(
+            &format!("AUTH PLAIN {}", plain(injected, "sesame-carol")),
+            535,
+        );
+    }
+    // Two entries match `twin`: which one logged in cannot be told.
+    let mut c = gw.client();
+    c.cmd(&format!("AUTH PLAIN {}", plain("twin", "sesame-twin")), 454);
+    let log = gw.log();
+    assert!(
+        log.contains("backend=ldap") && log.contains("ambiguous: more than one entry"),
+        "{log}"
+    );
+    assert!(!log.contains("sesame"), "{log}");
+}
+
+#[test]
+fn ldap_search_with_a_refused_service_account_is_a_temporary_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Smtpgate::start_raw(&ldap_search_backend(dir.path(), "not-the-password"), "");
+    let mut c = gw.client();
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("carol", "sesame-carol")),
+        454,
+    );
+    assert!(gw.log().contains("service account bind"), "{}", gw.log());
+    assert!(!gw.log().contains("auth failed:"), "{}", gw.log());
+}
+
+/// `smtpgate check` on a config with these `auth.backends` lines; its
+/// exit code and stderr.
+fn check(dir: &Path, backends: &str) -> (Option<i32>, String) {
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: gate.test\nupstream: {{ addr: \"127.0.0.1:2\" }}\n\
+             auth:\n  backends:\n{backends}\
+             listen:\n  - {{ addr: \"127.0.0.1:2525\", auth: optional, plaintext_auth: true }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_wants_exactly_one_of_a_dn_template_and_a_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let search = "search: { base: \"dc=example,dc=com\", filter: \"(uid=%u)\", \
+                  bind_dn: \"cn=svc,dc=example,dc=com\", bind_password_file: /nonexistent/pw }";
+    let (code, err) = check(
+        dir.path(),
+        &format!("    - ldap: {{ url: \"ldaps://d\", bind_dn: \"uid=%u\", {search} }}\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("gateway.yaml:5:") && err.contains("exactly one of `bind_dn`"),
+        "{err}"
+    );
+    let (code, err) = check(dir.path(), "    - ldap: { url: \"ldaps://d\" }\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("gateway.yaml:5:") && err.contains("exactly one of `bind_dn`"),
+        "{err}"
+    );
+    // A search whose service password cannot be read is refused too.
+    let (code, err) = check(
+        dir.path(),
+        &format!("    - ldap: {{ url: \"ldaps://d\", {search} }}\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("bind_password_file") && err.contains("/nonexistent/pw"),
+        "{err}"
+    );
 }

@@ -80,6 +80,44 @@ impl Backends {
         self.users.as_ref()
     }
 
+    /// The mechanisms to offer: those smtpgate carries that at least one
+    /// backend takes. A Dovecot not reached yet counts as taking them all
+    /// (EHLO never waits on a backend); see [`Backends::learn_mechanisms`].
+    pub fn mechanisms(&self) -> Vec<Mechanism> {
+        let mut offered = Vec::new();
+        for backend in &self.list {
+            let takes = match backend {
+                Backend::Dovecot { client, .. } => client
+                    .mechanisms()
+                    .unwrap_or_else(|| Mechanism::ALL.to_vec()),
+                Backend::UsersFile | Backend::Ldap(_) => Mechanism::ALL.to_vec(),
+            };
+            offered.extend(takes);
+        }
+        Mechanism::ALL
+            .into_iter()
+            .filter(|m| offered.contains(m))
+            .collect()
+    }
+
+    /// True when some backend's mechanisms are still to be learned.
+    pub fn mechanisms_unknown(&self) -> bool {
+        self.list.iter().any(|b| match b {
+            Backend::Dovecot { client, .. } => client.mechanisms().is_none(),
+            Backend::UsersFile | Backend::Ldap(_) => false,
+        })
+    }
+
+    /// Connects to each Dovecot whose mechanisms are not known, to learn
+    /// them for the next EHLO.
+    pub async fn learn_mechanisms(&self) {
+        for backend in &self.list {
+            if let Backend::Dovecot { client, .. } = backend {
+                client.learn_mechanisms().await;
+            }
+        }
+    }
+
     /// The backends' names, in order.
     pub fn names(&self) -> Vec<&'static str> {
         self.list.iter().map(Backend::name).collect()
@@ -113,7 +151,7 @@ impl Backends {
                 Err(reason) => {
                     warn!(
                         "auth backend unavailable: backend={name} client={} reason={reason}",
-                        peer.remote
+                        peer.remote.ip()
                     );
                     report(name, "unavailable");
                     unavailable.get_or_insert(name);

@@ -165,16 +165,55 @@ pub struct LdapBackend {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// The user's DN, `%u` standing for the login name (DN-escaped):
-    /// `uid=%u,ou=people,dc=example,dc=com`.
-    pub bind_dn: String,
+    /// `uid=%u,ou=people,dc=example,dc=com`. Exactly one of this and
+    /// `search`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_dn: Option<String>,
+    /// Or find the user's DN by a search as a service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Box<LdapSearch>>,
     /// Attributes of the user's entry that list the addresses they may
     /// send as (`mail`, `mailAlternateAddress`); read after the bind, as
-    /// the user. Empty: the login name, when it is an address.
+    /// the user (with `search`: in the search, as the service account).
+    /// Empty: the login name, when it is an address.
     #[serde(default)]
     pub sender_attributes: Vec<String>,
     /// How long one login may take, connecting included. Default 5000.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// `search: { base, filter, bind_dn, bind_password_file, scope }`: how
+/// the LDAP backend finds the user's DN, as Postfix's and Dovecot's LDAP
+/// lookups do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapSearch {
+    /// Where the search starts: `ou=people,dc=example,dc=com`.
+    pub base: String,
+    /// The filter, `%u` standing for the login name (escaped as RFC 4515
+    /// asks): `(uid=%u)`. Exactly one entry must match.
+    pub filter: String,
+    /// The service account's DN, bound as before the search.
+    pub bind_dn: String,
+    /// A file holding the service account's password (one line).
+    pub bind_password_file: PathBuf,
+    /// `base`, `one` or `sub` (default).
+    #[serde(default)]
+    pub scope: LdapScope,
+}
+
+/// How deep an LDAP search goes below its base.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapScope {
+    /// The base entry only.
+    Base,
+    /// The entries right below the base.
+    One,
+    /// The base and its whole subtree.
+    #[default]
+    Sub,
 }
 
 /// Serde default of the backends' `timeout_ms`.
@@ -213,9 +252,7 @@ pub fn validate(backends: &[AuthBackend], has_users_file: bool) -> Result<(), (S
                             .into(),
                     ));
                 }
-                if !l.bind_dn.contains("%u") {
-                    return Err((at(".ldap.bind_dn"), "must contain %u".into()));
-                }
+                validate_ldap_dn(l).map_err(|(k, r)| (at(&k), r))?;
                 if l.timeout_ms == 0 {
                     return Err((at(".ldap.timeout_ms"), "must be at least 1".into()));
                 }
@@ -234,6 +271,39 @@ pub fn validate(backends: &[AuthBackend], has_users_file: bool) -> Result<(), (S
         }
     }
     Ok(())
+}
+
+/// Checks how an LDAP backend finds the DN: a key below `.ldap` and a
+/// reason on error.
+fn validate_ldap_dn(l: &LdapBackend) -> Result<(), (String, String)> {
+    match (&l.bind_dn, &l.search) {
+        (Some(dn), None) if !dn.contains("%u") => {
+            Err((".ldap.bind_dn".into(), "must contain %u".into()))
+        }
+        (Some(_), None) => Ok(()),
+        (None, Some(s)) => {
+            if s.base.trim().is_empty() {
+                return Err((".ldap.search.base".into(), "must not be empty".into()));
+            }
+            if s.bind_dn.trim().is_empty() {
+                return Err((".ldap.search.bind_dn".into(), "must not be empty".into()));
+            }
+            if !s.filter.contains("%u") {
+                return Err((".ldap.search.filter".into(), "must contain %u".into()));
+            }
+            if ldap3::parse_filter(s.filter.replace("%u", "x")).is_err() {
+                return Err((
+                    ".ldap.search.filter".into(),
+                    "is not an LDAP filter (RFC 4515), e.g. (uid=%u)".into(),
+                ));
+            }
+            Ok(())
+        }
+        _ => Err((
+            ".ldap".into(),
+            "needs exactly one of `bind_dn` (a DN template) and `search`".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +368,30 @@ mod tests {
                 "auth.backends[0].ldap.url",
                 "ldaps://",
             ),
+            (
+                "auth:\n  backends:\n    - ldap: { url: \"ldaps://d\" }\n",
+                "auth.backends[0].ldap",
+                "exactly one of `bind_dn`",
+            ),
+            (
+                "auth:\n  backends:\n    - ldap:\n        url: \"ldaps://d\"\n        \
+                 bind_dn: \"uid=%u\"\n        search: { base: b, filter: \"(uid=%u)\", \
+                 bind_dn: s, bind_password_file: /p }\n",
+                "auth.backends[0].ldap",
+                "exactly one of `bind_dn`",
+            ),
+            (
+                "auth:\n  backends:\n    - ldap:\n        url: \"ldaps://d\"\n        \
+                 search: { base: b, filter: \"(uid=%u\", bind_dn: s, bind_password_file: /p }\n",
+                "auth.backends[0].ldap.search.filter",
+                "not an LDAP filter",
+            ),
+            (
+                "auth:\n  backends:\n    - ldap:\n        url: \"ldaps://d\"\n        \
+                 search: { base: b, filter: \"(uid=x)\", bind_dn: s, bind_password_file: /p }\n",
+                "auth.backends[0].ldap.search.filter",
+                "must contain %u",
+            ),
         ];
         for (yaml, key, want) in cases {
             let e = load(yaml).unwrap_err();
@@ -307,6 +401,18 @@ mod tests {
             );
             assert!(e.line.is_some(), "{yaml}: {e}");
         }
+        let c = load(
+            "auth:\n  backends:\n    - ldap:\n        url: \"ldaps://d\"\n        \
+             search: { base: b, filter: \"(uid=%u)\", bind_dn: s, bind_password_file: /p, \
+             scope: one }\n",
+        )
+        .unwrap();
+        let b = c.auth.unwrap().backends();
+        let AuthBackend::Ldap(l) = &b[0] else {
+            panic!("{b:?}")
+        };
+        let search = l.search.as_ref().unwrap();
+        assert_eq!(search.scope, crate::config::LdapScope::One);
         let e = load("auth:\n  backends: [ldapp]\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
     }

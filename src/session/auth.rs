@@ -29,10 +29,21 @@ impl<S: Stream> Session<S> {
             && (self.is_tls() || self.listener.plaintext_auth)
     }
 
-    /// The mechanisms for the EHLO `AUTH` line.
-    pub(super) fn auth_keyword() -> String {
-        let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
-        format!("AUTH {}", names.join(" "))
+    /// The EHLO `AUTH` line: the mechanisms the backends take, `None`
+    /// when none. A Dovecot not reached yet is asked in the background,
+    /// for the next EHLO: this one does not wait.
+    pub(super) fn auth_keyword(&self) -> Option<String> {
+        let backends = self.shared.auth_backends()?;
+        if backends.mechanisms_unknown() {
+            let shared = self.shared.clone();
+            async_std::task::spawn(async move {
+                if let Some(b) = shared.auth_backends() {
+                    b.learn_mechanisms().await;
+                }
+            });
+        }
+        let names: Vec<&str> = backends.mechanisms().iter().map(|m| m.name()).collect();
+        (!names.is_empty()).then(|| format!("AUTH {}", names.join(" ")))
     }
 
     /// Answers AUTH: checks that it may happen now, then starts the exchange.
@@ -61,6 +72,11 @@ impl<S: Stream> Session<S> {
             Err(MechanismError::Unknown) => return self.client_error(replies::unknown_mechanism()),
             Err(MechanismError::TooWeak) => return self.client_error(replies::weak_mechanism()),
         };
+        // Only what EHLO advertised: no backend takes the others.
+        let offered = self.shared.auth_backends().map(|b| b.mechanisms());
+        if !offered.is_some_and(|o| o.contains(&mechanism)) {
+            return self.client_error(replies::unknown_mechanism());
+        }
         let (exchange, step) = Exchange::start(mechanism, initial.as_deref());
         self.sasl_step(exchange, step).await
     }
@@ -108,7 +124,8 @@ impl<S: Stream> Session<S> {
         };
         let name = creds.user.clone();
         let peer = Peer {
-            remote: self.peer.ip(),
+            remote: self.peer,
+            local: self.local,
             secured: self.is_tls(),
         };
         let metrics = self.shared.metrics();

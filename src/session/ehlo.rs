@@ -47,8 +47,8 @@ impl<S: Stream> Session<S> {
             if self.starttls_offered() {
                 lines.push("STARTTLS".to_string());
             }
-            if self.auth_offered() {
-                lines.push(Self::auth_keyword());
+            if let Some(auth) = self.auth_offered().then(|| self.auth_keyword()).flatten() {
+                lines.push(auth);
             }
             Reply::multiline(250, None, lines)
         } else {

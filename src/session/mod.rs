@@ -79,6 +79,8 @@ pub struct Session<S> {
     id: String,
     /// The client's address.
     peer: SocketAddr,
+    /// Our address the client connected to, when known (AUTH backends).
+    local: Option<SocketAddr>,
     /// When the session started, for the closing log line.
     started: Instant,
     /// Splits the input into command lines.
@@ -154,6 +156,7 @@ impl<S: Stream> Session<S> {
             id: shared.session_id(),
             shared,
             peer,
+            local: None,
             started: Instant::now(),
             lines,
             errors: 0,
@@ -170,6 +173,13 @@ impl<S: Stream> Session<S> {
     /// plain listener's.
     pub fn on_listener(mut self, policy: ListenerPolicy) -> Self {
         self.listener = policy;
+        self
+    }
+
+    /// Sets the address the client connected to (the listener socket's,
+    /// or the PROXY header's destination), which AUTH backends hear.
+    pub fn on_local(mut self, local: Option<SocketAddr>) -> Self {
+        self.local = local;
         self
     }
 

@@ -23,10 +23,35 @@ pub struct Dovecot {
     port: u16,
 }
 
+/// How a private Dovecot differs from the usual one.
+pub struct Options<'a> {
+    /// Its `auth_mechanisms`.
+    pub mechanisms: &'a str,
+    /// The passwd-file's name in the temp dir; Dovecot variables expand
+    /// at each login (`passwd-%{lip}`: one file per local address).
+    pub passwd: &'a str,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            mechanisms: "plain login",
+            passwd: "passwd",
+        }
+    }
+}
+
 impl Dovecot {
     /// Starts Dovecot with these `(user, password)` pairs in its
     /// passwd-file, and waits until its auth socket answers.
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_with(users, &Options::default())
+    }
+
+    /// Like [`start`](Self::start), configured by `options`; `users` go
+    /// to the file named `passwd` (see [`write_passwd`](Self::write_passwd)).
+    /// Its log has `auth_debug` lines (each request, passwords hidden).
+    pub fn start_with(users: &[(&str, &str)], options: &Options<'_>) -> Dovecot {
         let dir = tempfile::tempdir().unwrap();
         // Dovecot's unprivileged processes must reach the socket and files.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -36,11 +61,8 @@ impl Dovecot {
             .local_addr()
             .unwrap()
             .port();
-        let passwd: String = users
-            .iter()
-            .map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n"))
-            .collect();
-        std::fs::write(dir.path().join("passwd"), passwd).unwrap();
+        write_users(&dir.path().join("passwd"), users);
+        let (mechanisms, passwd) = (options.mechanisms, options.passwd);
         std::fs::write(
             dir.path().join("dovecot.conf"),
             format!(
@@ -51,7 +73,8 @@ impl Dovecot {
                  ssl = no\n\
                  auth_failure_delay = 0\n\
                  auth_verbose = yes\n\
-                 auth_mechanisms = plain login\n\
+                 auth_debug = yes\n\
+                 auth_mechanisms = {mechanisms}\n\
                  disable_plaintext_auth = no\n\
                  service auth {{\n\
                  \x20 unix_listener auth-client {{\n\
@@ -65,7 +88,7 @@ impl Dovecot {
                  }}\n\
                  passdb {{\n\
                  \x20 driver = passwd-file\n\
-                 \x20 args = scheme=PLAIN username_format=%u {d}/passwd\n\
+                 \x20 args = scheme=PLAIN username_format=%u {d}/{passwd}\n\
                  }}\n\
                  userdb {{\n\
                  \x20 driver = static\n\
@@ -81,6 +104,11 @@ impl Dovecot {
         };
         dv.spawn();
         dv
+    }
+
+    /// Writes a passwd-file named `name` in Dovecot's temp dir.
+    pub fn write_passwd(&self, name: &str, users: &[(&str, &str)]) {
+        write_users(&self.dir.path().join(name), users);
     }
 
     /// The auth service's Unix socket.
@@ -161,4 +189,13 @@ impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A passwd-file with these `(user, password)` pairs, in clear.
+fn write_users(path: &std::path::Path, users: &[(&str, &str)]) {
+    let passwd: String = users
+        .iter()
+        .map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n"))
+        .collect();
+    std::fs::write(path, passwd).unwrap();
 }

@@ -8,9 +8,13 @@
 //! `mailAlternateAddress` is defined here in a test-only schema (a private
 //! OID arc): Debian's schemas do not have it.
 //!
-//! Users: `carol` / `sesame-carol` (mail carol@example.com, alternate
-//! sales@example.com and carol@example.org) and `dave` / `sesame-dave`
-//! (mail dave@example.com).
+//! Users under `ou=people`: `carol` / `sesame-carol` (mail
+//! carol@example.com, alternate sales@example.com and carol@example.org)
+//! and `dave` / `sesame-dave` (mail dave@example.com). Under `ou=staff`,
+//! found only by a search: `erin` / `sesame-erin` (mail erin@example.com,
+//! alternate help@example.com). `twin` is in both (`sesame-twin`), so a
+//! search from the top finds two. The service account
+//! [`SERVICE_DN`] / [`SERVICE_PASSWORD`] may read every entry.
 
 use super::certs::Pki;
 use std::net::TcpStream;
@@ -36,12 +40,25 @@ const SCHEMA: &str = concat!(
     "  MAY ( mailAlternateAddress ) )\n",
 );
 
+/// The service account a DN search binds as.
+pub const SERVICE_DN: &str = "cn=svc,dc=example,dc=com";
+
+/// Its password.
+pub const SERVICE_PASSWORD: &str = "svc-secret";
+
 const LDIF: &str = "dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n\
 dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\nou: people\n\n\
 dn: uid=carol,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nobjectClass: mailUser\nuid: carol\ncn: Carol\nsn: C\n\
 mail: carol@example.com\nmailAlternateAddress: sales@example.com\nmailAlternateAddress: carol@example.org\nuserPassword: sesame-carol\n\n\
 dn: uid=dave,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: dave\ncn: Dave\nsn: D\n\
-mail: dave@example.com\nuserPassword: sesame-dave\n";
+mail: dave@example.com\nuserPassword: sesame-dave\n\n\
+dn: uid=twin,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: twin\ncn: Twin\nsn: T\nuserPassword: sesame-twin\n\n\
+dn: ou=staff,dc=example,dc=com\nobjectClass: organizationalUnit\nou: staff\n\n\
+dn: uid=erin,ou=staff,dc=example,dc=com\nobjectClass: inetOrgPerson\nobjectClass: mailUser\nuid: erin\ncn: Erin\nsn: E\n\
+mail: erin@example.com\nmailAlternateAddress: help@example.com\nuserPassword: sesame-erin\n\n\
+dn: uid=twin,ou=staff,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: twin\ncn: Twin\nsn: T\nuserPassword: sesame-twin\n\n\
+dn: cn=svc,dc=example,dc=com\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: svc\n\
+userPassword: svc-secret\n";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -86,7 +103,7 @@ impl Slapd {
                  rootdn \"cn=admin,dc=example,dc=com\"\n\
                  directory {d}/data\n\
                  access to attrs=userPassword by anonymous auth by * none\n\
-                 access to * by self read by * none\n",
+                 access to * by dn.exact=\"cn=svc,dc=example,dc=com\" read by self read by * none\n",
                 pki.ca_path().display(),
                 pki.cert_path().display(),
                 pki.key_path().display()

@@ -164,6 +164,10 @@ pub struct Request<'a> {
     pub remote_ip: Option<std::net::IpAddr>,
     /// Our address the client connected to (`lip=`).
     pub local_ip: Option<std::net::IpAddr>,
+    /// The client's port (`rport=`).
+    pub remote_port: Option<u16>,
+    /// Our port the client connected to (`lport=`).
+    pub local_port: Option<u16>,
     /// The SMTP session is under TLS (`secured`).
     pub secured: bool,
     /// The initial response, base64 (`resp=`); `None` for none.
@@ -183,6 +187,12 @@ pub fn auth(r: &Request<'_>) -> String {
     }
     if let Some(ip) = r.remote_ip {
         line.push_str(&format!("\trip={ip}"));
+    }
+    if let Some(port) = r.local_port {
+        line.push_str(&format!("\tlport={port}"));
+    }
+    if let Some(port) = r.remote_port {
+        line.push_str(&format!("\trport={port}"));
     }
     if r.secured {
         line.push_str("\tsecured");
@@ -328,12 +338,27 @@ mod tests {
             mechanism: "PLAIN",
             remote_ip: Some("192.0.2.7".parse().unwrap()),
             local_ip: None,
+            remote_port: None,
+            local_port: None,
             secured: true,
             initial: Some("AGEAYg=="),
         };
         assert_eq!(
             auth(&r),
             "AUTH\t9\tPLAIN\tservice=smtp\tnologin\trip=192.0.2.7\tsecured\tresp=AGEAYg==\n"
+        );
+        let r = Request {
+            local_ip: Some("2001:db8::25".parse().unwrap()),
+            remote_port: Some(40000),
+            local_port: Some(587),
+            secured: false,
+            initial: None,
+            ..r
+        };
+        assert_eq!(
+            auth(&r),
+            "AUTH\t9\tPLAIN\tservice=smtp\tnologin\tlip=2001:db8::25\trip=192.0.2.7\t\
+             lport=587\trport=40000\n"
         );
         assert_eq!(handshake(42), "VERSION\t1\t2\nCPID\t42\n");
         assert_eq!(cont(9, "YQ=="), "CONT\t9\tYQ==\n");

@@ -18,9 +18,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use codec::{LineBuffer, ServerLine};
 use futures::io::{AsyncRead, AsyncWrite};
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -43,10 +43,14 @@ pub enum Answer {
     Rejected,
 }
 
-/// About the SMTP client, for Dovecot's log and penalties.
+/// About the SMTP client, for Dovecot's log, penalties and passdb rules
+/// (`%{lip}`, `%{rip}`, `allow_nets`).
 pub struct Peer {
-    /// The client's IP.
-    pub remote: IpAddr,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Our address the client connected to: the listener socket's, or
+    /// behind a PROXY protocol balancer the destination its header names.
+    pub local: Option<SocketAddr>,
     /// The session is under TLS.
     pub secured: bool,
 }
@@ -64,6 +68,26 @@ pub struct DovecotClient {
     idle: Mutex<Vec<Connection>>,
     /// Request IDs, unique per process and so per connection.
     next_id: AtomicU32,
+    /// What the last handshake offered, as [`Offered`] bits; 0 when no
+    /// handshake succeeded yet or the last connection attempt failed.
+    offered: AtomicU8,
+    /// A background handshake ([`DovecotClient::learn_mechanisms`]) is under way.
+    learning: AtomicBool,
+}
+
+/// Bits of [`DovecotClient::offered`].
+struct Offered;
+
+impl Offered {
+    /// A handshake succeeded: the other bits are what it offered.
+    const KNOWN: u8 = 1;
+    /// The bit of one mechanism.
+    fn bit(m: Mechanism) -> u8 {
+        match m {
+            Mechanism::Plain => 2,
+            Mechanism::Login => 4,
+        }
+    }
 }
 
 /// One connection after its handshake.
@@ -195,8 +219,10 @@ impl Connection {
         let request = codec::Request {
             id,
             mechanism: mechanism.name(),
-            remote_ip: Some(peer.remote),
-            local_ip: None,
+            remote_ip: Some(peer.remote.ip()),
+            local_ip: peer.local.map(|a| a.ip()),
+            remote_port: Some(peer.remote.port()),
+            local_port: peer.local.map(|a| a.port()),
             secured: peer.secured,
             initial: initial.as_ref().map(|s| s.as_str()),
         };
@@ -251,6 +277,53 @@ impl DovecotClient {
             timeout,
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU32::new(1),
+            offered: AtomicU8::new(0),
+            learning: AtomicBool::new(false),
+        }
+    }
+
+    /// The mechanisms smtpgate carries that Dovecot offered at the last
+    /// handshake; `None` when it has not been reached (yet, or since a
+    /// connection attempt failed).
+    pub fn mechanisms(&self) -> Option<Vec<Mechanism>> {
+        let bits = self.offered.load(Ordering::Relaxed);
+        (bits & Offered::KNOWN != 0).then(|| {
+            Mechanism::ALL
+                .into_iter()
+                .filter(|m| bits & Offered::bit(*m) != 0)
+                .collect()
+        })
+    }
+
+    /// Connects once to learn the mechanisms, when they are not known and
+    /// no other attempt is under way; the connection is kept for the next
+    /// login. For EHLO, which must not wait on it: spawn it.
+    pub async fn learn_mechanisms(&self) {
+        if self.mechanisms().is_some() || self.learning.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(Ok(conn)) = async_std::future::timeout(self.timeout, self.open()).await {
+            self.keep(conn);
+        }
+        self.learning.store(false, Ordering::Release);
+    }
+
+    /// Opens a connection and notes what its handshake offered (or, when
+    /// it fails, that nothing is known).
+    async fn open(&self) -> Result<Connection, String> {
+        match Connection::open(&self.target).await {
+            Ok(conn) => {
+                let bits = Mechanism::ALL
+                    .into_iter()
+                    .filter(|m| conn.mechanisms.iter().any(|n| n == m.name()))
+                    .fold(Offered::KNOWN, |bits, m| bits | Offered::bit(m));
+                self.offered.store(bits, Ordering::Relaxed);
+                Ok(conn)
+            }
+            Err(e) => {
+                self.offered.store(0, Ordering::Relaxed);
+                Err(e)
+            }
         }
     }
 
@@ -266,14 +339,14 @@ impl DovecotClient {
             let reused = kept.is_some();
             let mut conn = match kept {
                 Some(c) => c,
-                None => Connection::open(&self.target).await?,
+                None => self.open().await?,
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed).max(1);
             let answer = match conn.login(id, mechanism, creds, peer).await {
                 // A kept connection may have been closed by Dovecot while
                 // idle: one retry on a fresh one.
                 Err(_) if reused => {
-                    let mut fresh = Connection::open(&self.target).await?;
+                    let mut fresh = self.open().await?;
                     let answer = fresh.login(id, mechanism, creds, peer).await?;
                     conn = fresh;
                     answer
