@@ -51,7 +51,9 @@ pub use security::{
 };
 pub use sender_auth::{ArcOptions, DmarcMode, SenderAuthOptions};
 
-pub use auth_backends::{AuthBackend, DovecotBackend, LdapBackend, LoginCacheOptions};
+pub use auth_backends::{
+    AuthBackend, DovecotBackend, LdapBackend, LoginCacheOptions, UpstreamBackend,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
