@@ -48,7 +48,7 @@ impl Backend {
 pub enum Outcome {
     /// Accepted by the named backend; by the upstream backend, with the
     /// upstream connection that logged in, for the session to keep.
-    Accepted(Arc<User>, &'static str, Option<Upstream>),
+    Accepted(Arc<User>, &'static str, Option<Box<Upstream>>),
     /// No backend accepted it, and all of them answered.
     Rejected,
     /// No backend accepted it and this one could not answer.
@@ -148,7 +148,7 @@ async fn backend_check(
     creds: &Credentials,
     peer: &Peer,
     upstream: Option<&UpstreamLogin<'_>>,
-) -> Result<Option<(Arc<User>, Option<Upstream>)>, String> {
+) -> Result<Option<(Arc<User>, Option<Box<Upstream>>)>, String> {
     let user = match backend {
         Backend::UsersFile => match users {
             Some(store) => {
@@ -165,7 +165,7 @@ async fn backend_check(
         },
         Backend::Upstream(b) => {
             let found = b.log_in(mechanism, creds, upstream).await?;
-            return Ok(found.map(|(user, up)| (user, Some(up))));
+            return Ok(found.map(|(user, up)| (user, Some(Box::new(up)))));
         }
     };
     Ok(user.map(|u| (u, None)))

@@ -205,14 +205,14 @@ impl<S: Stream> Session<S> {
     /// transaction) goes back to the pool.
     ///
     /// [`Link::Lost`]: super::link::Link::Lost
-    async fn keep_logged_in_upstream(&mut self, up: Upstream) {
+    async fn keep_logged_in_upstream(&mut self, up: Box<Upstream>) {
         info!(
             "session {} upstream {} session logged in as {:?}: it carries this session's mail",
             self.id,
             up.peer,
             up.logged_in_as.as_deref().unwrap_or("")
         );
-        let mut before = std::mem::replace(&mut self.upstream, Link::Clean(up));
+        let mut before = std::mem::replace(&mut self.upstream, Link::Clean(*up));
         if let (Some((old, dirty)), Some(pool)) = (before.take(), self.shared.upstreams()) {
             // Boxed: a rare, large future kept out of every idle task.
             Box::pin(pool.release(old, dirty, !self.shared.shutdown.is_fired())).await;
