@@ -4,7 +4,8 @@
 //! upstream session that logged in (Postfix logs `sasl_username=` and
 //! stamps "Authenticated sender"), with a raw client (PLAIN) and swaks
 //! (LOGIN); a wrong password gets `535` and the fail2ban line; Postfix
-//! stopped gets `454`, never `535`, and a log line naming the backend;
+//! stopped, or its Dovecot stopped, gets `454`, never `535`, and a log
+//! line naming the backend;
 //! once the logged-in connection is gone the next MAIL gets `451` even
 //! though Postfix is back, since a new connection would not be logged in;
 //! and `smtpgate check` refuses the backend with a plaintext upstream.
@@ -36,7 +37,7 @@ const PASSWORD: &str = "wonderland";
 struct Stack {
     gate: Smtpgate,
     postfix: Postfix,
-    _dovecot: Dovecot,
+    dovecot: Dovecot,
     _pki: Pki,
 }
 
@@ -59,7 +60,7 @@ impl Stack {
         Stack {
             gate,
             postfix,
-            _dovecot: dovecot,
+            dovecot,
             _pki: pki,
         }
     }
@@ -272,6 +273,23 @@ fn postfix_stopped_gets_454_never_535() {
     s.gate
         .wait_log_line(&["auth unavailable", USER, "backend=upstream"]);
     assert!(!s.gate.log().contains("auth failed"), "{}", s.gate.log());
+}
+
+#[test]
+fn postfix_without_its_sasl_backend_gets_454_never_535() {
+    let mut s = Stack::start();
+    // Postfix cannot check passwords: its smtpd gives up on the session
+    // (Postfix 3.7 resets it), or says 4xx to AUTH, or offers none. Either
+    // way the client hears 454.
+    s.dovecot.stop();
+    let mut c = s.gate.client();
+    let reply = c.cmd(&format!("AUTH PLAIN {}", plain(USER, PASSWORD)), 454);
+    assert!(reply.contains("4.7.0"), "{reply}");
+    s.gate
+        .wait_log_line(&["auth backend unavailable", "backend=upstream"]);
+    assert!(!s.gate.log().contains("auth failed"), "{}", s.gate.log());
+    // The session goes on, not logged in.
+    c.cmd("NOOP", 250);
 }
 
 #[test]
