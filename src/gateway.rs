@@ -335,6 +335,20 @@ fn auth_backends(
                     senders,
                 }
             }
+            AuthBackend::Upstream(u) => {
+                let mut senders = Vec::new();
+                for (j, s) in u.senders.iter().enumerate() {
+                    senders.push(
+                        crate::relay::SenderRule::parse(s).map_err(|r| {
+                            (format!("auth.backends[{i}].upstream.senders[{j}]"), r)
+                        })?,
+                    );
+                }
+                Backend::Upstream(crate::auth::upstream::UpstreamBackend {
+                    timeout: std::time::Duration::from_millis(u.timeout_ms),
+                    senders,
+                })
+            }
         });
     }
     let cache = a.cache.as_ref().map(|c| {

@@ -232,6 +232,10 @@ pub struct Upstream {
     /// one. Clear it when the connection carries per-client state (an
     /// identity set with XCLIENT, say) that the next client must not inherit.
     pub reusable: bool,
+    /// The user this connection logged in as on behalf of a client (AUTH
+    /// passthrough): it carries that client's mail only, and is never
+    /// replaced by a connection that did not log in.
+    pub logged_in_as: Option<String>,
 }
 
 /// How the session to the upstream is secured.
@@ -354,6 +358,7 @@ impl Upstream {
             origin: addr.to_string(),
             opened: Instant::now(),
             reusable: true,
+            logged_in_as: None,
         };
         let tls = opening.tls.filter(|t| t.policy != TlsPolicy::Plain);
         if let Some(t) = tls.filter(|t| t.policy == TlsPolicy::Implicit) {
@@ -453,18 +458,46 @@ impl Upstream {
     /// AUTH PLAIN (or LOGIN when only that is offered) with `creds`. Never
     /// without TLS: the password would cross the wire in clear.
     async fn authenticate(&mut self, creds: &UpstreamCredentials) -> Result<(), UpstreamError> {
+        self.authenticate_as(&creds.user, creds.password.as_bytes(), false)
+            .await
+    }
+
+    /// Logs in as a client's user (AUTH passthrough), with LOGIN first when
+    /// `login_first` (the client used LOGIN) and the server offers it, else
+    /// PLAIN. Under TLS only. On success the connection is bound to `user`:
+    /// not reusable by other sessions.
+    pub async fn log_in_for_client(
+        &mut self,
+        user: &str,
+        password: &[u8],
+        login_first: bool,
+    ) -> Result<(), UpstreamError> {
+        self.authenticate_as(user, password, login_first).await?;
+        self.logged_in_as = Some(user.to_string());
+        self.reusable = false;
+        Ok(())
+    }
+
+    /// AUTH PLAIN or LOGIN as `user`; LOGIN is preferred when `login_first`.
+    async fn authenticate_as(
+        &mut self,
+        user: &str,
+        password: &[u8],
+        login_first: bool,
+    ) -> Result<(), UpstreamError> {
         if self.tls.is_none() {
             return Err(UpstreamError::AuthUnavailable(
                 "the session is not under TLS; the password is not sent in clear",
             ));
         }
         let offers = |m: &str| self.extensions.auth.iter().any(|a| a == m);
-        let reply = if offers("PLAIN") {
+        let plain = offers("PLAIN") && !(login_first && offers("LOGIN"));
+        let reply = if plain {
             let mut token = Zeroizing::new(Vec::new());
             token.push(0);
-            token.extend_from_slice(creds.user.as_bytes());
+            token.extend_from_slice(user.as_bytes());
             token.push(0);
-            token.extend_from_slice(creds.password.as_bytes());
+            token.extend_from_slice(password);
             let line = Zeroizing::new(format!("AUTH PLAIN {}", STANDARD.encode(&token[..])));
             self.command(&line, "AUTH reply").await?
         } else if offers("LOGIN") {
@@ -473,12 +506,12 @@ impl Upstream {
                 return Err(UpstreamError::Auth(reply));
             }
             let reply = self
-                .command(&STANDARD.encode(creds.user.as_bytes()), "AUTH reply")
+                .command(&STANDARD.encode(user.as_bytes()), "AUTH reply")
                 .await?;
             if reply.code != 334 {
                 return Err(UpstreamError::Auth(reply));
             }
-            let line = Zeroizing::new(STANDARD.encode(creds.password.as_bytes()));
+            let line = Zeroizing::new(STANDARD.encode(password));
             self.command(&line, "AUTH reply").await?
         } else {
             return Err(UpstreamError::AuthUnavailable(
@@ -488,7 +521,7 @@ impl Upstream {
         // The command buffer held the password; wipe it.
         zeroize::Zeroize::zeroize(&mut self.wbuf);
         if reply.code == 235 {
-            debug!("upstream {} accepted AUTH as {}", self.peer, creds.user);
+            debug!("upstream {} accepted AUTH as {user}", self.peer);
             Ok(())
         } else {
             Err(UpstreamError::Auth(reply))

@@ -1,5 +1,5 @@
 //! The backends AUTH checks passwords against, tried in order: the users
-//! file and Dovecot's auth service.
+//! file, Dovecot's auth service, LDAP and the upstream server's own AUTH.
 //!
 //! The first backend that accepts the login wins. When none does and one
 //! of them could not answer (down, timed out), the outcome is
@@ -8,8 +8,10 @@
 
 use super::cache::LoginCache;
 use super::dovecot::{Answer, DovecotClient, Peer};
+use super::upstream::{UpstreamBackend, UpstreamLogin};
 use super::{Credentials, Mechanism, User, UserStore};
 use crate::relay::SenderRule;
+use crate::upstream::Upstream;
 use log::warn;
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ pub enum Backend {
         /// MAIL FROM rules every Dovecot user gets.
         senders: Vec<SenderRule>,
     },
+    /// The upstream server's own AUTH (passthrough).
+    Upstream(UpstreamBackend),
 }
 
 impl Backend {
@@ -35,14 +39,16 @@ impl Backend {
             Backend::UsersFile => "users_file",
             Backend::Dovecot { .. } => "dovecot",
             Backend::Ldap(_) => "ldap",
+            Backend::Upstream(_) => "upstream",
         }
     }
 }
 
 /// What the backends decided about one login.
 pub enum Outcome {
-    /// Accepted by the named backend.
-    Accepted(Arc<User>, &'static str),
+    /// Accepted by the named backend; by the upstream backend, with the
+    /// upstream connection that logged in, for the session to keep.
+    Accepted(Arc<User>, &'static str, Option<Box<Upstream>>),
     /// No backend accepted it, and all of them answered.
     Rejected,
     /// No backend accepted it and this one could not answer.
@@ -90,7 +96,10 @@ impl Backends {
                 Backend::Dovecot { client, .. } => client
                     .mechanisms()
                     .unwrap_or_else(|| Mechanism::ALL.to_vec()),
-                Backend::UsersFile | Backend::Ldap(_) => Mechanism::ALL.to_vec(),
+                // The upstream backend carries either as the other when it must.
+                Backend::UsersFile | Backend::Ldap(_) | Backend::Upstream(_) => {
+                    Mechanism::ALL.to_vec()
+                }
             };
             offered.extend(takes);
         }
@@ -104,7 +113,7 @@ impl Backends {
     pub fn mechanisms_unknown(&self) -> bool {
         self.list.iter().any(|b| match b {
             Backend::Dovecot { client, .. } => client.mechanisms().is_none(),
-            Backend::UsersFile | Backend::Ldap(_) => false,
+            Backend::UsersFile | Backend::Ldap(_) | Backend::Upstream(_) => false,
         })
     }
 
@@ -124,28 +133,33 @@ impl Backends {
     }
 
     /// Checks one login against each backend in turn; `report` hears
-    /// each backend's answer (`accepted`, `rejected`, `unavailable`).
+    /// each backend's answer (`accepted`, `rejected`, `unavailable`). The
+    /// upstream backend logs in through `upstream`.
     pub async fn check(
         &self,
         mechanism: Mechanism,
         creds: &Credentials,
         peer: &Peer,
+        upstream: Option<&UpstreamLogin<'_>>,
         mut report: impl FnMut(&'static str, &'static str),
     ) -> Outcome {
         if let Some((user, name)) = self.cache.as_ref().and_then(|c| c.get(creds)) {
             report(name, "cached");
-            return Outcome::Accepted(user, name);
+            return Outcome::Accepted(user, name, None);
         }
         let mut unavailable = None;
         for backend in &self.list {
             let name = backend.name();
-            match backend_check(backend, self.users.as_ref(), mechanism, creds, peer).await {
-                Ok(Some(user)) => {
+            let users = self.users.as_ref();
+            match backend_check(backend, users, mechanism, creds, peer, upstream).await {
+                Ok(Some((user, up))) => {
                     report(name, "accepted");
-                    if let Some(c) = &self.cache {
+                    // An upstream login is worth only its connection: a
+                    // remembered one would have none.
+                    if let (Some(c), None) = (&self.cache, &up) {
                         c.put(creds, user.clone(), name);
                     }
-                    return Outcome::Accepted(user, name);
+                    return Outcome::Accepted(user, name, up);
                 }
                 Ok(None) => report(name, "rejected"),
                 Err(reason) => {
@@ -165,26 +179,35 @@ impl Backends {
     }
 }
 
-/// One backend's verdict: a user, `None` for a wrong password, or why it
-/// could not answer.
+/// One backend's verdict: a user (with the upstream connection that
+/// logged in, for the upstream backend), `None` for a wrong password, or
+/// why it could not answer.
 async fn backend_check(
     backend: &Backend,
     users: Option<&UserStore>,
     mechanism: Mechanism,
     creds: &Credentials,
     peer: &Peer,
-) -> Result<Option<Arc<User>>, String> {
-    match backend {
+    upstream: Option<&UpstreamLogin<'_>>,
+) -> Result<Option<(Arc<User>, Option<Box<Upstream>>)>, String> {
+    let user = match backend {
         Backend::UsersFile => match users {
-            Some(store) => Ok(store
-                .check(creds.user.clone(), creds.password.clone())
-                .await),
-            None => Err("no users file".into()),
+            Some(store) => {
+                store
+                    .check(creds.user.clone(), creds.password.clone())
+                    .await
+            }
+            None => return Err("no users file".into()),
         },
-        Backend::Ldap(client) => Ok(client.login(creds).await?.map(Arc::new)),
+        Backend::Ldap(client) => client.login(creds).await?.map(Arc::new),
         Backend::Dovecot { client, senders } => match client.login(mechanism, creds, peer).await? {
-            Answer::Ok(name) => Ok(Some(Arc::new(User::external(name, senders.clone())))),
-            Answer::Rejected => Ok(None),
+            Answer::Ok(name) => Some(Arc::new(User::external(name, senders.clone()))),
+            Answer::Rejected => None,
         },
-    }
+        Backend::Upstream(b) => {
+            let found = b.log_in(mechanism, creds, upstream).await?;
+            return Ok(found.map(|(user, up)| (user, Some(Box::new(up)))));
+        }
+    };
+    Ok(user.map(|u| (u, None)))
 }

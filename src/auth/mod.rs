@@ -11,9 +11,11 @@ pub mod dovecot;
 pub mod hash;
 pub mod ldap;
 pub mod sasl;
+pub mod upstream;
 pub mod users;
 
 pub use backends::{Backend, Backends, Outcome};
 pub use hash::{hash_password, StoredHash};
 pub use sasl::{Credentials, Exchange, Mechanism, MechanismError, SaslError, Step};
+pub use upstream::UpstreamLogin;
 pub use users::{User, UserStore, Users};

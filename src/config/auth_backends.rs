@@ -6,6 +6,7 @@
 //!   backends:
 //!     - dovecot: { socket: /run/dovecot/auth-client, timeout_ms: 5000 }
 //!     - users_file
+//!     - upstream: { timeout_ms: 10000 }
 //! ```
 //!
 //! Without `backends` the users file is the only one, as before.
@@ -25,6 +26,9 @@ pub enum AuthBackend {
     Dovecot(DovecotBackend),
     /// An LDAP directory: a simple bind as the user.
     Ldap(LdapBackend),
+    /// The upstream server's own AUTH, over TLS; the connection that
+    /// logged in then carries the session's mail.
+    Upstream(UpstreamBackend),
 }
 
 /// A backend as written: serde_yaml wants `!tags` for enums, so the map
@@ -48,6 +52,9 @@ struct WrittenMap {
     /// `ldap:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ldap: Option<LdapBackend>,
+    /// `upstream:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upstream: Option<UpstreamBackend>,
 }
 
 impl TryFrom<Written> for AuthBackend {
@@ -55,16 +62,31 @@ impl TryFrom<Written> for AuthBackend {
     fn try_from(w: Written) -> Result<AuthBackend, String> {
         match w {
             Written::Name(n) if n == "users_file" => Ok(AuthBackend::UsersFile),
+            Written::Name(n) if n == "upstream" => {
+                Ok(AuthBackend::Upstream(UpstreamBackend::default()))
+            }
+            Written::Map(WrittenMap {
+                dovecot: None,
+                ldap: None,
+                upstream: Some(u),
+            }) => Ok(AuthBackend::Upstream(u)),
+            Written::Map(WrittenMap {
+                upstream: Some(_), ..
+            }) => Err(
+                "a backend is one of `dovecot: {...}`, `ldap: {...}` and `upstream: {...}`".into(),
+            ),
             Written::Name(n) => Err(format!(
                 "unknown backend {n:?}: use `users_file` or `dovecot: {{...}}`"
             )),
             Written::Map(WrittenMap {
                 dovecot: Some(d),
                 ldap: None,
+                ..
             }) => Ok(AuthBackend::Dovecot(d)),
             Written::Map(WrittenMap {
                 dovecot: None,
                 ldap: Some(l),
+                ..
             }) => Ok(AuthBackend::Ldap(l)),
             Written::Map(_) => Err("a backend is one of `dovecot: {...}` and `ldap: {...}`".into()),
         }
@@ -78,10 +100,17 @@ impl From<AuthBackend> for Written {
             AuthBackend::Dovecot(d) => Written::Map(WrittenMap {
                 dovecot: Some(d),
                 ldap: None,
+                upstream: None,
             }),
             AuthBackend::Ldap(l) => Written::Map(WrittenMap {
                 dovecot: None,
                 ldap: Some(l),
+                upstream: None,
+            }),
+            AuthBackend::Upstream(u) => Written::Map(WrittenMap {
+                dovecot: None,
+                ldap: None,
+                upstream: Some(u),
             }),
         }
     }
@@ -94,6 +123,7 @@ impl AuthBackend {
             AuthBackend::UsersFile => "users_file",
             AuthBackend::Dovecot(_) => "dovecot",
             AuthBackend::Ldap(_) => "ldap",
+            AuthBackend::Upstream(_) => "upstream",
         }
     }
 }
@@ -216,6 +246,70 @@ pub enum LdapScope {
     Sub,
 }
 
+/// `upstream: { timeout_ms, senders }`: the login is tried at the
+/// upstream server (`upstream:`), which must be reached over TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBackend {
+    /// How long one login may take: connecting, TLS and AUTH. Past it the
+    /// client gets `454 4.7.0`. Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// MAIL FROM addresses every such user may use besides their login
+    /// name when it is an address: `user@domain`, `@domain` or `*`.
+    #[serde(default)]
+    pub senders: Vec<String>,
+}
+
+impl Default for UpstreamBackend {
+    fn default() -> UpstreamBackend {
+        UpstreamBackend {
+            timeout_ms: default_timeout_ms(),
+            senders: Vec::new(),
+        }
+    }
+}
+
+/// Checks that an `upstream` backend has an upstream to ask, reached over
+/// TLS (`starttls: required` or `tls: implicit`) and not logging in with
+/// its own `upstream.auth`: a plaintext upstream would see passwords in
+/// the clear.
+pub fn validate_upstream(
+    backends: &[AuthBackend],
+    upstream: Option<&super::Upstream>,
+) -> Result<(), (String, String)> {
+    use super::{TlsMode, UpstreamStartTls};
+    let Some(i) = backends
+        .iter()
+        .position(|b| matches!(b, AuthBackend::Upstream(_)))
+    else {
+        return Ok(());
+    };
+    let at = format!("auth.backends[{i}].upstream");
+    let Some(up) = upstream else {
+        return Err((
+            at,
+            "passes logins to the upstream server, but there is no `upstream:` section".into(),
+        ));
+    };
+    if up.tls != TlsMode::Implicit && up.starttls != UpstreamStartTls::Required {
+        return Err((
+            at,
+            "passes passwords to the upstream server: it needs `upstream.starttls: required` \
+             or `upstream.tls: implicit`, since a plaintext upstream would see them in the clear"
+                .into(),
+        ));
+    }
+    if up.auth.is_some() {
+        return Err((
+            at,
+            "cannot be combined with `upstream.auth`: the connection logs in as the client's user"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Serde default of the backends' `timeout_ms`.
 fn default_timeout_ms() -> u64 {
     5000
@@ -266,6 +360,17 @@ pub fn validate(backends: &[AuthBackend], has_users_file: bool) -> Result<(), (S
                 }
                 if d.timeout_ms == 0 {
                     return Err((at(".dovecot.timeout_ms"), "must be at least 1".into()));
+                }
+            }
+            AuthBackend::Upstream(u) => {
+                if u.timeout_ms == 0 {
+                    return Err((at(".upstream.timeout_ms"), "must be at least 1".into()));
+                }
+                if backends[..i]
+                    .iter()
+                    .any(|b| matches!(b, AuthBackend::Upstream(_)))
+                {
+                    return Err((at(""), "`upstream` is listed twice".into()));
                 }
             }
         }
@@ -415,5 +520,54 @@ mod tests {
         assert_eq!(search.scope, crate::config::LdapScope::One);
         let e = load("auth:\n  backends: [ldapp]\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
+    }
+
+    #[test]
+    fn the_upstream_backend_needs_a_tls_upstream() {
+        let tls = "upstream: { addr: \"mx.test:587\", starttls: required }\n";
+        for (backends, timeout) in [
+            ("[upstream]", 5000),
+            ("[{ upstream: { timeout_ms: 900 } }]", 900),
+        ] {
+            let c = load(&format!("auth:\n  backends: {backends}\n{tls}")).unwrap();
+            let b = c.auth.unwrap().backends();
+            let [AuthBackend::Upstream(u)] = &b[..] else {
+                panic!("{b:?}")
+            };
+            assert_eq!(u.timeout_ms, timeout);
+        }
+        let implicit = "upstream: { addr: \"mx.test:465\", tls: implicit }\n";
+        load(&format!("auth:\n  backends: [upstream]\n{implicit}")).unwrap();
+        let cases = [
+            ("upstream: { addr: \"mx.test:25\" }\n", "starttls: required"),
+            (
+                "upstream: { addr: \"mx.test:25\", starttls: opportunistic }\n",
+                "in the clear",
+            ),
+            ("", "no `upstream:` section"),
+            (
+                "upstream: { addr: \"mx.test:465\", tls: implicit, auth: { user: u, password_file: /p } }\n",
+                "`upstream.auth`",
+            ),
+        ];
+        for (upstream, want) in cases {
+            let yaml = format!(
+                "auth:\n  users_file: u.yaml\n  backends: [users_file, upstream]\n{upstream}"
+            );
+            let e = load(&yaml).unwrap_err();
+            assert!(
+                e.reason.contains("auth.backends[1].upstream") && e.reason.contains(want),
+                "{yaml}: {e}"
+            );
+            assert!(e.line.is_some(), "{yaml}: {e}");
+        }
+        let e = load(&format!(
+            "auth:\n  backends:\n    - upstream: {{ timeout_ms: 0 }}\n{tls}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.reason.contains("auth.backends[0].upstream.timeout_ms"),
+            "{e}"
+        );
     }
 }

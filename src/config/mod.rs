@@ -53,6 +53,7 @@ pub use sender_auth::{ArcOptions, DmarcMode, SenderAuthOptions};
 
 pub use auth_backends::{
     AuthBackend, DovecotBackend, LdapBackend, LdapScope, LdapSearch, LoginCacheOptions,
+    UpstreamBackend,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

@@ -356,6 +356,8 @@ pub(super) fn check(c: &Config) -> Result<(), ValidationError> {
         }
         super::auth_backends::validate(&a.backends, a.users_file.is_some())
             .map_err(|(key, reason)| err(&key, reason))?;
+        super::auth_backends::validate_upstream(&a.backends, c.upstream.as_ref())
+            .map_err(|(key, reason)| err(&key, reason))?;
         if let Some(cache) = &a.cache {
             super::auth_backends::validate_cache(cache)
                 .map_err(|(key, reason)| err(&key, reason))?;

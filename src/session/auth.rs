@@ -7,13 +7,17 @@
 //! `auth failed: client=192.0.2.7 user="alice" mechanism=PLAIN session=...`.
 //! After `auth.max_failures` failures the session ends with `421 4.7.0`.
 
+use super::link::Link;
 use super::{replies, Flow, Session, SessionVerdict};
 use crate::auth::dovecot::Peer;
-use crate::auth::{Credentials, Exchange, Mechanism, MechanismError, Outcome, SaslError, Step};
+use crate::auth::{
+    Credentials, Exchange, Mechanism, MechanismError, Outcome, SaslError, Step, UpstreamLogin,
+};
 use crate::config::{AuthMode, StartTls};
 use crate::filter::Stage;
 use crate::proto::{LineReader, Mailbox};
 use crate::stream::Stream;
+use crate::upstream::Upstream;
 use log::{info, warn};
 
 /// Longest SASL response line accepted, CRLF included: RFC 4954 §4 asks
@@ -129,15 +133,27 @@ impl<S: Stream> Session<S> {
             secured: self.is_tls(),
         };
         let metrics = self.shared.metrics();
+        let shared = self.shared.clone();
+        let via = match (shared.upstreams(), &shared.config.upstream) {
+            (Some(pool), Some(cfg)) => Some(UpstreamLogin {
+                pool,
+                helo: cfg.helo.as_deref().unwrap_or(&shared.config.hostname),
+                timeouts: &shared.config.timeouts,
+            }),
+            _ => None,
+        };
         // Boxed: a backend's exchange is large and rare, and every idle
         // session's future would otherwise carry its size.
-        let outcome = Box::pin(backends.check(mechanism, &creds, &peer, |backend, result| {
-            metrics.auth_backend(backend, result)
-        }))
-        .await;
-        let user = match outcome {
-            Outcome::Accepted(user, _) => Some(user),
-            Outcome::Rejected => None,
+        let outcome =
+            Box::pin(
+                backends.check(mechanism, &creds, &peer, via.as_ref(), |backend, result| {
+                    metrics.auth_backend(backend, result)
+                }),
+            )
+            .await;
+        let (user, logged_in) = match outcome {
+            Outcome::Accepted(user, _, up) => (Some(user), up),
+            Outcome::Rejected => (None, None),
             Outcome::Unavailable(backend) => {
                 // Not the client's fault: no failure is counted, and the
                 // fail2ban line is not written.
@@ -160,8 +176,15 @@ impl<S: Stream> Session<S> {
         });
         self.shared.metrics().auth(user.is_some());
         let Some(user) = user else {
+            // Refused for the authorization identity: the login the
+            // upstream accepted is not used.
+            if let Some(up) = logged_in {
+                Box::pin(up.quit()).await;
+            }
             return self.auth_failed(&name, mechanism);
         };
+        // From here on, a login that is not completed closes the upstream
+        // connection it logged in on (dropping it does).
         if let Some(flow) = self.login_limits(&user.name).await {
             return flow;
         }
@@ -179,6 +202,9 @@ impl<S: Stream> Session<S> {
             }
             SessionVerdict::Go => {}
         }
+        if let Some(up) = logged_in {
+            self.keep_logged_in_upstream(up).await;
+        }
         info!(
             "session {} peer={} authenticated user={:?} mechanism={}",
             self.id,
@@ -187,6 +213,27 @@ impl<S: Stream> Session<S> {
             mechanism.name()
         );
         self.reply(replies::auth_ok())
+    }
+
+    /// Makes the connection that logged in at the upstream as the client's
+    /// user the session's own: every later transaction goes over it, and
+    /// when it dies none is opened in its place (see [`Link::Lost`]). A
+    /// connection the session held before (from an earlier, unauthenticated
+    /// transaction) goes back to the pool.
+    ///
+    /// [`Link::Lost`]: super::link::Link::Lost
+    async fn keep_logged_in_upstream(&mut self, up: Box<Upstream>) {
+        info!(
+            "session {} upstream {} session logged in as {:?}: it carries this session's mail",
+            self.id,
+            up.peer,
+            up.logged_in_as.as_deref().unwrap_or("")
+        );
+        let mut before = std::mem::replace(&mut self.upstream, Link::Clean(*up));
+        if let (Some((old, dirty)), Some(pool)) = (before.take(), self.shared.upstreams()) {
+            // Boxed: a rare, large future kept out of every idle task.
+            Box::pin(pool.release(old, dirty, !self.shared.shutdown.is_fired())).await;
+        }
     }
 
     /// A failed login: logged for fail2ban, counted, and after too many the

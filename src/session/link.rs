@@ -20,13 +20,17 @@ pub(super) enum Link {
     /// Connected, but the upstream still holds MAIL/RCPT of a transaction
     /// the client abandoned: RSET before anything else.
     NeedsRset(Upstream),
+    /// The connection that logged in as the client's user (AUTH
+    /// passthrough) is gone. Nothing replaces it: a new one would not be
+    /// logged in, so every later MAIL gets `451 4.4.1`.
+    Lost,
 }
 
 impl Link {
     /// The connection, whatever its condition.
     pub(super) fn get(&mut self) -> Option<&mut Upstream> {
         match self {
-            Link::None => None,
+            Link::None | Link::Lost => None,
             Link::Clean(up) | Link::NeedsRset(up) => Some(up),
         }
     }
@@ -34,14 +38,19 @@ impl Link {
     /// The connection, read-only.
     pub(super) fn peek(&self) -> Option<&Upstream> {
         match self {
-            Link::None => None,
+            Link::None | Link::Lost => None,
             Link::Clean(up) | Link::NeedsRset(up) => Some(up),
         }
     }
 
     /// True when there is a connection.
     pub(super) fn is_connected(&self) -> bool {
-        !matches!(self, Link::None)
+        !matches!(self, Link::None | Link::Lost)
+    }
+
+    /// True when the session's logged-in connection is gone for good.
+    pub(super) fn is_lost(&self) -> bool {
+        matches!(self, Link::Lost)
     }
 
     /// True when the upstream holds an abandoned transaction.
@@ -53,7 +62,7 @@ impl Link {
     pub(super) fn abandoned(&mut self) {
         *self = match std::mem::take(self) {
             Link::Clean(up) | Link::NeedsRset(up) => Link::NeedsRset(up),
-            Link::None => Link::None,
+            other => other,
         };
     }
 
@@ -61,20 +70,26 @@ impl Link {
     pub(super) fn settled(&mut self) {
         *self = match std::mem::take(self) {
             Link::Clean(up) | Link::NeedsRset(up) => Link::Clean(up),
-            Link::None => Link::None,
+            other => other,
         };
     }
 
     /// Forgets the connection (it failed, or it stands for another client
-    /// now); dropping it closes the socket.
+    /// now); dropping it closes the socket. One that logged in as the
+    /// client's user leaves the link [`Lost`](Link::Lost).
     pub(super) fn drop_connection(&mut self) {
-        *self = Link::None;
+        let logged_in = self.peek().is_some_and(|up| up.logged_in_as.is_some());
+        *self = if logged_in || self.is_lost() {
+            Link::Lost
+        } else {
+            Link::None
+        };
     }
 
     /// Hands the connection over, with whether it needs RSET.
     pub(super) fn take(&mut self) -> Option<(Upstream, bool)> {
         match std::mem::take(self) {
-            Link::None => None,
+            Link::None | Link::Lost => None,
             Link::Clean(up) => Some((up, false)),
             Link::NeedsRset(up) => Some((up, true)),
         }

@@ -164,7 +164,10 @@ impl<S: Stream> Session<S> {
     /// none: an idle one from the pool, or a new one. A reused connection
     /// (kept from this session's last transaction, or from the pool) that
     /// turns out dead — closed, reset, timed out, or saying `421` — is
-    /// replaced by a new one before the client sees anything.
+    /// replaced by a new one before the client sees anything — except the
+    /// connection that logged in as the client's user (AUTH passthrough):
+    /// once it is gone, MAIL fails with `451` rather than going out on a
+    /// connection that is not logged in.
     async fn upstream_mail(&mut self, tx: &Transaction) -> Result<Reply, UpstreamError> {
         let Some(cfg) = self.shared.config.upstream.clone() else {
             return Err(UpstreamError::Closed);
@@ -184,6 +187,14 @@ impl<S: Stream> Session<S> {
         }
         let mut fresh_only = false;
         loop {
+            if self.upstream.is_lost() {
+                warn!(
+                    "session {} peer={} the upstream connection logged in for this client \
+                     is gone; MAIL refused, no other connection is opened for it",
+                    self.id, self.peer
+                );
+                return Err(UpstreamError::Closed);
+            }
             let reused = if self.upstream.is_connected() {
                 true
             } else {

@@ -168,10 +168,13 @@ pub fn xclient_commands(client: &ClientInfo, offered: &[String]) -> Vec<String> 
 
 impl Upstream {
     /// True when XCLIENT is to be sent for `client` now: asked for, offered,
-    /// and not already done on this connection for the same session.
+    /// not on a connection logged in for a client (AUTH passthrough), and
+    /// not already done on this connection for the same session.
     pub fn xclient_due(&self, mode: crate::config::ForwardClient, client: &ClientInfo) -> bool {
         mode == crate::config::ForwardClient::Xclient
             && self.extensions.xclient.is_some()
+            // XCLIENT restarts the server's session, and with it the login.
+            && self.logged_in_as.is_none()
             && self.xclient_for.as_deref() != Some(client.session.as_str())
     }
 
@@ -187,9 +190,11 @@ impl Upstream {
         let wanted = match mode {
             ForwardClient::None => false,
             ForwardClient::Xforward => true,
-            // XCLIENT when offered; XFORWARD is the fallback.
+            // XCLIENT when offered (and usable: not after a client's
+            // login); XFORWARD is the fallback.
             ForwardClient::Xclient => {
-                self.xclient_for.is_none() && self.extensions.xclient.is_none()
+                self.xclient_for.is_none()
+                    && (self.extensions.xclient.is_none() || self.logged_in_as.is_some())
             }
         };
         match (&self.extensions.xforward, wanted) {

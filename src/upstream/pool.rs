@@ -297,6 +297,44 @@ impl UpstreamPool {
             tls: self.tls.as_ref(),
             auth: self.auth.as_ref(),
         };
+        self.open_first(&opening).await
+    }
+
+    /// A new connection (with failover, as [`connect`](Self::connect)) that
+    /// has logged in at the upstream as a client's `user` (AUTH
+    /// passthrough): it is bound to that user and never pooled. A refused
+    /// login is [`UpstreamError::Auth`] with the server's reply; it does
+    /// not mark the server down, as it says nothing of its health.
+    pub async fn log_in(
+        &self,
+        helo: &str,
+        timeouts: &Timeouts,
+        user: &str,
+        password: &[u8],
+        login_first: bool,
+    ) -> Result<Upstream, UpstreamError> {
+        let opening = Opening {
+            helo,
+            timeouts,
+            tls: self.tls.as_ref(),
+            auth: None,
+        };
+        let mut up = self.open_first(&opening).await?;
+        match up.log_in_for_client(user, password, login_first).await {
+            Ok(()) => Ok(up),
+            Err(e) => {
+                if !matches!(e, UpstreamError::Auth(_)) {
+                    self.metrics.upstream_error_kind(e.kind());
+                }
+                up.quit().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens `opening` to the first server that works (see
+    /// [`connect`](Self::connect)).
+    async fn open_first(&self, opening: &Opening<'_>) -> Result<Upstream, UpstreamError> {
         let now = Instant::now();
         let (up, down): (Vec<&Target>, Vec<&Target>) =
             self.targets.iter().partition(|t| !t.is_down(now));
@@ -306,7 +344,7 @@ impl UpstreamPool {
             // Boxed: opening (TCP, TLS, AUTH) is a large future, and it
             // would otherwise be part of every session's task, idle or not.
             let connector = self.connector.get().map(|c| c.as_ref());
-            match Box::pin(Upstream::open_with(connector, &target.addr, &opening)).await {
+            match Box::pin(Upstream::open_with(connector, &target.addr, opening)).await {
                 Ok(session) => {
                     self.metrics.upstream_latency("connect", started.elapsed());
                     self.learn(&session.extensions);

@@ -12,6 +12,7 @@ pub mod mailauth;
 pub mod milters;
 pub mod mock_upstream;
 pub mod pipe;
+pub mod postfix;
 pub mod scanners;
 pub mod slapd;
 pub mod tls_client;
