@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::scanners::{Clamd, Rspamd, EICAR, EICAR_NAME, GTUBE, MARKER, MARKER_NAME};
+use common::scanners::{
+    Clamd, Rspamd, EICAR, EICAR_NAME, GTUBE, GTUBE_REWRITE_SUBJECT, MARKER, MARKER_NAME,
+};
 use common::{audit_records, message, rules_dir, rules_line, Gateway, MockOptions, MockUpstream};
 
 /// A gateway with `scanners` (YAML flow mapping) relaying to a mock upstream.
@@ -160,6 +162,95 @@ fn rspamd_rejects_gtube_with_550() {
     assert!(s.up.delivered().is_empty());
 }
 
+/// The relayed message's Subject fields (raw, continuation lines included)
+/// and its Subject as a mail reader decodes it.
+fn subjects(relayed: &[u8]) -> (Vec<String>, String) {
+    let text = String::from_utf8_lossy(relayed);
+    let header = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut fields: Vec<String> = Vec::new();
+    for line in header.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut().filter(|f| f.starts_with("Subject:")) {
+                last.push_str("\r\n");
+                last.push_str(line);
+            }
+        } else {
+            fields.push(line.to_string());
+        }
+    }
+    fields.retain(|f| f.to_ascii_lowercase().starts_with("subject:"));
+    let decoded = mail_parser::MessageParser::default()
+        .parse(relayed)
+        .and_then(|m| m.subject().map(String::from))
+        .unwrap_or_default();
+    (fields, decoded)
+}
+
+#[test]
+fn rspamds_rewrite_subject_rewrites_the_relayed_subject_encoded() {
+    let rspamd = Rspamd::shared();
+    let s = setup(
+        &format!("{{ rspamd: {{ url: \"{}\" }} }}", rspamd.url()),
+        None,
+    );
+    // A folded, encoded Subject ("Grüße" and a continuation line), and
+    // a second Subject field: one Subject goes on, rspamd's.
+    let msg = format!(
+        "From: a@example.com\r\nTo: b@example.com\r\nSubject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n\taus Koeln\r\n\
+         Message-ID: <rewrite@example.com>\r\nsubject: second\r\n\r\n{GTUBE_REWRITE_SUBJECT}\r\n"
+    );
+    let (code, text) = send(&s.gw, &msg);
+    assert_eq!(code, 250, "{text}");
+    let got = s.up.wait_for(1);
+    let (fields, decoded) = subjects(&got[0].data);
+    let relayed = String::from_utf8_lossy(&got[0].data).to_string();
+    assert_eq!(fields.len(), 1, "{relayed}");
+    assert!(fields[0].starts_with("Subject: =?UTF-8?B?"), "{relayed}");
+    assert!(fields[0].is_ascii(), "{relayed}");
+    assert_eq!(decoded, "*** SPAM *** Grüße aus Koeln", "{relayed}");
+    assert!(!relayed.contains("second"), "{relayed}");
+    assert!(
+        relayed.contains("X-Rspamd-Action: rewrite subject"),
+        "{relayed}"
+    );
+    assert!(relayed.contains("X-Spam: Yes"), "{relayed}");
+    let rec = &audit_records(&s.audit, 1)[0];
+    assert_eq!(rec["facts"]["rspamd.action"], "rewrite subject", "{rec}");
+    assert_eq!(
+        rec["facts"]["rspamd.subject"], "*** SPAM *** Grüße aus Koeln",
+        "{rec}"
+    );
+    // A clean message keeps its Subject, byte for byte.
+    let (code, text) = send(&s.gw, &message("untouched", "hello\r\n"));
+    assert_eq!(code, 250, "{text}");
+    let got = s.up.wait_for(2);
+    let (fields, _) = subjects(&got[1].data);
+    assert_eq!(fields, ["Subject: untouched"]);
+}
+
+#[test]
+fn rewrite_subject_adds_a_subject_to_a_message_without_one() {
+    let rspamd = Rspamd::shared();
+    let s = setup(
+        &format!("{{ rspamd: {{ url: \"{}\" }} }}", rspamd.url()),
+        None,
+    );
+    let msg = format!(
+        "From: a@example.com\r\nTo: b@example.com\r\nMessage-ID: <nosubject@example.com>\r\n\r\n{GTUBE_REWRITE_SUBJECT}\r\n"
+    );
+    let (code, text) = send(&s.gw, &msg);
+    assert_eq!(code, 250, "{text}");
+    let got = s.up.wait_for(1);
+    let (fields, decoded) = subjects(&got[0].data);
+    let relayed = String::from_utf8_lossy(&got[0].data).to_string();
+    assert_eq!(fields.len(), 1, "{relayed}");
+    assert!(decoded.starts_with("*** SPAM ***"), "{relayed}");
+    assert!(
+        relayed.ends_with(&format!("\r\n\r\n{GTUBE_REWRITE_SUBJECT}\r\n")),
+        "{relayed}"
+    );
+}
+
 #[test]
 fn a_rule_overrides_rspamds_reject_and_can_quarantine_instead() {
     let rspamd = Rspamd::shared();
@@ -229,6 +320,11 @@ fn a_dead_rspamd_fails_open_unless_told_to_tempfail() {
 /// `smtpgate test-rules` with the scanners configured and their facts
 /// given: the default actions apply, no scanner is asked.
 fn simulate(facts: &[&str]) -> (i32, String) {
+    simulate_with(facts, "")
+}
+
+/// [`simulate`] with more rspamd settings (`, key: value` flow entries).
+fn simulate_with(facts: &[&str], rspamd_extra: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("gateway.yaml");
     // Nothing listens at these addresses: a scan would fail, not pass.
@@ -236,7 +332,7 @@ fn simulate(facts: &[&str]) -> (i32, String) {
     std::fs::write(
         &cfg,
         format!(
-            "relay: {{ local_domains: [example.com] }}\nscanners:\n  rspamd: {{ url: \"http://127.0.0.1:{port}\" }}\n  clamav: {{ addr: \"127.0.0.1:{port}\" }}\n"
+            "relay: {{ local_domains: [example.com] }}\nscanners:\n  rspamd: {{ url: \"http://127.0.0.1:{port}\"{rspamd_extra} }}\n  clamav: {{ addr: \"127.0.0.1:{port}\" }}\n"
         ),
     )
     .unwrap();
@@ -280,6 +376,51 @@ fn the_simulator_applies_the_default_actions_to_fixtures() {
     let (code, out) = simulate(&["clamav.virus=none", "rspamd.action=add header"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("X-Spam"), "{out}");
+    assert!(!out.contains("subject rewritten"), "{out}");
+}
+
+#[test]
+fn the_simulator_shows_the_rewritten_subject() {
+    // rspamd gave no subject: the default template, on the old Subject.
+    let (code, out) = simulate(&["clamav.virus=none", "rspamd.action=rewrite subject"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("subject rewritten: \"*** SPAM *** sim\""),
+        "{out}"
+    );
+    assert!(out.contains("X-Spam: Yes"), "{out}");
+    // The configured template, with the score.
+    let (code, out) = simulate_with(
+        &[
+            "clamav.virus=none",
+            "rspamd.action=rewrite subject",
+            "rspamd.score=6.5",
+        ],
+        ", subject_template: \"[SPAM %d] %s\"",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("subject rewritten: \"[SPAM 6.50] sim\""),
+        "{out}"
+    );
+    // rspamd's own subject wins over the template.
+    let (code, out) = simulate(&[
+        "clamav.virus=none",
+        "rspamd.action=rewrite subject",
+        "rspamd.subject=*** SPAM *** from rspamd",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("subject rewritten: \"*** SPAM *** from rspamd\""),
+        "{out}"
+    );
+    // apply_action off: the rules decide, the Subject stays.
+    let (code, out) = simulate_with(
+        &["clamav.virus=none", "rspamd.action=rewrite subject"],
+        ", apply_action: false",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("subject rewritten"), "{out}");
 }
 
 /// `smtpgate check -c FILE` with `yaml`: (exit code, stdout + stderr).
@@ -315,6 +456,12 @@ fn check_names_the_scanners_and_a_bad_setting_its_line() {
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains("gateway.yaml:3:") && out.contains("scanners.clamav.addr"),
+        "{out}"
+    );
+    let (code, out) = check("scanners:\n  rspamd:\n    subject_template: \"a\\nb\"\n");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("gateway.yaml:3:") && out.contains("scanners.rspamd.subject_template"),
         "{out}"
     );
     let (code, out) = check("scanners:\n  rspamd:\n    url: \"https://rspamd.example\"\n");

@@ -7,13 +7,17 @@
 //! `skipped` for a message over `max_size`), `rspamd.symbols` (the names
 //! of the symbols that hit), and `rspamd.add_headers` /
 //! `rspamd.remove_headers` (`Name: value` and names, from its `milter`
-//! block) for the [scanner filter](super::scanners) to apply.
+//! block) and `rspamd.subject` (the new Subject of a `rewrite subject`
+//! answer as text, rspamd's template already applied; empty when it gave
+//! none)
+//! for the [scanner filter](super::scanners) to apply.
 
 use super::http;
 use super::{Check, CheckFuture};
 use crate::config::{split_http_url, RspamdOptions};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
+use crate::message::header_value;
 use serde_json::Value as Json;
 
 /// `rspamd.score`.
@@ -26,6 +30,8 @@ pub const SYMBOLS: &str = "rspamd.symbols";
 pub const ADD_HEADERS: &str = "rspamd.add_headers";
 /// `rspamd.remove_headers`: names of headers rspamd asks to remove.
 pub const REMOVE_HEADERS: &str = "rspamd.remove_headers";
+/// `rspamd.subject`: the Subject rspamd wrote (on one line), or empty.
+pub const SUBJECT: &str = "rspamd.subject";
 /// The action of a message too large to be sent.
 pub const SKIPPED: &str = "skipped";
 
@@ -49,7 +55,7 @@ impl Rspamd {
             authority,
             path: format!("{prefix}/checkv2"),
             options: options.clone(),
-            facts: [SCORE, ACTION, SYMBOLS, ADD_HEADERS, REMOVE_HEADERS]
+            facts: [SCORE, ACTION, SYMBOLS, ADD_HEADERS, REMOVE_HEADERS, SUBJECT]
                 .map(String::from)
                 .to_vec(),
         }
@@ -129,6 +135,10 @@ pub struct Scan {
     pub add_headers: Vec<(String, String)>,
     /// Header names to remove.
     pub remove_headers: Vec<String>,
+    /// The new Subject (top-level `subject`, sent with `rewrite
+    /// subject`: a header value, RFC 2047-encoded by rspamd when it is
+    /// not ASCII) as text, on one line.
+    pub subject: Option<String>,
 }
 
 /// The actions rspamd defines; any other is an error, never a pass.
@@ -150,6 +160,7 @@ impl Scan {
             symbols: Vec::new(),
             add_headers: Vec::new(),
             remove_headers: Vec::new(),
+            subject: None,
         }
     }
 
@@ -205,12 +216,18 @@ impl Scan {
             Some(Json::Object(m)) => m.keys().filter(|n| is_field_name(n)).cloned().collect(),
             _ => Vec::new(),
         };
+        let subject = obj
+            .get("subject")
+            .and_then(Json::as_str)
+            .map(header_value::decode)
+            .filter(|s| !s.is_empty());
         Ok(Scan {
             score,
             action,
             symbols,
             add_headers,
             remove_headers,
+            subject,
         })
     }
 
@@ -230,6 +247,10 @@ impl Scan {
                 ),
             ),
             (REMOVE_HEADERS.to_string(), Value::List(self.remove_headers)),
+            (
+                SUBJECT.to_string(),
+                Value::Text(self.subject.unwrap_or_default()),
+            ),
         ]
     }
 }
@@ -290,6 +311,20 @@ mod tests {
         assert!(s.add_headers.contains(&("X-Two".into(), "b".into())));
         assert!(!s.add_headers.iter().any(|(n, _)| n == "Bad Name"));
         assert_eq!(s.remove_headers, ["X-Spam"]);
+        assert_eq!(s.subject, None);
+    }
+
+    #[test]
+    fn a_rewrite_subject_answer_gives_the_subject_on_one_line() {
+        let body = "{\"score\":7,\"action\":\"rewrite subject\",\
+            \"subject\":\"*** SPAM *** Grüße\\r\\nBcc: x@y\"}";
+        let s = Scan::parse(body.as_bytes()).unwrap();
+        assert_eq!(s.subject.as_deref(), Some("*** SPAM *** Grüße Bcc: x@y"));
+        let facts = s.facts();
+        assert!(facts.contains(&(SUBJECT.into(), Value::text("*** SPAM *** Grüße Bcc: x@y"))));
+        // A subject that is not a string is no subject.
+        let s = Scan::parse(br#"{"score":7,"action":"rewrite subject","subject":7}"#).unwrap();
+        assert_eq!(s.subject, None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!     on_error: fail_open     # or tempfail
 //!     apply_action: true      # rspamd's action is the verdict unless a rule decides
 //!     add_score: false        # add rspamd's score to the transaction score
+//!     subject_template: "*** SPAM *** %s"  # `rewrite subject` when rspamd gives no subject
 //!   clamav:
 //!     addr: "127.0.0.1:3310"  # or a Unix socket: "/run/clamav/clamd.ctl"
 //!     timeout_ms: 30000
@@ -60,6 +61,10 @@ pub struct RspamdOptions {
     pub apply_action: bool,
     /// rspamd's score is added to the transaction's score. Default false.
     pub add_score: bool,
+    /// The new Subject of a `rewrite subject` message when rspamd's answer
+    /// carries none: `%s` is the old Subject, `%d` the score. Default
+    /// `*** SPAM *** %s` (rspamd's own default).
+    pub subject_template: String,
 }
 
 impl Default for RspamdOptions {
@@ -72,6 +77,7 @@ impl Default for RspamdOptions {
             on_error: OnError::FailOpen,
             apply_action: true,
             add_score: false,
+            subject_template: "*** SPAM *** %s".to_string(),
         }
     }
 }
@@ -193,6 +199,12 @@ pub(super) fn check(s: &ScannersOptions) -> Result<(), ValidationError> {
             return Err(ValidationError::new(
                 "scanners.rspamd.max_size",
                 "must be at least 1",
+            ));
+        }
+        if r.subject_template.chars().any(char::is_control) || r.subject_template.len() > 200 {
+            return Err(ValidationError::new(
+                "scanners.rspamd.subject_template",
+                "must be one line of at most 200 bytes",
             ));
         }
     }

@@ -1,7 +1,8 @@
 //! Real scanners for the scanner tests: a `clamd` whose database holds
 //! only the test's own signatures (one for the EICAR test string, one for
 //! a string of the test's; no freshclam, no downloaded database), and an
-//! `rspamd` normal worker on the system's rules with every module that
+//! `rspamd` normal worker on the system's rules (its GTUBE test patterns
+//! for the other actions enabled) with every module that
 //! would ask the network disabled and its resolver pointed at a closed
 //! loopback port, so no query leaves the machine.
 //!
@@ -26,6 +27,10 @@ pub const MARKER: &str = "SMTPGATE-TEST-VIRUS-7f3a";
 pub const MARKER_NAME: &str = "Smtpgate-Test-Signature.UNOFFICIAL";
 /// GTUBE, which rspamd rejects.
 pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// rspamd's GTUBE variant for `rewrite subject` (a test pattern, enabled
+/// in the test's rspamd only).
+pub const GTUBE_REWRITE_SUBJECT: &str =
+    "ZJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
 /// Waits until something accepts connections on `port`.
 fn wait_listening(port: u16, limit: Duration, what: &str, log: &Path) {
@@ -176,7 +181,7 @@ impl Rspamd {
                 ".include \"$CONFDIR/common.conf\"\n\
                  options {{\n  pidfile = \"$RUNDIR/rspamd.pid\";\n  .include \"$CONFDIR/options.inc\"\n\
                  \x20 dns {{ nameserver = [\"127.0.0.1:{dead_dns}\"]; timeout = 1s; retransmits = 1; }}\n\
-                 \x20 disable_monitoring = true;\n}}\n\
+                 \x20 disable_monitoring = true;\n  enable_test_patterns = true;\n}}\n\
                  logging {{ type = \"file\"; filename = \"$LOGDIR/rspamd.log\"; level = \"info\"; }}\n\
                  worker \"normal\" {{\n  bind_socket = \"127.0.0.1:{port}\";\n  .include \"$CONFDIR/worker-normal.inc\"\n  count = 1;\n}}\n"
             ),
