@@ -1,6 +1,7 @@
 //! The scanners end to end: a live gateway asks a real clamd (with only
-//! the test's signatures) and a real rspamd (no network) at the end of
-//! DATA. A virus is refused with 554, GTUBE with 550, a clean message is
+//! the test's signatures) and a real rspamd (in a network namespace of its
+//! own, over its Unix socket; over TCP through a forwarded port) at the
+//! end of DATA. A virus is refused with 554, GTUBE with 550, a clean message is
 //! relayed with rspamd's headers (and without the ones rspamd asks to
 //! remove), a stopped clamd gives 451, and a rule
 //! overrides a scanner's default action. `smtpgate test-rules` applies
@@ -252,6 +253,52 @@ fn rewrite_subject_adds_a_subject_to_a_message_without_one() {
 }
 
 #[test]
+fn rspamd_runs_in_a_network_namespace_with_only_its_loopback() {
+    let rspamd = Rspamd::shared();
+    let pid = rspamd.pid();
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "rspamd shares our network"
+    );
+    // Its namespace's interfaces, as the kernel lists them for it.
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    let interfaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, ["lo"], "{dev}");
+}
+
+#[test]
+fn the_tcp_url_reaches_rspamd_too() {
+    let rspamd = Rspamd::shared();
+    let s = setup(
+        &format!("{{ rspamd: {{ url: \"{}\" }} }}", rspamd.tcp_url()),
+        None,
+    );
+    let (code, text) = send(&s.gw, &message("gtube", &format!("{GTUBE}\r\n")));
+    assert_eq!(code, 550, "{text}");
+    let (code, text) = send(&s.gw, &message("clean", "hello there\r\n"));
+    assert_eq!(code, 250, "{text}");
+    let relayed = String::from_utf8_lossy(&s.up.wait_for(1)[0].data).to_string();
+    assert!(
+        relayed.contains("X-Spamd-Result: default: False"),
+        "{relayed}"
+    );
+    let recs = audit_records(&s.audit, 2);
+    assert_eq!(recs[0]["facts"]["rspamd.action"], "reject", "{}", recs[0]);
+    assert_eq!(
+        recs[1]["facts"]["rspamd.action"], "no action",
+        "{}",
+        recs[1]
+    );
+}
+
+#[test]
 fn a_rule_overrides_rspamds_reject_and_can_quarantine_instead() {
     let rspamd = Rspamd::shared();
     let rules = "rules:\n  - { name: keep-spam, stage: data, when: { fact: { name: rspamd.action, is: reject } }, action: quarantine }\n";
@@ -456,6 +503,20 @@ fn check_names_the_scanners_and_a_bad_setting_its_line() {
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains("gateway.yaml:3:") && out.contains("scanners.clamav.addr"),
+        "{out}"
+    );
+    let (code, out) = check(
+        "relay: { local_domains: [example.com] }\nscanners:\n  rspamd: { url: \"unix:/run/rspamd/normal.sock\" }\n",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("scanners:  rspamd at unix:/run/rspamd/normal.sock"),
+        "{out}"
+    );
+    let (code, out) = check("scanners:\n  rspamd:\n    url: \"unix:rspamd.sock\"\n");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("gateway.yaml:3:") && out.contains("absolute path"),
         "{out}"
     );
     let (code, out) = check("scanners:\n  rspamd:\n    subject_template: \"a\\nb\"\n");

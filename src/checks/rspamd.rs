@@ -1,6 +1,6 @@
 //! The rspamd check: the whole message to rspamd's normal worker
-//! (`POST /checkv2`), with the envelope and connection as headers, and its
-//! JSON answer as facts.
+//! (`POST /checkv2`, over TCP or its Unix socket), with the envelope and
+//! connection as headers, and its JSON answer as facts.
 //!
 //! Facts: `rspamd.score` (number), `rspamd.action` (`no action`, `add
 //! header`, `rewrite subject`, `greylist`, `soft reject`, `reject`, or
@@ -14,7 +14,7 @@
 
 use super::http;
 use super::{Check, CheckFuture};
-use crate::config::{split_http_url, RspamdOptions};
+use crate::config::{HttpEndpoint, RspamdOptions};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
 use crate::message::header_value;
@@ -37,8 +37,8 @@ pub const SKIPPED: &str = "skipped";
 
 /// The rspamd check with its settings.
 pub struct Rspamd {
-    /// `host:port` of the worker.
-    authority: String,
+    /// Where the worker listens.
+    endpoint: HttpEndpoint,
     /// `/checkv2` under the URL's path.
     path: String,
     /// The settings.
@@ -50,9 +50,16 @@ pub struct Rspamd {
 impl Rspamd {
     /// The check for `options` (validated: the URL parses).
     pub fn new(options: &RspamdOptions) -> Rspamd {
-        let (authority, prefix) = split_http_url(&options.url).unwrap_or_default();
+        let endpoint = HttpEndpoint::parse(&options.url).unwrap_or(HttpEndpoint::Tcp {
+            authority: String::new(),
+            prefix: String::new(),
+        });
+        let prefix = match &endpoint {
+            HttpEndpoint::Tcp { prefix, .. } => prefix.clone(),
+            HttpEndpoint::Unix(_) => String::new(),
+        };
         Rspamd {
-            authority,
+            endpoint,
             path: format!("{prefix}/checkv2"),
             options: options.clone(),
             facts: [SCORE, ACTION, SYMBOLS, ADD_HEADERS, REMOVE_HEADERS, SUBJECT]
@@ -112,8 +119,7 @@ impl Check for Rspamd {
             if message.len() as u64 > self.options.max_size {
                 return Ok(Scan::skipped().facts());
             }
-            let reply =
-                http::post(&self.authority, &self.path, &self.headers(ctx), message).await?;
+            let reply = http::post(&self.endpoint, &self.path, &self.headers(ctx), message).await?;
             if reply.status != 200 {
                 return Err(format!("rspamd answered HTTP {}", reply.status));
             }

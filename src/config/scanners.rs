@@ -5,7 +5,7 @@
 //! ```yaml
 //! scanners:
 //!   rspamd:
-//!     url: "http://127.0.0.1:11333"
+//!     url: "http://127.0.0.1:11333"  # or its Unix socket: "unix:/run/rspamd/normal.sock"
 //!     password: ""            # sent as the Password header when set
 //!     timeout_ms: 10000
 //!     max_size: 20971520      # larger messages are not sent (rspamd.action: skipped)
@@ -42,7 +42,8 @@ pub struct ScannersOptions {
 #[serde(default, deny_unknown_fields)]
 pub struct RspamdOptions {
     /// The normal worker's base URL, `http://host:port` (a path prefix is
-    /// kept). Default `http://127.0.0.1:11333`.
+    /// kept), or `unix:/absolute/path` for its Unix socket. Default
+    /// `http://127.0.0.1:11333`.
     pub url: String,
     /// Sent as the `Password` header when set (rspamd's `password` of the
     /// controller, or a proxy's).
@@ -156,11 +157,43 @@ pub enum VirusAction {
     Quarantine,
 }
 
+/// Where an HTTP server listens, from a scanner's URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpEndpoint {
+    /// `http://host:port/prefix`: `host:port` and the path prefix (no
+    /// final `/`, empty for none).
+    Tcp {
+        /// `host:port`.
+        authority: String,
+        /// The path prefix.
+        prefix: String,
+    },
+    /// `unix:/path`: the server's Unix socket (no path prefix).
+    Unix(String),
+}
+
+impl HttpEndpoint {
+    /// The endpoint `url` names: `http://host[:port][/prefix]` or
+    /// `unix:/absolute/path`.
+    pub fn parse(url: &str) -> Result<HttpEndpoint, String> {
+        if let Some(path) = url.strip_prefix("unix:") {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err(format!(
+                    "`{url}` does not name a socket by its absolute path (unix:/path)"
+                ));
+            }
+            return Ok(HttpEndpoint::Unix(path.to_string()));
+        }
+        let (authority, prefix) = split_http_url(url)?;
+        Ok(HttpEndpoint::Tcp { authority, prefix })
+    }
+}
+
 /// `host` and `port` and path prefix of an `http://` URL.
 pub fn split_http_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}` is not an http:// URL (https is not supported)"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("`{url}` is neither an http:// URL (https is not supported) nor unix:/path")
+    })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -193,7 +226,7 @@ pub(super) fn check(s: &ScannersOptions) -> Result<(), ValidationError> {
         }
     };
     if let Some(r) = &s.rspamd {
-        split_http_url(&r.url).map_err(|e| ValidationError::new("scanners.rspamd.url", e))?;
+        HttpEndpoint::parse(&r.url).map_err(|e| ValidationError::new("scanners.rspamd.url", e))?;
         timeout("scanners.rspamd.timeout_ms", r.timeout_ms)?;
         if r.max_size == 0 {
             return Err(ValidationError::new(
@@ -296,6 +329,24 @@ mod tests {
         );
         assert!(split_http_url("https://x").is_err());
         assert!(split_http_url("http:///x").is_err());
+    }
+
+    #[test]
+    fn a_unix_url_names_an_absolute_socket_path() {
+        assert_eq!(
+            HttpEndpoint::parse("unix:/run/rspamd/normal.sock").unwrap(),
+            HttpEndpoint::Unix("/run/rspamd/normal.sock".into())
+        );
+        assert_eq!(
+            HttpEndpoint::parse("http://127.0.0.1:11333/p").unwrap(),
+            HttpEndpoint::Tcp {
+                authority: "127.0.0.1:11333".into(),
+                prefix: "/p".into()
+            }
+        );
+        for bad in ["unix:", "unix:/", "unix:relative.sock", "/run/rspamd.sock"] {
+            assert!(HttpEndpoint::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
