@@ -367,19 +367,25 @@ fn a_dead_rspamd_fails_open_unless_told_to_tempfail() {
 /// `smtpgate test-rules` with the scanners configured and their facts
 /// given: the default actions apply, no scanner is asked.
 fn simulate(facts: &[&str]) -> (i32, String) {
-    simulate_with(facts, "")
+    simulate_with(facts, "", None)
 }
 
-/// [`simulate`] with more rspamd settings (`, key: value` flow entries).
-fn simulate_with(facts: &[&str], rspamd_extra: &str) -> (i32, String) {
+/// [`simulate`] with more rspamd settings (`, key: value` flow entries)
+/// and, when given, a rules file.
+fn simulate_with(facts: &[&str], rspamd_extra: &str, rules: Option<&str>) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
+    let rules_dir = rules.map(|r| rules_dir(&[("rules.yaml", r)]));
+    let rules_yaml = rules_dir
+        .as_ref()
+        .map(|d| rules_line(d.path()))
+        .unwrap_or_default();
     let cfg = dir.path().join("gateway.yaml");
     // Nothing listens at these addresses: a scan would fail, not pass.
     let port = common::unbound::free_port();
     std::fs::write(
         &cfg,
         format!(
-            "relay: {{ local_domains: [example.com] }}\nscanners:\n  rspamd: {{ url: \"http://127.0.0.1:{port}\"{rspamd_extra} }}\n  clamav: {{ addr: \"127.0.0.1:{port}\" }}\n"
+            "{rules_yaml}relay: {{ local_domains: [example.com] }}\nscanners:\n  rspamd: {{ url: \"http://127.0.0.1:{port}\"{rspamd_extra} }}\n  clamav: {{ addr: \"127.0.0.1:{port}\" }}\n"
         ),
     )
     .unwrap();
@@ -444,6 +450,7 @@ fn the_simulator_shows_the_rewritten_subject() {
             "rspamd.score=6.5",
         ],
         ", subject_template: \"[SPAM %d] %s\"",
+        None,
     );
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -465,9 +472,85 @@ fn the_simulator_shows_the_rewritten_subject() {
     let (code, out) = simulate_with(
         &["clamav.virus=none", "rspamd.action=rewrite subject"],
         ", apply_action: false",
+        None,
     );
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("subject rewritten"), "{out}");
+}
+
+#[test]
+fn the_example_scanner_rules_read_every_scanner_fact_from_fixtures() {
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/scanners.yaml"),
+    )
+    .unwrap();
+    let run = |facts: &[&str]| simulate_with(facts, "", Some(&rules));
+    // clamav.virus: a heuristic detection is quarantined by the rule, not
+    // refused by the default action.
+    let (code, out) = run(&[
+        "clamav.virus=Heuristics.Phishing.Email.SpoofedDomain",
+        "rspamd.action=no action",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("matched virus-heuristic (quarantine)"),
+        "{out}"
+    );
+    assert!(out.contains("verdict: quarantined"), "{out}");
+    // A signature still gets the default 554.
+    let (code, out) = run(&["clamav.virus=Eicar-Signature", "rspamd.action=no action"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("554 5.7.1 Virus found: Eicar-Signature"),
+        "{out}"
+    );
+    // rspamd.symbols, a list.
+    let (code, out) = run(&[
+        "clamav.virus=none",
+        "rspamd.action=add header",
+        "rspamd.score=6",
+        "rspamd.symbols=R_DUMMY,PHISHING",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("550 5.7.1 Phishing message rejected"), "{out}");
+    // rspamd.score, a number, below rspamd's own reject.
+    let (code, out) = run(&[
+        "clamav.virus=none",
+        "rspamd.action=add header",
+        "rspamd.score=13.5",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("550 5.7.1 Spam score too high"), "{out}");
+    // rspamd.action: temperror held back by the rule.
+    let (code, out) = run(&["clamav.virus=none", "rspamd.action=temperror"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("451 4.7.1 Spam filter unavailable"), "{out}");
+    // A middling score is marked, and rspamd's rewrite subject applies.
+    let (code, out) = run(&[
+        "clamav.virus=none",
+        "rspamd.action=rewrite subject",
+        "rspamd.score=7",
+        "rspamd.subject=*** SPAM *** sim",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("X-Spam-Suspect: yes"), "{out}");
+    assert!(
+        out.contains("subject rewritten: \"*** SPAM *** sim\""),
+        "{out}"
+    );
+    assert!(out.contains("rspamd.subject = *** SPAM *** sim"), "{out}");
+    // A clean message: no rule, no default action.
+    let (code, out) = run(&[
+        "clamav.virus=none",
+        "rspamd.action=no action",
+        "rspamd.score=0.5",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("X-Spam-Suspect"), "{out}");
+    assert!(
+        out.contains("verdict: relayed") || out.contains("verdict: delivered"),
+        "{out}"
+    );
 }
 
 /// `smtpgate check -c FILE` with `yaml`: (exit code, stdout + stderr).
