@@ -233,6 +233,9 @@ pub struct Context {
     pub score: f64,
     /// Headers to prepend to the message (name, value), in order.
     pub add_headers: Vec<(String, String)>,
+    /// The Subject the message goes on with instead of its own (rspamd's
+    /// `rewrite subject`), as text: the session encodes it.
+    pub new_subject: Option<String>,
     /// Rules that matched in this transaction (and at connect/helo/auth for the session).
     pub hits: Vec<Hit>,
     /// Set by `accept_transaction`: no more filtering in this transaction.
@@ -310,6 +313,7 @@ impl Context {
             rcpts: Vec::new(),
             score: 0.0,
             add_headers: Vec::new(),
+            new_subject: None,
             hits: Vec::new(),
             accepted_transaction: false,
             accepted_session: false,
@@ -361,6 +365,7 @@ impl Context {
         self.rcpts.clear();
         self.score = self.session_score;
         self.add_headers.clone_from(&self.session_headers);
+        self.new_subject = None;
         self.decided_by = None;
         self.hits
             .retain(|h| matches!(h.stage, Stage::Connect | Stage::Helo | Stage::Auth));

@@ -8,6 +8,8 @@
 //! chunks, so a message that spilled to disk is never read into memory
 //! whole except for MIME parsing, which callers bound with a size limit.
 
+pub mod header_value;
+
 use crate::body::Body;
 use mail_parser::{HeaderName, MessageParser, MimeHeaders, PartType};
 use std::borrow::Cow;

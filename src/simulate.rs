@@ -128,6 +128,9 @@ pub struct Report {
     pub accepted: usize,
     /// Headers the rules would add.
     pub headers: Vec<(String, String)>,
+    /// The Subject the message would go on with instead of its own
+    /// (rspamd's `rewrite subject`).
+    pub new_subject: Option<String>,
     /// What the checks found (or the fixtures gave), by name.
     pub facts: Vec<(String, String)>,
     /// The final score.
@@ -194,6 +197,9 @@ impl Report {
                 let _ = writeln!(s, "         {n}: {v}");
             }
         }
+        if let Some(subject) = &self.new_subject {
+            let _ = writeln!(s, "subject rewritten: {subject:?}");
+        }
         let reply = match &self.reply {
             Some(r) => r.to_string(),
             None => "the upstream's reply to the end of DATA".to_string(),
@@ -254,6 +260,7 @@ pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
                 reply,
                 accepted,
                 headers: run.ctx.add_headers.clone(),
+                new_subject: run.ctx.new_subject.clone(),
                 facts: run
                     .ctx
                     .facts

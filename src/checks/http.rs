@@ -1,10 +1,12 @@
 //! A minimal HTTP/1.1 client for scanners that speak HTTP (rspamd): one
-//! `POST` per connection (`Connection: close`) over async-std, and a
-//! strict parser of the response, so a malformed answer is an error and
-//! never a pass.
+//! `POST` per connection (`Connection: close`) over async-std, to a TCP
+//! address or a Unix socket, and a strict parser of the response, so a
+//! malformed answer is an error and never a pass.
 
+use crate::config::HttpEndpoint;
 use async_std::net::TcpStream;
-use futures::{AsyncReadExt, AsyncWriteExt};
+use async_std::os::unix::net::UnixStream;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest response accepted: a scan result, not a message.
 pub const MAX_RESPONSE: usize = 4 * 1024 * 1024;
@@ -18,19 +20,43 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Sends `POST path` to `authority` (`host:port`) with `headers` and
-/// `body`, and reads the whole response.
+/// Sends `POST path` to `endpoint` with `headers` and `body`, and reads
+/// the whole response.
 pub async fn post(
-    authority: &str,
+    endpoint: &HttpEndpoint,
     path: &str,
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Response, String> {
-    let mut stream = TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    match endpoint {
+        HttpEndpoint::Tcp { authority, .. } => {
+            let stream = TcpStream::connect(authority.as_str())
+                .await
+                .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+            exchange(stream, authority, authority, path, headers, body).await
+        }
+        HttpEndpoint::Unix(socket) => {
+            let stream = UnixStream::connect(socket)
+                .await
+                .map_err(|e| format!("cannot connect to {socket}: {e}"))?;
+            // A socket has no host name; HTTP/1.1 still wants a Host.
+            exchange(stream, socket, "localhost", path, headers, body).await
+        }
+    }
+}
+
+/// One request and its response over a connected `stream`; `name` is the
+/// server in errors.
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    name: &str,
+    host: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Response, String> {
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {
@@ -42,7 +68,7 @@ pub async fn post(
         head.push_str(&format!("{name}: {clean}\r\n"));
     }
     head.push_str("\r\n");
-    let io = |e: std::io::Error| format!("{authority}: {e}");
+    let io = |e: std::io::Error| format!("{name}: {e}");
     stream.write_all(head.as_bytes()).await.map_err(io)?;
     stream.write_all(body).await.map_err(io)?;
     stream.flush().await.map_err(io)?;
@@ -55,7 +81,7 @@ pub async fn post(
         }
         raw.extend_from_slice(&buf[..n]);
         if raw.len() > MAX_RESPONSE {
-            return Err(format!("{authority}: response over {MAX_RESPONSE} bytes"));
+            return Err(format!("{name}: response over {MAX_RESPONSE} bytes"));
         }
     }
     parse_response(&raw)

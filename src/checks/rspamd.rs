@@ -1,19 +1,23 @@
 //! The rspamd check: the whole message to rspamd's normal worker
-//! (`POST /checkv2`), with the envelope and connection as headers, and its
-//! JSON answer as facts.
+//! (`POST /checkv2`, over TCP or its Unix socket), with the envelope and
+//! connection as headers, and its JSON answer as facts.
 //!
 //! Facts: `rspamd.score` (number), `rspamd.action` (`no action`, `add
 //! header`, `rewrite subject`, `greylist`, `soft reject`, `reject`, or
 //! `skipped` for a message over `max_size`), `rspamd.symbols` (the names
 //! of the symbols that hit), and `rspamd.add_headers` /
 //! `rspamd.remove_headers` (`Name: value` and names, from its `milter`
-//! block) for the [scanner filter](super::scanners) to apply.
+//! block) and `rspamd.subject` (the new Subject of a `rewrite subject`
+//! answer as text, rspamd's template already applied; empty when it gave
+//! none)
+//! for the [scanner filter](super::scanners) to apply.
 
 use super::http;
 use super::{Check, CheckFuture};
-use crate::config::{split_http_url, RspamdOptions};
+use crate::config::{HttpEndpoint, RspamdOptions};
 use crate::facts::Value;
 use crate::filter::{Context, Stage};
+use crate::message::header_value;
 use serde_json::Value as Json;
 
 /// `rspamd.score`.
@@ -26,13 +30,15 @@ pub const SYMBOLS: &str = "rspamd.symbols";
 pub const ADD_HEADERS: &str = "rspamd.add_headers";
 /// `rspamd.remove_headers`: names of headers rspamd asks to remove.
 pub const REMOVE_HEADERS: &str = "rspamd.remove_headers";
+/// `rspamd.subject`: the Subject rspamd wrote (on one line), or empty.
+pub const SUBJECT: &str = "rspamd.subject";
 /// The action of a message too large to be sent.
 pub const SKIPPED: &str = "skipped";
 
 /// The rspamd check with its settings.
 pub struct Rspamd {
-    /// `host:port` of the worker.
-    authority: String,
+    /// Where the worker listens.
+    endpoint: HttpEndpoint,
     /// `/checkv2` under the URL's path.
     path: String,
     /// The settings.
@@ -44,12 +50,19 @@ pub struct Rspamd {
 impl Rspamd {
     /// The check for `options` (validated: the URL parses).
     pub fn new(options: &RspamdOptions) -> Rspamd {
-        let (authority, prefix) = split_http_url(&options.url).unwrap_or_default();
+        let endpoint = HttpEndpoint::parse(&options.url).unwrap_or(HttpEndpoint::Tcp {
+            authority: String::new(),
+            prefix: String::new(),
+        });
+        let prefix = match &endpoint {
+            HttpEndpoint::Tcp { prefix, .. } => prefix.clone(),
+            HttpEndpoint::Unix(_) => String::new(),
+        };
         Rspamd {
-            authority,
+            endpoint,
             path: format!("{prefix}/checkv2"),
             options: options.clone(),
-            facts: [SCORE, ACTION, SYMBOLS, ADD_HEADERS, REMOVE_HEADERS]
+            facts: [SCORE, ACTION, SYMBOLS, ADD_HEADERS, REMOVE_HEADERS, SUBJECT]
                 .map(String::from)
                 .to_vec(),
         }
@@ -106,8 +119,7 @@ impl Check for Rspamd {
             if message.len() as u64 > self.options.max_size {
                 return Ok(Scan::skipped().facts());
             }
-            let reply =
-                http::post(&self.authority, &self.path, &self.headers(ctx), message).await?;
+            let reply = http::post(&self.endpoint, &self.path, &self.headers(ctx), message).await?;
             if reply.status != 200 {
                 return Err(format!("rspamd answered HTTP {}", reply.status));
             }
@@ -129,6 +141,10 @@ pub struct Scan {
     pub add_headers: Vec<(String, String)>,
     /// Header names to remove.
     pub remove_headers: Vec<String>,
+    /// The new Subject (top-level `subject`, sent with `rewrite
+    /// subject`: a header value, RFC 2047-encoded by rspamd when it is
+    /// not ASCII) as text, on one line.
+    pub subject: Option<String>,
 }
 
 /// The actions rspamd defines; any other is an error, never a pass.
@@ -150,6 +166,7 @@ impl Scan {
             symbols: Vec::new(),
             add_headers: Vec::new(),
             remove_headers: Vec::new(),
+            subject: None,
         }
     }
 
@@ -205,12 +222,18 @@ impl Scan {
             Some(Json::Object(m)) => m.keys().filter(|n| is_field_name(n)).cloned().collect(),
             _ => Vec::new(),
         };
+        let subject = obj
+            .get("subject")
+            .and_then(Json::as_str)
+            .map(header_value::decode)
+            .filter(|s| !s.is_empty());
         Ok(Scan {
             score,
             action,
             symbols,
             add_headers,
             remove_headers,
+            subject,
         })
     }
 
@@ -230,6 +253,10 @@ impl Scan {
                 ),
             ),
             (REMOVE_HEADERS.to_string(), Value::List(self.remove_headers)),
+            (
+                SUBJECT.to_string(),
+                Value::Text(self.subject.unwrap_or_default()),
+            ),
         ]
     }
 }
@@ -290,6 +317,20 @@ mod tests {
         assert!(s.add_headers.contains(&("X-Two".into(), "b".into())));
         assert!(!s.add_headers.iter().any(|(n, _)| n == "Bad Name"));
         assert_eq!(s.remove_headers, ["X-Spam"]);
+        assert_eq!(s.subject, None);
+    }
+
+    #[test]
+    fn a_rewrite_subject_answer_gives_the_subject_on_one_line() {
+        let body = "{\"score\":7,\"action\":\"rewrite subject\",\
+            \"subject\":\"*** SPAM *** Grüße\\r\\nBcc: x@y\"}";
+        let s = Scan::parse(body.as_bytes()).unwrap();
+        assert_eq!(s.subject.as_deref(), Some("*** SPAM *** Grüße Bcc: x@y"));
+        let facts = s.facts();
+        assert!(facts.contains(&(SUBJECT.into(), Value::text("*** SPAM *** Grüße Bcc: x@y"))));
+        // A subject that is not a string is no subject.
+        let s = Scan::parse(br#"{"score":7,"action":"rewrite subject","subject":7}"#).unwrap();
+        assert_eq!(s.subject, None);
     }
 
     #[test]

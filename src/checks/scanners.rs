@@ -91,7 +91,7 @@ impl ScannerActions {
     }
 
     /// rspamd's headers, score and action.
-    fn rspamd(&self, r: &RspamdOptions, ctx: &mut Context) -> Verdict {
+    fn rspamd(&self, r: &RspamdOptions, ctx: &mut Context, message: &mut Message<'_>) -> Verdict {
         let Some(action) = ctx.facts.get(rspamd::ACTION).map(|v| v.to_string()) else {
             return Verdict::Continue;
         };
@@ -127,6 +127,11 @@ impl ScannerActions {
             Self::hit(ctx, "score", score);
         }
         if !r.apply_action {
+            return Verdict::Continue;
+        }
+        if action == "rewrite subject" {
+            ctx.new_subject = Some(new_subject(r, ctx, message, score));
+            Self::hit(ctx, "rewrite_subject", 0.0);
             return Verdict::Continue;
         }
         let verdict = match action.as_str() {
@@ -165,7 +170,7 @@ impl Filter for ScannerActions {
         used
     }
 
-    fn data(&self, ctx: &mut Context, _message: &mut Message<'_>) -> Verdict {
+    fn data(&self, ctx: &mut Context, message: &mut Message<'_>) -> Verdict {
         if let Some(c) = &self.options.clamav {
             let virus = ctx.facts.get(clamav::VIRUS).map(|v| v.to_string());
             if let Some(name) =
@@ -186,17 +191,58 @@ impl Filter for ScannerActions {
             }
         }
         match &self.options.rspamd {
-            Some(r) => self.rspamd(r, ctx),
+            Some(r) => self.rspamd(r, ctx, message),
             None => Verdict::Continue,
         }
     }
 }
 
+/// The Subject of a `rewrite subject` message: rspamd's own when it gave
+/// one, else `subject_template` applied to the message's Subject.
+fn new_subject(r: &RspamdOptions, ctx: &Context, message: &mut Message<'_>, score: f64) -> String {
+    let given = ctx
+        .facts
+        .get(rspamd::SUBJECT)
+        .map(|v| v.to_string())
+        .filter(|s| !s.is_empty() && s != TEMPERROR);
+    given.unwrap_or_else(|| {
+        let old = message
+            .headers()
+            .ok()
+            .and_then(|h| h.first("Subject").map(|f| f.decoded.clone()))
+            .unwrap_or_default();
+        apply_template(&r.subject_template, &old, score)
+    })
+}
+
+/// `template` with `%s` replaced by `subject` and `%d` by `score` (as
+/// rspamd's own template does), in one pass so a `%d` in the subject
+/// stays as it is.
+pub fn apply_template(template: &str, subject: &str, score: f64) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match rest[i + 1..].chars().next() {
+            Some('s') => out.push_str(subject),
+            Some('d') => out.push_str(&format!("{score:.2}")),
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The invariants of the scanners' answer parsers (HTTP response, rspamd's
 /// JSON, clamd's reply) on arbitrary bytes, for the `scanner_answers`
 /// fuzz target and its seed replay: no panic, and whatever parses is
-/// well-formed (a known action, a finite score, header lines that cannot
-/// break the message, a signature name on one line).
+/// well-formed (a known action, a finite score, header lines and a new
+/// Subject that cannot break the message, a signature name on one line).
 pub fn selfcheck(data: &[u8]) {
     if let Ok(r) = super::http::parse_response(data) {
         assert!((100..=999).contains(&r.status));
@@ -209,9 +255,37 @@ pub fn selfcheck(data: &[u8]) {
             assert!(!name.is_empty() && !name.contains(':'), "{name:?}");
             assert!(!value.contains(['\r', '\n']), "{value:?}");
         }
+        if let Some(subject) = &scan.subject {
+            assert!(!subject.contains(['\r', '\n']), "{subject:?}");
+            // Written as a header value: ASCII, and every line break a fold.
+            let value = crate::message::header_value::encode("Subject", subject);
+            assert!(value.is_ascii(), "{value:?}");
+            for (i, line) in value.split("\r\n").enumerate() {
+                assert!(!line.contains(['\r', '\n']), "{value:?}");
+                assert!(i == 0 || line.starts_with(' '), "{value:?}");
+            }
+        }
     }
     if let Ok(clamav::Answer::Found(name)) = clamav::parse_answer(data) {
         assert!(!name.is_empty());
         assert!(!name.contains(['\0', '\n', '\r']), "{name:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_template;
+
+    #[test]
+    fn the_template_puts_the_subject_and_the_score_in_one_pass() {
+        assert_eq!(
+            apply_template("*** SPAM *** %s", "hello", 7.0),
+            "*** SPAM *** hello"
+        );
+        assert_eq!(
+            apply_template("[%d] %s 100%", "50%d off", 6.5),
+            "[6.50] 50%d off 100%"
+        );
+        assert_eq!(apply_template("%s", "", 0.0), "");
     }
 }

@@ -44,7 +44,9 @@ pub use reputation::{
     AllowlistedSkip, DnsblOptions, DomainSource, ReputationOptions, RhsblOptions, RhsblZone,
     ThresholdAction, Zone,
 };
-pub use scanners::{split_http_url, ClamavOptions, RspamdOptions, ScannersOptions, VirusAction};
+pub use scanners::{
+    split_http_url, ClamavOptions, HttpEndpoint, RspamdOptions, ScannersOptions, VirusAction,
+};
 pub use security::{
     AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
     UpstreamAuth, UpstreamStartTls,

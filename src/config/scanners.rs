@@ -5,13 +5,14 @@
 //! ```yaml
 //! scanners:
 //!   rspamd:
-//!     url: "http://127.0.0.1:11333"
+//!     url: "http://127.0.0.1:11333"  # or its Unix socket: "unix:/run/rspamd/normal.sock"
 //!     password: ""            # sent as the Password header when set
 //!     timeout_ms: 10000
 //!     max_size: 20971520      # larger messages are not sent (rspamd.action: skipped)
 //!     on_error: fail_open     # or tempfail
 //!     apply_action: true      # rspamd's action is the verdict unless a rule decides
 //!     add_score: false        # add rspamd's score to the transaction score
+//!     subject_template: "*** SPAM *** %s"  # `rewrite subject` when rspamd gives no subject
 //!   clamav:
 //!     addr: "127.0.0.1:3310"  # or a Unix socket: "/run/clamav/clamd.ctl"
 //!     timeout_ms: 30000
@@ -41,7 +42,8 @@ pub struct ScannersOptions {
 #[serde(default, deny_unknown_fields)]
 pub struct RspamdOptions {
     /// The normal worker's base URL, `http://host:port` (a path prefix is
-    /// kept). Default `http://127.0.0.1:11333`.
+    /// kept), or `unix:/absolute/path` for its Unix socket. Default
+    /// `http://127.0.0.1:11333`.
     pub url: String,
     /// Sent as the `Password` header when set (rspamd's `password` of the
     /// controller, or a proxy's).
@@ -60,6 +62,10 @@ pub struct RspamdOptions {
     pub apply_action: bool,
     /// rspamd's score is added to the transaction's score. Default false.
     pub add_score: bool,
+    /// The new Subject of a `rewrite subject` message when rspamd's answer
+    /// carries none: `%s` is the old Subject, `%d` the score. Default
+    /// `*** SPAM *** %s` (rspamd's own default).
+    pub subject_template: String,
 }
 
 impl Default for RspamdOptions {
@@ -72,6 +78,7 @@ impl Default for RspamdOptions {
             on_error: OnError::FailOpen,
             apply_action: true,
             add_score: false,
+            subject_template: "*** SPAM *** %s".to_string(),
         }
     }
 }
@@ -150,11 +157,43 @@ pub enum VirusAction {
     Quarantine,
 }
 
+/// Where an HTTP server listens, from a scanner's URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpEndpoint {
+    /// `http://host:port/prefix`: `host:port` and the path prefix (no
+    /// final `/`, empty for none).
+    Tcp {
+        /// `host:port`.
+        authority: String,
+        /// The path prefix.
+        prefix: String,
+    },
+    /// `unix:/path`: the server's Unix socket (no path prefix).
+    Unix(String),
+}
+
+impl HttpEndpoint {
+    /// The endpoint `url` names: `http://host[:port][/prefix]` or
+    /// `unix:/absolute/path`.
+    pub fn parse(url: &str) -> Result<HttpEndpoint, String> {
+        if let Some(path) = url.strip_prefix("unix:") {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err(format!(
+                    "`{url}` does not name a socket by its absolute path (unix:/path)"
+                ));
+            }
+            return Ok(HttpEndpoint::Unix(path.to_string()));
+        }
+        let (authority, prefix) = split_http_url(url)?;
+        Ok(HttpEndpoint::Tcp { authority, prefix })
+    }
+}
+
 /// `host` and `port` and path prefix of an `http://` URL.
 pub fn split_http_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}` is not an http:// URL (https is not supported)"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("`{url}` is neither an http:// URL (https is not supported) nor unix:/path")
+    })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -187,12 +226,18 @@ pub(super) fn check(s: &ScannersOptions) -> Result<(), ValidationError> {
         }
     };
     if let Some(r) = &s.rspamd {
-        split_http_url(&r.url).map_err(|e| ValidationError::new("scanners.rspamd.url", e))?;
+        HttpEndpoint::parse(&r.url).map_err(|e| ValidationError::new("scanners.rspamd.url", e))?;
         timeout("scanners.rspamd.timeout_ms", r.timeout_ms)?;
         if r.max_size == 0 {
             return Err(ValidationError::new(
                 "scanners.rspamd.max_size",
                 "must be at least 1",
+            ));
+        }
+        if r.subject_template.chars().any(char::is_control) || r.subject_template.len() > 200 {
+            return Err(ValidationError::new(
+                "scanners.rspamd.subject_template",
+                "must be one line of at most 200 bytes",
             ));
         }
     }
@@ -284,6 +329,24 @@ mod tests {
         );
         assert!(split_http_url("https://x").is_err());
         assert!(split_http_url("http:///x").is_err());
+    }
+
+    #[test]
+    fn a_unix_url_names_an_absolute_socket_path() {
+        assert_eq!(
+            HttpEndpoint::parse("unix:/run/rspamd/normal.sock").unwrap(),
+            HttpEndpoint::Unix("/run/rspamd/normal.sock".into())
+        );
+        assert_eq!(
+            HttpEndpoint::parse("http://127.0.0.1:11333/p").unwrap(),
+            HttpEndpoint::Tcp {
+                authority: "127.0.0.1:11333".into(),
+                prefix: "/p".into()
+            }
+        );
+        for bad in ["unix:", "unix:/", "unix:relative.sock", "/run/rspamd.sock"] {
+            assert!(HttpEndpoint::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

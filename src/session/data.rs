@@ -151,6 +151,7 @@ impl<S: Stream> Session<S> {
                             by.clone_from(&tx.decided_by);
                         }
                         self.remove_scanner_fields(&mut body);
+                        self.rewrite_subject(&mut body);
                         let started = std::time::Instant::now();
                         let reply = self.dispose(&mut tx, disposition, &mut body).await;
                         delivery = Some(started.elapsed());

@@ -54,6 +54,25 @@ impl Guarded {
         Guarded { child, pipe }
     }
 
+    /// The PID of the daemon: the guard's one child (for a daemon that
+    /// `exec`s through wrappers, the PID the program ends up with).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let guard = self.child.id();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces and parens.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == guard).then_some(pid)
+        })
+    }
+
     /// Panics when the daemon's guard already ended (the daemon died).
     fn alive(&mut self, what: &str, log: &Path) {
         if let Ok(Some(status)) = self.child.try_wait() {

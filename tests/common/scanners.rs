@@ -1,9 +1,14 @@
 //! Real scanners for the scanner tests: a `clamd` whose database holds
 //! only the test's own signatures (one for the EICAR test string, one for
 //! a string of the test's; no freshclam, no downloaded database), and an
-//! `rspamd` normal worker on the system's rules with every module that
-//! would ask the network disabled and its resolver pointed at a closed
-//! loopback port, so no query leaves the machine.
+//! `rspamd` normal worker on the system's rules (its GTUBE test patterns
+//! for the other actions enabled) with every module that would ask the
+//! network disabled and its resolver pointed at a closed loopback port.
+//! rspamd runs in a network namespace of its own (`unshare --net`, only
+//! its loopback up), so no query can leave the machine even if a module
+//! tried: its one door is the Unix socket its worker listens on, in the
+//! test's directory. [`Rspamd::tcp_url`] forwards a loopback TCP port to
+//! that socket for the gateway's TCP client.
 //!
 //! Both run under the [`Guarded`] pipe guard (stopped by PID when dropped
 //! or when the test binary ends); [`Clamd::shared`] and
@@ -11,7 +16,8 @@
 
 use super::dnslists::Guarded;
 use super::unbound::free_port;
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -26,6 +32,10 @@ pub const MARKER: &str = "SMTPGATE-TEST-VIRUS-7f3a";
 pub const MARKER_NAME: &str = "Smtpgate-Test-Signature.UNOFFICIAL";
 /// GTUBE, which rspamd rejects.
 pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// rspamd's GTUBE variant for `rewrite subject` (a test pattern, enabled
+/// in the test's rspamd only).
+pub const GTUBE_REWRITE_SUBJECT: &str =
+    "ZJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
 /// Waits until something accepts connections on `port`.
 fn wait_listening(port: u16, limit: Duration, what: &str, log: &Path) {
@@ -114,12 +124,28 @@ impl Clamd {
     }
 }
 
-/// A private rspamd normal worker.
+/// Waits until something accepts connections on the Unix socket `path`.
+fn wait_socket(path: &Path, limit: Duration, what: &str, log: &Path) {
+    let started = Instant::now();
+    while UnixStream::connect(path).is_err() {
+        assert!(
+            started.elapsed() < limit,
+            "{what} is not listening on {}:\n{}",
+            path.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A private rspamd normal worker in its own network namespace.
 pub struct Rspamd {
     /// The daemon.
     _daemon: Guarded,
-    /// The worker's port on 127.0.0.1.
-    pub port: u16,
+    /// The worker's Unix socket.
+    pub socket: PathBuf,
+    /// The loopback port forwarded to [`Rspamd::socket`], once asked for.
+    forward: OnceLock<u16>,
     /// Its config, state and log.
     _dir: tempfile::TempDir,
 }
@@ -166,8 +192,9 @@ impl Rspamd {
             "use = [\"x-spamd-result\", \"x-spam-status\"];\nskip_local = false;\nskip_authenticated = false;\n",
         )
         .unwrap();
-        let port = free_port();
-        // Nothing listens here: every DNS query fails on the machine.
+        let socket = d.join("rspamd.sock");
+        // Nothing listens here (in rspamd's namespace, where only its own
+        // loopback is): every DNS query fails.
         let dead_dns = free_port();
         let conf = d.join("rspamd.conf");
         std::fs::write(
@@ -176,9 +203,10 @@ impl Rspamd {
                 ".include \"$CONFDIR/common.conf\"\n\
                  options {{\n  pidfile = \"$RUNDIR/rspamd.pid\";\n  .include \"$CONFDIR/options.inc\"\n\
                  \x20 dns {{ nameserver = [\"127.0.0.1:{dead_dns}\"]; timeout = 1s; retransmits = 1; }}\n\
-                 \x20 disable_monitoring = true;\n}}\n\
+                 \x20 disable_monitoring = true;\n  enable_test_patterns = true;\n}}\n\
                  logging {{ type = \"file\"; filename = \"$LOGDIR/rspamd.log\"; level = \"info\"; }}\n\
-                 worker \"normal\" {{\n  bind_socket = \"127.0.0.1:{port}\";\n  .include \"$CONFDIR/worker-normal.inc\"\n  count = 1;\n}}\n"
+                 worker \"normal\" {{\n  bind_socket = \"{} mode=0666\";\n  .include \"$CONFDIR/worker-normal.inc\"\n  count = 1;\n}}\n",
+                socket.display()
             ),
         )
         .unwrap();
@@ -195,15 +223,39 @@ impl Rspamd {
         for k in ["LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"] {
             args.extend(var(k, d));
         }
+        // A new network namespace has its loopback down: up it, then
+        // become rspamd (unshare and sh exec, so the guard's PID is
+        // rspamd's and it is stopped by it).
+        let mut netns: Vec<String> = vec![
+            "--net".into(),
+            "sh".into(),
+            "-c".into(),
+            "ip link set lo up && exec \"$0\" \"$@\"".into(),
+            "/usr/bin/rspamd".into(),
+        ];
+        netns.extend(args);
         let log = d.join("stdout.log");
-        let daemon = Guarded::spawn("/usr/bin/rspamd", &args, &log);
+        assert!(
+            Path::new("/usr/bin/rspamd").exists(),
+            "/usr/bin/rspamd is missing: scripts/install-test-deps.sh installs it"
+        );
+        let daemon = Guarded::spawn("/usr/bin/unshare", &netns, &log);
         // Compiling its TLD list and rules takes rspamd a while.
-        wait_listening(port, Duration::from_secs(180), "rspamd", &log);
+        wait_socket(&socket, Duration::from_secs(180), "rspamd", &log);
         Rspamd {
             _daemon: daemon,
-            port,
+            socket,
+            forward: OnceLock::new(),
             _dir: dir,
         }
+    }
+
+    /// The PID of its main process, the one the guard stops (rspamd
+    /// writes no pidfile in the foreground).
+    pub fn pid(&self) -> u32 {
+        self._daemon
+            .daemon_pid()
+            .expect("rspamd runs under its guard")
     }
 
     /// The rspamd of this test binary.
@@ -217,8 +269,44 @@ impl Rspamd {
         std::fs::read_to_string(self._dir.path().join("rspamd.log")).unwrap_or_default()
     }
 
-    /// Its URL.
+    /// Its URL: the Unix socket.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("unix:{}", self.socket.display())
     }
+
+    /// An `http://127.0.0.1:PORT` URL whose connections are forwarded to
+    /// the worker's socket, byte for byte, each in both directions until
+    /// each side closed (rspamd cannot be reached over TCP from outside
+    /// its namespace).
+    pub fn tcp_url(&self) -> String {
+        let port = *self.forward.get_or_init(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let socket = self.socket.clone();
+            std::thread::spawn(move || {
+                for client in listener.incoming().flatten() {
+                    let socket = socket.clone();
+                    std::thread::spawn(move || forward(client, &socket));
+                }
+            });
+            port
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+}
+
+/// Copies `client` to a new connection to `socket` and back.
+fn forward(client: TcpStream, socket: &Path) {
+    let Ok(server) = UnixStream::connect(socket) else {
+        return;
+    };
+    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_in, &mut s_out);
+        let _ = s_out.shutdown(Shutdown::Write);
+    });
+    let (mut s_in, mut c_out) = (server, client);
+    let _ = std::io::copy(&mut s_in, &mut c_out);
+    let _ = c_out.shutdown(Shutdown::Write);
+    let _ = up.join();
 }
