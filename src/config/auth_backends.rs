@@ -49,9 +49,9 @@ struct WrittenMap {
     /// `dovecot:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dovecot: Option<DovecotBackend>,
-    /// `ldap:`.
+    /// `ldap:`, boxed: it is by far the largest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    ldap: Option<LdapBackend>,
+    ldap: Option<Box<LdapBackend>>,
     /// `upstream:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     upstream: Option<UpstreamBackend>,
@@ -76,7 +76,7 @@ impl TryFrom<Written> for AuthBackend {
                 "a backend is one of `dovecot: {...}`, `ldap: {...}` and `upstream: {...}`".into(),
             ),
             Written::Name(n) => Err(format!(
-                "unknown backend {n:?}: use `users_file` or `dovecot: {{...}}`"
+                "unknown backend {n:?}: use `users_file`, `upstream`, `dovecot: {{...}}` or `ldap: {{...}}`"
             )),
             Written::Map(WrittenMap {
                 dovecot: Some(d),
@@ -87,8 +87,10 @@ impl TryFrom<Written> for AuthBackend {
                 dovecot: None,
                 ldap: Some(l),
                 ..
-            }) => Ok(AuthBackend::Ldap(l)),
-            Written::Map(_) => Err("a backend is one of `dovecot: {...}` and `ldap: {...}`".into()),
+            }) => Ok(AuthBackend::Ldap(*l)),
+            Written::Map(_) => Err(
+                "a backend is one of `dovecot: {...}`, `ldap: {...}` and `upstream: {...}`".into(),
+            ),
         }
     }
 }
@@ -104,7 +106,7 @@ impl From<AuthBackend> for Written {
             }),
             AuthBackend::Ldap(l) => Written::Map(WrittenMap {
                 dovecot: None,
-                ldap: Some(l),
+                ldap: Some(Box::new(l)),
                 upstream: None,
             }),
             AuthBackend::Upstream(u) => Written::Map(WrittenMap {
