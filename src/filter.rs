@@ -381,6 +381,13 @@ pub trait Filter: Send + Sync {
     /// A short name for logs and audit records.
     fn name(&self) -> &str;
 
+    /// This filter as [`Any`](std::any::Any), for the gateway to find a
+    /// filter of a type it knows (the rule set, to give its rules their
+    /// counters); `None` for filters nothing needs to find.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// The facts this filter reads, each with the stage it reads it at:
     /// the checks that give them run at the earliest such stage, and no
     /// check that no filter reads runs at all.

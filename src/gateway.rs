@@ -17,6 +17,7 @@ use crate::filter::FilterChain;
 use crate::metrics::Metrics;
 use crate::protection::{Greylist, Protection};
 use crate::relay::RelayPolicy;
+use crate::rules::RuleSet;
 use crate::shutdown::ShutdownSignal;
 use crate::tls::TlsServer;
 use crate::upstream::UpstreamPool;
@@ -112,6 +113,7 @@ impl Gateway {
             metrics.check_known(name);
         }
         let pipeline = Pipeline::new(filters, &registry)?;
+        count_rules(&pipeline.chain, &metrics);
         let dkim = match &config.dkim_signing {
             Some(d) => {
                 let signer = Signer::load(d).map_err(|e| {
@@ -228,6 +230,7 @@ impl Gateway {
     /// current chain stays.
     pub fn set_filters(&self, filters: FilterChain) -> Result<(), ConfigError> {
         let new = Arc::new(Pipeline::new(filters, &self.registry)?);
+        count_rules(&new.chain, &self.metrics);
         match self.pipeline.write() {
             Ok(mut guard) => *guard = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -278,6 +281,21 @@ impl Pipeline {
         used.extend(registry.always().iter().cloned());
         let plan = Plan::new(registry, &used)?;
         Ok(Pipeline { chain, plan })
+    }
+}
+
+/// Gives the rules of the chain's rule set their per-rule series (and
+/// drops those of rules no longer loaded), before sessions use the chain.
+fn count_rules(chain: &FilterChain, metrics: &Metrics) {
+    let set = chain
+        .get(RuleSet::NAME)
+        .and_then(|f| f.as_any())
+        .and_then(|a| a.downcast_ref::<RuleSet>());
+    match set {
+        Some(set) => set.count_into(&metrics.rules),
+        None => {
+            metrics.rules.loaded(&[]);
+        }
     }
 }
 

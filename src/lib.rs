@@ -41,6 +41,7 @@ pub mod proto;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
+pub mod rule_stats;
 pub mod rules;
 pub mod server;
 pub mod session;

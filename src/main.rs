@@ -45,6 +45,34 @@ enum Cmd {
     /// mode 0600) and DOMAIN.SELECTOR.txt, and prints the DNS TXT record
     /// to publish.
     DkimKeygen(DkimKeygen),
+    /// Look at the rules of a running gateway.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCmd,
+    },
+}
+
+/// `smtpgate rules ...`.
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Which rules fire: per loaded rule, evaluations, hits and the age of
+    /// the last hit, read from the running gateway's /metrics.
+    Stats(RuleStatsArgs),
+}
+
+/// Arguments of `smtpgate rules stats`.
+#[derive(Args)]
+struct RuleStatsArgs {
+    /// The metrics endpoint (http://HOST:PORT[/metrics]); default: the
+    /// configuration's metrics listener.
+    #[arg(long, value_name = "URL")]
+    metrics: Option<String>,
+    /// Only the rules that never hit.
+    #[arg(long)]
+    never: bool,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `smtpgate dkim-keygen`.
@@ -135,7 +163,38 @@ fn main() -> ExitCode {
         Cmd::TestRules(args) => test_rules(&config, args),
         Cmd::HashPassword => hash_password(),
         Cmd::DkimKeygen(args) => dkim_keygen(&args),
+        Cmd::Rules {
+            command: RulesCmd::Stats(args),
+        } => rule_stats(&config, &args),
     }
+}
+
+/// `smtpgate rules stats`: exit 0 with the table (or JSON), 2 when the
+/// counters cannot be read.
+fn rule_stats(config: &Config, args: &RuleStatsArgs) -> ExitCode {
+    use smtpgate::rule_stats;
+    let stats = rule_stats::target(config, args.metrics.as_deref())
+        .and_then(|(authority, path)| rule_stats::fetch(&authority, &path));
+    let mut stats = match stats {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.never {
+        stats.retain(|s| s.hits == 0);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    if args.json {
+        print!("{}", rule_stats::json(&stats, now));
+    } else {
+        print!("{}", rule_stats::table(&stats, now));
+    }
+    ExitCode::SUCCESS
 }
 
 /// `smtpgate check`: builds the gateway exactly as `run` does (rules, TLS,

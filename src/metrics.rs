@@ -12,11 +12,14 @@
 //! (and `tests/docs.rs` checks that it does).
 
 mod dkim;
+pub mod exposition;
 pub mod http;
 mod milter;
+mod rules;
 
 pub use dkim::DkimMetrics;
 pub use milter::MilterMetrics;
+pub use rules::{RuleMetrics, RuleSeries};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -80,6 +83,8 @@ pub struct Metrics {
     replies: ReplyCounters,
     /// `smtpgate_rule_hits_total{rule,action}`.
     rule_hits: IntCounterVec,
+    /// Per loaded rule: evaluations and the last hit time.
+    pub rules: RuleMetrics,
     /// `smtpgate_upstream_latency_seconds{phase}`.
     upstream_latency: HistogramVec,
     /// `smtpgate_upstream_errors_total{kind}`.
@@ -221,6 +226,7 @@ impl Metrics {
             "Rules that matched, by rule name and action.",
             &["rule", "action"],
         );
+        let rules = RuleMetrics::new(&r, rule_hits.clone());
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 "smtpgate_upstream_latency_seconds",
@@ -350,6 +356,7 @@ impl Metrics {
             transactions,
             replies,
             rule_hits,
+            rules,
             upstream_latency,
             upstream_errors,
             message_bytes,

@@ -96,3 +96,8 @@ fn dovecot_auth_seeds_hold() {
 fn dmarc_pct_seeds_hold() {
     assert!(replay("dmarc_pct", smtpgate::checks::dmarc_pct::selfcheck) >= 5);
 }
+
+#[test]
+fn exposition_seeds_hold() {
+    assert!(replay("exposition", smtpgate::metrics::exposition::selfcheck) >= 8);
+}

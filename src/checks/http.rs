@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 client for scanners that speak HTTP (rspamd): one
 //! `POST` per connection (`Connection: close`) over async-std, to a TCP
 //! address or a Unix socket, and a strict parser of the response, so a
-//! malformed answer is an error and never a pass.
+//! malformed answer is an error and never a pass. `smtpgate rules stats`
+//! reads a gateway's `/metrics` with its [`get`].
 
 use crate::config::HttpEndpoint;
 use async_std::net::TcpStream;
@@ -33,16 +34,25 @@ pub async fn post(
             let stream = TcpStream::connect(authority.as_str())
                 .await
                 .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-            exchange(stream, authority, authority, path, headers, body).await
+            exchange(stream, authority, authority, "POST", path, headers, body).await
         }
         HttpEndpoint::Unix(socket) => {
             let stream = UnixStream::connect(socket)
                 .await
                 .map_err(|e| format!("cannot connect to {socket}: {e}"))?;
             // A socket has no host name; HTTP/1.1 still wants a Host.
-            exchange(stream, socket, "localhost", path, headers, body).await
+            exchange(stream, socket, "localhost", "POST", path, headers, body).await
         }
     }
+}
+
+/// Sends `GET path` to `authority` (`host:port`) and reads the whole
+/// response.
+pub async fn get(authority: &str, path: &str) -> Result<Response, String> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    exchange(stream, authority, authority, "GET", path, &[], &[]).await
 }
 
 /// One request and its response over a connected `stream`; `name` is the
@@ -51,12 +61,13 @@ async fn exchange(
     mut stream: impl AsyncRead + AsyncWrite + Unpin,
     name: &str,
     host: &str,
+    method: &str,
     path: &str,
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Response, String> {
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {

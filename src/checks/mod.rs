@@ -28,7 +28,7 @@ pub mod dmarc_pct;
 pub mod dnsbl;
 pub mod dnslist;
 pub mod helo;
-mod http;
+pub mod http;
 pub mod iprev;
 mod mailauth;
 mod plan;

@@ -122,6 +122,7 @@ impl FileCompiler<'_> {
             description: def.description.clone(),
             cond,
             action,
+            series: std::sync::OnceLock::new(),
         })
     }
 

@@ -62,6 +62,10 @@ pub(super) fn run_stage(
         cache: Cache::default(),
     };
     for rule in &rules.rules {
+        let series = rule.series.get();
+        if let Some(s) = series {
+            s.evaluated();
+        }
         env.cache.mime_skipped = false;
         let matched = match &rule.cond {
             None => Ok(true),
@@ -73,7 +77,16 @@ pub(super) fn run_stage(
         match matched {
             Ok(false) => {}
             Ok(true) => {
-                if let Some(v) = apply(rule, stage, ctx, env.rcpt) {
+                let before = ctx.hits.len();
+                let verdict = apply(rule, stage, ctx, env.rcpt);
+                // A score or header rule matching again in the same
+                // transaction leaves no second hit, and is no new hit here.
+                if ctx.hits.len() > before {
+                    if let Some(s) = series {
+                        s.hit();
+                    }
+                }
+                if let Some(v) = verdict {
                     return v;
                 }
             }

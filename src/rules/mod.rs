@@ -18,6 +18,7 @@ mod model;
 
 use crate::config::{Config, ConfigError};
 use crate::filter::{Context, FactUse, Filter, FilterChain, Hit, Message, Stage, Verdict};
+use crate::metrics::{RuleMetrics, RuleSeries};
 use crate::proto::{EnhancedCode, Recipient, Reply};
 use compile::FileCompiler;
 use lists::{CidrTable, DomainSet, ListFiles};
@@ -25,7 +26,7 @@ use regex::RegexSet;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How the rule set treats messages, from the gateway configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +206,9 @@ pub(crate) struct Rule {
     pub cond: Option<Cond>,
     /// What it does.
     pub action: Action,
+    /// Its evaluation and last-hit series, once the set is in service
+    /// ([`RuleSet::count_into`]); unset in the simulator and `check`.
+    pub series: OnceLock<RuleSeries>,
 }
 
 /// A compiled condition.
@@ -738,6 +742,20 @@ impl RuleSet {
         eval::run_stage(self, stage, ctx, rcpt, message)
     }
 
+    /// Gives every rule its series in `metrics` (created at 0, or the
+    /// ones a rule of the same name had before a reload), and drops those
+    /// of rules no longer loaded: done once when the set goes in service.
+    pub fn count_into(&self, metrics: &RuleMetrics) {
+        let rules: Vec<&Rule> = self.stages.iter().flat_map(|s| &s.rules).collect();
+        let names: Vec<(&str, &str)> = rules
+            .iter()
+            .map(|r| (r.name.as_str(), r.action.name()))
+            .collect();
+        for (rule, series) in rules.iter().zip(metrics.loaded(&names)) {
+            let _ = rule.series.set(series);
+        }
+    }
+
     /// The rules of a stage.
     pub(crate) fn stage(&self, stage: Stage) -> &StageRules {
         &self.stages[stage_index(stage)]
@@ -757,6 +775,9 @@ impl RuleSet {
 impl Filter for RuleSet {
     fn name(&self) -> &str {
         RuleSet::NAME
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
     fn facts_used(&self) -> Vec<FactUse> {
         let mut used = Vec::new();
