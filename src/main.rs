@@ -67,9 +67,14 @@ struct RuleStatsArgs {
     /// configuration's metrics listener.
     #[arg(long, value_name = "URL")]
     metrics: Option<String>,
-    /// Only the rules that never hit.
+    /// Only the rules that never hit (since they were loaded, or within
+    /// --since).
     #[arg(long)]
     never: bool,
+    /// With --never: the rules with no hit in this long (e.g. 7d, 12h),
+    /// rather than since they were loaded.
+    #[arg(long, value_name = "AGE", requires = "never", value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
     /// JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -182,13 +187,14 @@ fn rule_stats(config: &Config, args: &RuleStatsArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.never {
-        stats.retain(|s| s.hits == 0);
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
+    if args.never {
+        let since = args.since.map(|age| now - age.as_secs() as i64);
+        stats = rule_stats::not_hit_since(stats, since);
+    }
     if args.json {
         print!("{}", rule_stats::json(&stats, now));
     } else {

@@ -22,6 +22,10 @@ pub struct RuleStat {
     pub evaluations: u64,
     /// Times it matched (every action; failures to evaluate not counted).
     pub hits: u64,
+    /// Times it could not be evaluated (a check it reads failed, a list
+    /// could not be read): a rule that never hits but errs is broken, not
+    /// merely rare.
+    pub errors: u64,
     /// Unix time of the last hit; `None` when it never hit since loaded.
     pub last_hit: Option<i64>,
 }
@@ -92,6 +96,7 @@ pub fn from_samples(samples: &[Sample]) -> Result<Vec<RuleStat>, String> {
                         rule: rule.to_string(),
                         evaluations: count(s.value),
                         hits: 0,
+                        errors: 0,
                         last_hit: None,
                     },
                 );
@@ -103,11 +108,11 @@ pub fn from_samples(samples: &[Sample]) -> Result<Vec<RuleStat>, String> {
             continue;
         };
         match s.name.as_str() {
-            "smtpgate_rule_hits_total"
-                if !matches!(s.label("action"), Some("error" | "not_evaluated")) =>
-            {
-                stat.hits += count(s.value);
-            }
+            "smtpgate_rule_hits_total" => match s.label("action") {
+                Some("error") => stat.errors += count(s.value),
+                Some("not_evaluated") => {}
+                _ => stat.hits += count(s.value),
+            },
             "smtpgate_rule_last_hit_timestamp_seconds" if s.value > 0.0 => {
                 stat.last_hit = Some(s.value as i64);
             }
@@ -115,6 +120,19 @@ pub fn from_samples(samples: &[Sample]) -> Result<Vec<RuleStat>, String> {
         }
     }
     Ok(rules.into_values().collect())
+}
+
+/// The rules with no hit since `since` (a Unix time; `None`: since they
+/// were loaded), for `--never [--since AGE]`.
+pub fn not_hit_since(stats: Vec<RuleStat>, since: Option<i64>) -> Vec<RuleStat> {
+    stats
+        .into_iter()
+        .filter(|s| match (s.last_hit, since) {
+            (None, _) => true,
+            (Some(_), None) => s.hits == 0,
+            (Some(t), Some(since)) => t < since,
+        })
+        .collect()
 }
 
 /// How long ago `then` was, from `now` (Unix times): `42s`, `5m`, `3h`, `2d`.
@@ -128,8 +146,8 @@ pub fn age(then: i64, now: i64) -> String {
     }
 }
 
-/// The table `smtpgate rules stats` prints: rule, evaluations, hits, last
-/// hit (its age at `now`, or `never`).
+/// The table `smtpgate rules stats` prints: rule, evaluations, hits,
+/// errors, last hit (its age at `now`, or `never`).
 pub fn table(stats: &[RuleStat], now: i64) -> String {
     let width = stats
         .iter()
@@ -138,8 +156,8 @@ pub fn table(stats: &[RuleStat], now: i64) -> String {
         .max()
         .unwrap_or(4);
     let mut out = format!(
-        "{:<width$}  {:>11}  {:>8}  LAST HIT\n",
-        "RULE", "EVALUATIONS", "HITS"
+        "{:<width$}  {:>11}  {:>8}  {:>6}  LAST HIT\n",
+        "RULE", "EVALUATIONS", "HITS", "ERRORS"
     );
     for s in stats {
         let last = s
@@ -147,15 +165,16 @@ pub fn table(stats: &[RuleStat], now: i64) -> String {
             .map(|t| age(t, now))
             .unwrap_or_else(|| "never".into());
         out.push_str(&format!(
-            "{:<width$}  {:>11}  {:>8}  {last}\n",
-            s.rule, s.evaluations, s.hits
+            "{:<width$}  {:>11}  {:>8}  {:>6}  {last}\n",
+            s.rule, s.evaluations, s.hits, s.errors
         ));
     }
     out
 }
 
 /// The same as JSON: an array of objects with `rule`, `evaluations`,
-/// `hits`, `last_hit` (Unix time or null) and `last_hit_age_seconds`.
+/// `hits`, `errors`, `last_hit` (Unix time or null) and
+/// `last_hit_age_seconds`.
 pub fn json(stats: &[RuleStat], now: i64) -> String {
     let list: Vec<serde_json::Value> = stats
         .iter()
@@ -164,6 +183,7 @@ pub fn json(stats: &[RuleStat], now: i64) -> String {
                 "rule": s.rule,
                 "evaluations": s.evaluations,
                 "hits": s.hits,
+                "errors": s.errors,
                 "last_hit": s.last_hit,
                 "last_hit_age_seconds": s.last_hit.map(|t| (now - t).max(0)),
             })
@@ -183,6 +203,7 @@ mod tests {
             smtpgate_rule_evaluations_total{rule=\"a\"} 0\n\
             smtpgate_rule_hits_total{action=\"score\",rule=\"b\"} 3\n\
             smtpgate_rule_hits_total{action=\"not_evaluated\",rule=\"b\"} 9\n\
+            smtpgate_rule_hits_total{action=\"error\",rule=\"a\"} 4\n\
             smtpgate_rule_hits_total{action=\"reject\",rule=\"scoring:reject_at\"} 2\n\
             smtpgate_rule_last_hit_timestamp_seconds{rule=\"b\"} 1000\n\
             smtpgate_rule_last_hit_timestamp_seconds{rule=\"a\"} 0\n";
@@ -194,14 +215,42 @@ mod tests {
                 rule: "b".into(),
                 evaluations: 7,
                 hits: 3,
+                errors: 0,
                 last_hit: Some(1000)
             }
         );
         assert_eq!(stats[0].last_hit, None);
+        assert_eq!(stats[0].errors, 4);
         let t = table(&stats, 1090);
         assert!(t.lines().nth(1).unwrap().ends_with("never"), "{t}");
         assert!(t.lines().nth(2).unwrap().ends_with("90s ago"), "{t}");
         assert!(from_samples(&exposition::parse("x 1\n").unwrap()).is_err());
+    }
+
+    #[test]
+    fn never_hit_since_a_time_keeps_rules_whose_last_hit_is_older() {
+        let stat = |rule: &str, hits, last_hit| RuleStat {
+            rule: rule.into(),
+            evaluations: 10,
+            hits,
+            errors: 0,
+            last_hit,
+        };
+        let all = vec![
+            stat("never", 0, None),
+            stat("old", 2, Some(100)),
+            stat("recent", 5, Some(900)),
+        ];
+        let names = |v: Vec<RuleStat>| v.into_iter().map(|s| s.rule).collect::<Vec<_>>();
+        assert_eq!(names(not_hit_since(all.clone(), None)), ["never"]);
+        assert_eq!(
+            names(not_hit_since(all.clone(), Some(500))),
+            ["never", "old"]
+        );
+        assert_eq!(
+            names(not_hit_since(all, Some(1000))),
+            ["never", "old", "recent"]
+        );
     }
 
     #[test]

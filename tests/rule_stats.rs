@@ -116,11 +116,15 @@ fn stats(config: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The table's rows: rule → (evaluations, hits, last hit column).
+/// The table's rows: rule → (evaluations, hits, last hit column); the
+/// errors column is 0 for these rules.
 fn rows(table: &str) -> Vec<(String, u64, u64, String)> {
     let mut lines = table.lines();
     let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(head, ["RULE", "EVALUATIONS", "HITS", "LAST", "HIT"]);
+    assert_eq!(
+        head,
+        ["RULE", "EVALUATIONS", "HITS", "ERRORS", "LAST", "HIT"]
+    );
     lines
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -128,7 +132,10 @@ fn rows(table: &str) -> Vec<(String, u64, u64, String)> {
                 f[0].to_string(),
                 f[1].parse().unwrap(),
                 f[2].parse().unwrap(),
-                f[3..].join(" "),
+                {
+                    assert_eq!(f[3], "0", "{l}");
+                    f[4..].join(" ")
+                },
             )
         })
         .collect()
@@ -206,6 +213,17 @@ fn rule_counters_show_what_fires_and_survive_a_reload() {
     assert_eq!(code, 0, "{err}");
     let names: Vec<String> = rows(&out).into_iter().map(|r| r.0).collect();
     assert_eq!(names, ["after-accept", "never-matches"], "{out}");
+    // accept-example hit within the last hour, so it is not listed.
+    let (code, out, err) = stats(&config, &["--never", "--since", "1h"]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = rows(&out).into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["after-accept", "never-matches"], "{out}");
+    let (code, _, err) = stats(&config, &["--since", "1h"]);
+    assert_ne!(code, 0, "--since without --never is refused");
+    assert!(err.contains("--never"), "{err}");
+    let (code, _, err) = stats(&config, &["--never", "--since", "soon"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("soon"), "{err}");
 
     let url = format!("http://{metrics}/metrics");
     let (code, out, err) = stats(&config, &["--metrics", &url, "--json"]);
