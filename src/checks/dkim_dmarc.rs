@@ -42,14 +42,17 @@ pub(super) struct Both {
     pub dmarc: Outcome,
 }
 
-/// A job's result, or why it could not run.
-type Job = Shared<BoxFuture<'static, Result<Arc<Both>, String>>>;
+/// A job before it is shared: its result, or why it could not run.
+type Work = BoxFuture<'static, Result<Arc<Both>, String>>;
+
+/// A job, awaited by every check that asks for it.
+type Job = Shared<Work>;
 
 /// The jobs running and those finished lately, by key.
 #[derive(Default)]
 struct Jobs {
     /// Running jobs; weak, so a job no check waits for is gone.
-    running: HashMap<u64, WeakShared<BoxFuture<'static, Result<Arc<Both>, String>>>>,
+    running: HashMap<u64, WeakShared<Work>>,
     /// Finished jobs' facts.
     done: Done<Arc<Both>>,
 }
