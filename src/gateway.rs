@@ -78,10 +78,7 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, ConfigError> {
         let at = |path: &str, reason: String| config.locate(ValidationError::new(path, reason));
         let tls = match &config.tls {
-            Some(files) => Some(TlsServer::load(files).map_err(|e| {
-                let key = if e.is_key { "tls.key" } else { "tls.cert" };
-                at(key, e.text)
-            })?),
+            Some(files) => Some(TlsServer::load(files).map_err(|e| at(e.setting, e.text))?),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());

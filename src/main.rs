@@ -50,6 +50,35 @@ enum Cmd {
         #[command(subcommand)]
         command: RulesCmd,
     },
+    /// Manage the TLS session-ticket keys instances share
+    /// (tls.session_tickets.key_file).
+    TicketKeys {
+        #[command(subcommand)]
+        command: TicketKeysCmd,
+    },
+}
+
+/// `smtpgate ticket-keys ...`.
+#[derive(Subcommand)]
+enum TicketKeysCmd {
+    /// Put a new random key first in the key file (made when missing,
+    /// mode 0600) and keep the newest --keep keys. Run it from a timer
+    /// at least once per ticket lifetime; running gateways take the new
+    /// key within 10 seconds.
+    Rotate(RotateArgs),
+}
+
+/// Arguments of `smtpgate ticket-keys rotate`.
+#[derive(Args)]
+struct RotateArgs {
+    /// The key file; default: the configuration's
+    /// tls.session_tickets.key_file.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// How many keys to keep: the new one seals tickets, the older ones
+    /// still open the tickets they sealed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    keep: u8,
 }
 
 /// `smtpgate rules ...`.
@@ -171,6 +200,41 @@ fn main() -> ExitCode {
         Cmd::Rules {
             command: RulesCmd::Stats(args),
         } => rule_stats(&config, &args),
+        Cmd::TicketKeys {
+            command: TicketKeysCmd::Rotate(args),
+        } => rotate_ticket_keys(&config, &args),
+    }
+}
+
+/// `smtpgate ticket-keys rotate`: exit 0 with the file's keys listed, 2
+/// when the file cannot be read or written.
+fn rotate_ticket_keys(config: &Config, args: &RotateArgs) -> ExitCode {
+    use smtpgate::tls::tickets;
+    let configured = config
+        .tls
+        .as_ref()
+        .and_then(|t| t.session_tickets.as_ref())
+        .map(|t| t.key_file.clone());
+    let Some(path) = args.file.clone().or(configured) else {
+        eprintln!("smtpgate: no --file and no tls.session_tickets.key_file in the configuration");
+        return ExitCode::from(2);
+    };
+    match tickets::rotate(&path, usize::from(args.keep)) {
+        Ok(keys) => {
+            println!(
+                "{}: {} key(s); new tickets are sealed with the first",
+                path.display(),
+                keys.len()
+            );
+            for k in keys {
+                println!("  {k:?}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -9,6 +9,10 @@
 //! handshake signatures.
 //!
 //! Only TLS 1.2 and 1.3 are enabled (RFC 8996 retired the older versions).
+//! Sessions resume by stateless tickets: with `tls.session_tickets`,
+//! sealed with keys several instances share ([`tickets`]).
+
+pub mod tickets;
 
 use crate::config::{TlsFiles, Upstream};
 use crate::filter::TlsInfo;
@@ -49,8 +53,9 @@ fn provider() -> Arc<CryptoProvider> {
 pub struct FileError {
     /// What is wrong, naming the file.
     pub text: String,
-    /// True when the key file (not the certificate file) is at fault.
-    pub is_key: bool,
+    /// The setting naming the file at fault: `tls.cert`, `tls.key` or
+    /// `tls.session_tickets.key_file`.
+    pub setting: &'static str,
 }
 
 impl fmt::Display for FileError {
@@ -89,14 +94,17 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, FileError> {
     let certs = load_certs(&files.cert).map_err(|text| FileError {
         text,
-        is_key: false,
+        setting: "tls.cert",
     })?;
-    let key = load_key(&files.key).map_err(|text| FileError { text, is_key: true })?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let key = load_key(&files.key).map_err(|text| FileError {
+        text,
+        setting: "tls.key",
+    })?;
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(|e| FileError {
             text: format!("TLS setup failed: {e}"),
-            is_key: false,
+            setting: "tls.cert",
         })?
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -106,8 +114,16 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, FileError> {
                 files.cert.display(),
                 files.key.display()
             ),
-            is_key: true,
+            setting: "tls.key",
         })?;
+    if let Some(t) = &files.session_tickets {
+        let ticketer =
+            tickets::SharedTickets::load(&t.key_file, t.lifetime_s).map_err(|e| FileError {
+                text: format!("TLS session tickets: {e}"),
+                setting: "tls.session_tickets.key_file",
+            })?;
+        config.ticketer = Arc::new(ticketer);
+    }
     Ok(Arc::new(config))
 }
 
@@ -415,9 +431,10 @@ mod tests {
         let files = TlsFiles {
             cert: dir.path().join("missing-cert.pem"),
             key: dir.path().join("missing-key.pem"),
+            session_tickets: None,
         };
         let e = server_config(&files).unwrap_err();
-        assert!(!e.is_key, "{e}");
+        assert_eq!(e.setting, "tls.cert", "{e}");
         assert!(e.text.contains("missing-cert.pem"), "{e}");
 
         std::fs::write(&files.cert, "not a certificate\n").unwrap();

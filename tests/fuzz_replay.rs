@@ -101,3 +101,8 @@ fn dmarc_pct_seeds_hold() {
 fn exposition_seeds_hold() {
     assert!(replay("exposition", smtpgate::metrics::exposition::selfcheck) >= 8);
 }
+
+#[test]
+fn ticket_keys_seeds_hold() {
+    assert!(replay("ticket_keys", smtpgate::tls::tickets::selfcheck) >= 8);
+}

@@ -48,8 +48,8 @@ pub use scanners::{
     split_http_url, ClamavOptions, HttpEndpoint, RspamdOptions, ScannersOptions, VirusAction,
 };
 pub use security::{
-    AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, StartTls, TlsFiles, TlsMode,
-    UpstreamAuth, UpstreamStartTls,
+    AuthMode, AuthOptions, ListenerPolicy, Network, RelayOptions, SessionTickets, StartTls,
+    TlsFiles, TlsMode, UpstreamAuth, UpstreamStartTls,
 };
 pub use sender_auth::{ArcOptions, DmarcMode, SenderAuthOptions};
 

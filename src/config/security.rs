@@ -61,6 +61,30 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Re-read on SIGHUP.
     pub key: PathBuf,
+    /// Stateless session tickets sealed with keys from a file that several
+    /// instances share, so a client resumes on any of them. Without it,
+    /// each instance resumes only its own sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tickets: Option<SessionTickets>,
+}
+
+/// Shared TLS session tickets. YAML:
+/// `session_tickets: { key_file: /etc/smtpgate/ticket-keys, lifetime_s: 43200 }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTickets {
+    /// One key per line, newest first (`smtpgate ticket-keys rotate`
+    /// writes it). Looked at every 10 s for a rotation.
+    pub key_file: PathBuf,
+    /// How long clients may keep a ticket, in seconds (at most 7 days, RFC
+    /// 8446). Rotate the keys at least this often. Default 12 hours.
+    #[serde(default = "default_ticket_lifetime_s")]
+    pub lifetime_s: u32,
+}
+
+/// Serde default of [`SessionTickets::lifetime_s`].
+fn default_ticket_lifetime_s() -> u32 {
+    12 * 3600
 }
 
 /// Who may authenticate. YAML: `auth: { users_file: users.yaml }`.
@@ -344,6 +368,17 @@ pub(super) fn check(c: &Config) -> Result<(), ValidationError> {
         for (key, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
             if path.as_os_str().is_empty() {
                 return Err(err(key, "must not be empty"));
+            }
+        }
+        if let Some(st) = &t.session_tickets {
+            if st.key_file.as_os_str().is_empty() {
+                return Err(err("tls.session_tickets.key_file", "must not be empty"));
+            }
+            if !(1..=7 * 86_400).contains(&st.lifetime_s) {
+                return Err(err(
+                    "tls.session_tickets.lifetime_s",
+                    "must be 1 to 604800 (7 days)",
+                ));
             }
         }
     }
@@ -724,6 +759,7 @@ mod tests {
         c.tls = Some(TlsFiles {
             cert: "c".into(),
             key: "k".into(),
+            session_tickets: None,
         });
         let p = c.listener_policy(&plain);
         assert_eq!((p.starttls, p.auth), (StartTls::Optional, AuthMode::None));
