@@ -310,3 +310,36 @@ fn a_reload_whose_rules_fail_their_cases_keeps_the_old_rules() {
     c.cmd("QUIT", 221);
     assert!(scrape(metrics).contains(&format!("{series} 1\n")));
 }
+
+#[test]
+fn the_example_rule_files_pass_their_own_cases() {
+    // Each with the checks its facts come from configured; nothing answers
+    // at these addresses, and no case asks.
+    for (file, extra, cases) in [
+        ("sender-auth.yaml", "", 8),
+        (
+            "scanners.yaml",
+            "scanners:\n  rspamd: { url: \"http://127.0.0.1:9\" }\n  clamav: { addr: \"127.0.0.1:9\" }\n",
+            6,
+        ),
+        (
+            "reputation.yaml",
+            "reputation:\n  dnsbl: { zones: [ { name: zen, zone: bl.test, weight: 3 } ] }\n  rhsbl: { zones: [ { name: dbl, zone: dbl.test } ] }\n",
+            6,
+        ),
+    ] {
+        let text = std::fs::read_to_string(root().join("examples/rules").join(file)).unwrap();
+        let dir = setup(&text);
+        std::fs::write(
+            dir.path().join("gateway.yaml"),
+            format!("hostname: gate.test\nspool_dir: spool\nrules_dir: rules\n{extra}"),
+        )
+        .unwrap();
+        let (code, out, err) = run(dir.path(), &["--config", "gateway.yaml", "check"]);
+        assert_eq!(code, 0, "{file}: {out}{err}");
+        assert!(
+            out.contains(&format!("tests:     {cases} rule tests passed\n")),
+            "{file}: {out}"
+        );
+    }
+}
