@@ -101,3 +101,8 @@ fn dmarc_pct_seeds_hold() {
 fn exposition_seeds_hold() {
     assert!(replay("exposition", smtpgate::metrics::exposition::selfcheck) >= 8);
 }
+
+#[test]
+fn rule_file_seeds_hold() {
+    assert!(replay("rule_file", smtpgate::rules::selfcheck::check) >= 9);
+}

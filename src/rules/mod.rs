@@ -17,6 +17,7 @@ mod compile;
 mod eval;
 mod lists;
 mod model;
+pub mod selfcheck;
 
 use crate::config::{Config, ConfigError};
 use crate::filter::{Context, FactUse, Filter, FilterChain, Hit, Message, Stage, Verdict};
