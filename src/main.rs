@@ -33,7 +33,8 @@ struct Cli {
 enum Cmd {
     /// Run the gateway (the default).
     Run,
-    /// Validate the configuration and the rules, and print them.
+    /// Validate the configuration and the rules, print them, and run the
+    /// rule files' tests (exit 1 when one fails).
     Check,
     /// Read a password from stdin (without echo on a terminal) and print
     /// its argon2id hash, for `password_hash` in the users file.

@@ -826,6 +826,28 @@ mod tests {
     }
 
     #[test]
+    fn offline_runs_no_check_and_knows_only_the_facts_given() {
+        let c = chain(
+            "rules:\n  - { name: no-ptr, stage: mail, when: { fact: { name: iprev, is: fail } }, action: reject }\n  - { name: unknown, stage: mail, when: { fact: { name: iprev, present: false } }, action: score, score: 1 }\n",
+        );
+        let g = gateway(Config::default(), &c);
+        let run = |facts: Vec<(String, crate::facts::Value)>| {
+            simulate_offline(&g, &c, &Fixtures(facts), &sim(&["b@x.test"])).unwrap()
+        };
+        let r = run(Vec::new());
+        assert_eq!(
+            (r.verdict, r.score),
+            (Final::Delivered, 1.0),
+            "{}",
+            r.render()
+        );
+        assert!(r.facts.is_empty(), "no check ran: {:?}", r.facts);
+        let r = run(vec![("iprev".into(), crate::facts::Value::text("fail"))]);
+        assert_eq!((r.verdict, r.stage), (Final::Rejected, Stage::Mail));
+        assert!(r.render().contains("matched no-ptr (reject)"));
+    }
+
+    #[test]
     fn crlf_only_fixes_bare_lf() {
         assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
     }
