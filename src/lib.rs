@@ -42,6 +42,7 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod rule_stats;
+pub mod rule_tests;
 pub mod rules;
 pub mod server;
 pub mod session;

@@ -7,6 +7,7 @@ use smtpgate::config::Config;
 use smtpgate::facts::Value;
 use smtpgate::filter::FilterChain;
 use smtpgate::gateway::Gateway;
+use smtpgate::rule_tests;
 use smtpgate::rules;
 use smtpgate::server::Server;
 use smtpgate::shutdown;
@@ -32,7 +33,8 @@ struct Cli {
 enum Cmd {
     /// Run the gateway (the default).
     Run,
-    /// Validate the configuration and the rules, and print them.
+    /// Validate the configuration and the rules, print them, and run the
+    /// rule files' tests (exit 1 when one fails).
     Check,
     /// Read a password from stdin (without echo on a terminal) and print
     /// its argon2id hash, for `password_hash` in the users file.
@@ -136,15 +138,24 @@ enum KeygenAlgorithm {
 /// Arguments of `smtpgate test-rules`.
 #[derive(Args)]
 struct TestRules {
+    /// Run the `tests:` of the rule files instead of one transaction:
+    /// every case, a line per failure, and the count. Exit status: 0 all
+    /// passed, 1 some failed, 2 error.
+    #[arg(long, conflicts_with_all = ["from", "to", "client_ip", "helo", "auth_user", "tls", "facts", "greylist_passed", "message"])]
+    run_tests: bool,
     /// Envelope sender (empty for the null sender <>).
-    #[arg(long, allow_hyphen_values = true)]
-    from: String,
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        required_unless_present = "run_tests"
+    )]
+    from: Option<String>,
     /// Envelope recipient; repeat for several.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "run_tests")]
     to: Vec<String>,
     /// The client's IP address.
-    #[arg(long)]
-    client_ip: IpAddr,
+    #[arg(long, required_unless_present = "run_tests")]
+    client_ip: Option<IpAddr>,
     /// The HELO/EHLO name (default: the client IP as an address literal).
     #[arg(long)]
     helo: Option<String>,
@@ -166,7 +177,8 @@ struct TestRules {
     #[arg(long)]
     greylist_passed: bool,
     /// The message (an .eml file; "-" reads standard input).
-    message: PathBuf,
+    #[arg(required_unless_present = "run_tests")]
+    message: Option<PathBuf>,
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -283,17 +295,56 @@ fn check(config: &Config) -> ExitCode {
         chain.push(set.clone());
     }
     let (_trigger, signal) = shutdown::channel();
-    if let Err(e) = Gateway::build(config.clone(), chain, signal, None) {
-        eprintln!("smtpgate: {e}");
-        return ExitCode::from(2);
-    }
+    let gateway = match Gateway::build(config.clone(), chain, signal, None) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
     print!("{}", config.summary());
     match set {
         Some(set) => print!("{}", set.summary()),
         None => println!("rules:     none (no rules_dir)"),
     }
+    let results = rule_tests::run(&gateway, &gateway.filters());
+    for failure in &results.failures {
+        println!("FAILED {failure}");
+    }
+    println!("tests:     {}", results.summary());
+    if !results.ok() {
+        eprintln!("smtpgate: {}", results.summary());
+        return ExitCode::from(1);
+    }
     println!("configuration OK");
     ExitCode::SUCCESS
+}
+
+/// `smtpgate test-rules --run-tests`: every case of the rule files, on
+/// the gateway `run` would build.
+fn run_rule_tests(config: &Config, chain: FilterChain) -> ExitCode {
+    let (_trigger, signal) = shutdown::channel();
+    let gateway = match Gateway::build(config.clone(), chain, signal, None) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rules::rules_dir(config) {
+        Some(dir) => println!("rules from {}", dir.display()),
+        None => println!("no rules (no rules_dir)"),
+    }
+    let results = rule_tests::run(&gateway, &gateway.filters());
+    for failure in &results.failures {
+        println!("FAILED {failure}");
+    }
+    println!("{}", results.summary());
+    if results.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// `smtpgate test-rules`.
@@ -305,32 +356,42 @@ fn test_rules(config: &Config, args: TestRules) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let read = if args.message.as_os_str() == "-" {
+    if args.run_tests {
+        return run_rule_tests(config, chain);
+    }
+    // Present unless --run-tests, which clap makes sure of.
+    let (Some(path), Some(from), Some(client_ip)) = (args.message, args.from, args.client_ip)
+    else {
+        eprintln!("smtpgate: give --from, --to, --client-ip and a message, or --run-tests");
+        return ExitCode::from(2);
+    };
+    let read = if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
     } else {
-        std::fs::read(&args.message)
+        std::fs::read(&path)
     };
     let message = match read {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("smtpgate: cannot read {}: {e}", args.message.display());
+            eprintln!("smtpgate: cannot read {}: {e}", path.display());
             return ExitCode::from(2);
         }
     };
-    let helo = args.helo.unwrap_or_else(|| match args.client_ip {
+    let helo = args.helo.unwrap_or_else(|| match client_ip {
         IpAddr::V4(ip) => format!("[{ip}]"),
         IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
     });
     let sim = Simulation {
-        client_ip: args.client_ip,
+        client_ip,
         helo,
         auth_user: args.auth_user,
         tls: args.tls,
-        from: args.from,
+        from,
         to: args.to,
         message,
         greylist_passed: args.greylist_passed,
+        declared_size: None,
     };
     match rules::rules_dir(config) {
         Some(dir) => println!("rules from {}", dir.display()),

@@ -116,6 +116,9 @@ pub struct Metrics {
     /// `smtpgate_dns_list_errors_total{zone}`: DNS list answers that are
     /// errors, not listings.
     dns_list_errors: IntCounterVec,
+    /// `smtpgate_config_reload_failures_total{reason}`: reloads that kept
+    /// the old configuration.
+    reload_failures: IntCounterVec,
 }
 
 /// Counters of the upstream connection pool, cheap to clone.
@@ -336,6 +339,13 @@ impl Metrics {
             "DNS list answers that are errors, not listings (127.255.255.0/24, outside 127.0.0.0/8).",
             &["zone"],
         );
+        let reload_failures = counter_vec(
+            &r,
+            "smtpgate_config_reload_failures_total",
+            "Reloads refused, the old configuration kept, by reason.",
+            &["reason"],
+        );
+        reload_failures.with_label_values(&["rule_tests"]);
         let dkim = DkimMetrics::new(&r);
         let milter = MilterMetrics::new(&r);
         let dkim_verifications = counter(
@@ -344,6 +354,7 @@ impl Metrics {
             "Messages whose DKIM signatures were verified, once for the DKIM and DMARC checks.",
         );
         Metrics {
+            reload_failures,
             dkim,
             milter,
             dkim_verifications,
@@ -439,6 +450,12 @@ impl Metrics {
     /// DNS list checks to count into.
     pub fn dns_list_errors(&self) -> IntCounterVec {
         self.dns_list_errors.clone()
+    }
+
+    /// Counts a reload that was refused and left the old configuration in
+    /// place, by why (`rule_tests`: the new rules failed their own tests).
+    pub fn reload_failed(&self, reason: &str) {
+        self.reload_failures.with_label_values(&[reason]).inc();
     }
 
     /// Counts a TLS handshake with a client.

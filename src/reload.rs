@@ -33,6 +33,7 @@ pub fn reload_rules(shared: &Gateway) -> Result<(), ConfigError> {
         Ok(set) => {
             let count = set.len();
             let chain = shared.filters().replacing(RuleSet::NAME, Arc::new(set));
+            crate::rule_tests::before_reload(shared, &chain)?;
             if let Err(e) = shared.set_filters(chain) {
                 error!("reload: the new rules are invalid, keeping the old ones: {e}");
                 return Err(e);

@@ -48,6 +48,9 @@ pub struct Simulation {
     /// triplets passed before, or the network is allowlisted: goes on).
     /// The store itself is not asked.
     pub greylist_passed: bool,
+    /// The SIZE= of MAIL FROM; `None`: the message's size, as a client that
+    /// knows it sends.
+    pub declared_size: Option<u64>,
 }
 
 /// What happened at one stage (one line of recipients per RCPT).
@@ -138,6 +141,9 @@ pub struct Report {
     /// What becomes of the message: relayed, stored in the spool or the
     /// quarantine, dropped, or nothing forwarded.
     pub destination: String,
+    /// The `greylist` rule that refused the transaction (a first attempt),
+    /// if one did.
+    pub greylisted_by: Option<String>,
 }
 
 impl Report {
@@ -222,8 +228,44 @@ impl Report {
 /// relay control and limits. `Err` for input that is not valid (addresses
 /// that do not parse).
 pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
-    let config = &gateway.config;
     let pipeline = gateway.pipeline();
+    run(
+        gateway,
+        &pipeline.chain,
+        &pipeline.plan,
+        gateway.fixtures(),
+        false,
+        sim,
+    )
+}
+
+/// Runs `sim` through `chain` on what else `gateway` has (relay control,
+/// limits, greylisting and DMARC settings) without running a single check:
+/// the facts are `facts` and only those, known from the start of the
+/// session; any other fact is unknown, as if no check gave it. A rule
+/// file's `tests:` run this way, so they need nothing outside the process
+/// and give the same result every time.
+pub fn simulate_offline(
+    gateway: &Gateway,
+    chain: &FilterChain,
+    facts: &Fixtures,
+    sim: &Simulation,
+) -> Result<Report, String> {
+    run(gateway, chain, &Plan::default(), facts, true, sim)
+}
+
+/// [`simulate`] on a given chain and plan: checks of `plan` whose facts
+/// `fixtures` give are not run. `offline` (with an empty plan): every fact
+/// of `fixtures` is known from the start.
+fn run(
+    gateway: &Gateway,
+    chain: &FilterChain,
+    plan: &Plan,
+    fixtures: &Fixtures,
+    offline: bool,
+    sim: &Simulation,
+) -> Result<Report, String> {
+    let config = &gateway.config;
     let host = config.hostname.clone();
     let relay = config.upstream.is_some();
     let destination = |verdict: Final| match verdict {
@@ -237,13 +279,14 @@ pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
         _ => "nothing forwarded".to_string(),
     };
     let mut run = Run {
-        chain: &pipeline.chain,
-        plan: &pipeline.plan,
-        fixtures: gateway.fixtures(),
+        chain,
+        plan,
+        fixtures,
         metrics: gateway.metrics(),
         ctx: Context::new(SocketAddr::new(sim.client_ip, 0)),
         stages: Vec::new(),
         greylist_passed: sim.greylist_passed,
+        greylisted_by: None,
         greylist_delay: gateway.greylist().options().delay(),
         enforce_dmarc: gateway
             .config
@@ -270,8 +313,15 @@ pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
                 score: run.ctx.score,
                 stages: run.stages,
                 destination: destination(verdict),
+                greylisted_by: run.greylisted_by,
             }
         };
+    if offline {
+        for (name, value) in &fixtures.0 {
+            let scope = crate::facts::Scope::Connection;
+            run.ctx.facts.set(name.clone(), value.clone(), scope);
+        }
+    }
 
     // Connect.
     let greeting = Reply::plain(220, format!("{host} ESMTP smtpgate ready"));
@@ -318,7 +368,7 @@ pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
 
     // MAIL, with SIZE= as a client that knows the size sends it.
     let message = crlf(&sim.message);
-    let size = message.len() as u64;
+    let size = sim.declared_size.unwrap_or(message.len() as u64);
     let line = format!("MAIL FROM:<{}> SIZE={size}", sim.from);
     let Ok(Command::Mail { from, params }) = parse_command(line.as_bytes(), true) else {
         return Err(format!("--from {:?} is not a valid address", sim.from));
@@ -417,6 +467,7 @@ pub fn simulate(gateway: &Gateway, sim: &Simulation) -> Result<Report, String> {
     body.append(&message)
         .map_err(|e| format!("cannot buffer the message: {e}"))?;
     let mut msg = Message::new(&mut body);
+    let size = message.len();
     let subject = match msg.headers() {
         Ok(h) => match h.first("Subject") {
             Some(f) => format!("{size} bytes, Subject {:?}", f.decoded),
@@ -471,6 +522,8 @@ struct Run<'c> {
     stages: Vec<StageReport>,
     /// [`Simulation::greylist_passed`].
     greylist_passed: bool,
+    /// The `greylist` rule that refused, once one did.
+    greylisted_by: Option<String>,
     /// `greylisting.delay_s`, for the reply a first attempt gets.
     greylist_delay: std::time::Duration,
     /// `sender_auth.dmarc: enforce`: a DMARC failure is refused or
@@ -586,6 +639,7 @@ impl Run<'_> {
             return (verdict, Some(note));
         }
         self.ctx.decided_by = Some(rule.clone());
+        self.greylisted_by = Some(rule.clone());
         let note = format!(
             "would be greylisted by {rule}: a first attempt; a retry after {} s passes \
              (--greylist-passed shows that)",
@@ -645,6 +699,7 @@ mod tests {
             to: to.iter().map(|s| s.to_string()).collect(),
             message: b"Subject: hello\nMessage-ID: <1@x>\n\nhi\n".to_vec(),
             greylist_passed: false,
+            declared_size: None,
         }
     }
 
@@ -768,6 +823,28 @@ mod tests {
         s.greylist_passed = false;
         s.from = "a@friend.test".into();
         assert_eq!(simulate(&g, &s).unwrap().verdict, Final::Delivered);
+    }
+
+    #[test]
+    fn offline_runs_no_check_and_knows_only_the_facts_given() {
+        let c = chain(
+            "rules:\n  - { name: no-ptr, stage: mail, when: { fact: { name: iprev, is: fail } }, action: reject }\n  - { name: unknown, stage: mail, when: { fact: { name: iprev, present: false } }, action: score, score: 1 }\n",
+        );
+        let g = gateway(Config::default(), &c);
+        let run = |facts: Vec<(String, crate::facts::Value)>| {
+            simulate_offline(&g, &c, &Fixtures(facts), &sim(&["b@x.test"])).unwrap()
+        };
+        let r = run(Vec::new());
+        assert_eq!(
+            (r.verdict, r.score),
+            (Final::Delivered, 1.0),
+            "{}",
+            r.render()
+        );
+        assert!(r.facts.is_empty(), "no check ran: {:?}", r.facts);
+        let r = run(vec![("iprev".into(), crate::facts::Value::text("fail"))]);
+        assert_eq!((r.verdict, r.stage), (Final::Rejected, Stage::Mail));
+        assert!(r.render().contains("matched no-ptr (reject)"));
     }
 
     #[test]

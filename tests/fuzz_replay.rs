@@ -106,3 +106,8 @@ fn exposition_seeds_hold() {
 fn ticket_keys_seeds_hold() {
     assert!(replay("ticket_keys", smtpgate::tls::tickets::selfcheck) >= 8);
 }
+
+#[test]
+fn rule_file_seeds_hold() {
+    assert!(replay("rule_file", smtpgate::rules::selfcheck::check) >= 9);
+}

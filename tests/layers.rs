@@ -43,6 +43,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("simulate", 5),
     ("signals", 5),
     ("rule_stats", 5),
+    ("rule_tests", 5),
 ];
 
 /// The top-level module a source file belongs to (`src/session/mail.rs` →

@@ -5,21 +5,25 @@
 //! - `compile`: checks and compiles it, with file:line errors.
 //! - `lists`: CIDR tables, domain sets and list files.
 //! - `eval`: runs a stage's rules over a [`Context`].
+//! - `cases`: the `tests:` of a rule file, checked and read at load.
 //!
 //! Evaluation touches only the rules of the stage asked. At the data stage
 //! all body regexes of all rules form one `RegexSet` (one for raw lines,
 //! one for decoded text), and the body is read once, on the first rule that
 //! needs it; header fields are parsed once per message.
 
+mod cases;
 mod compile;
 mod eval;
 mod lists;
 mod model;
+pub mod selfcheck;
 
 use crate::config::{Config, ConfigError};
 use crate::filter::{Context, FactUse, Filter, FilterChain, Hit, Message, Stage, Verdict};
 use crate::metrics::{RuleMetrics, RuleSeries};
 use crate::proto::{EnhancedCode, Recipient, Reply};
+pub use cases::{Actual, Expect, ExpectedVerdict, RuleTest, DEFAULT_MESSAGE};
 use compile::FileCompiler;
 use lists::{CidrTable, DomainSet, ListFiles};
 use regex::RegexSet;
@@ -65,6 +69,8 @@ pub struct RuleSet {
     origin: String,
     /// The files read, in load order.
     files: Vec<PathBuf>,
+    /// The files' `tests:`, in load order.
+    tests: Vec<RuleTest>,
 }
 
 /// The rules of one stage and their shared body regex sets.
@@ -499,6 +505,7 @@ impl RuleSet {
             options: RuleOptions::default(),
             origin: "(no rules)".into(),
             files: Vec::new(),
+            tests: Vec::new(),
         }
     }
 
@@ -553,6 +560,7 @@ impl RuleSet {
         let mut scoring = Scoring::default();
         let mut seen: HashMap<String, (Arc<Source>, usize)> = HashMap::new();
         let mut lists = ListFiles::default();
+        let mut tests = Vec::new();
         for (path, text) in files {
             let parsed: Option<model::RuleFile> =
                 serde_yaml::from_str(text).map_err(|e| yaml_error(e, path))?;
@@ -606,7 +614,16 @@ impl RuleSet {
                 }
                 scoring = compile::scoring(def, path, text)?;
             }
+            tests.extend(cases::compile(&parsed.tests, path, text)?);
         }
+        let names: HashSet<&str> = stages
+            .iter()
+            .flat_map(|s| &s.rules)
+            .map(|r| r.name.as_str())
+            .collect();
+        let texts: HashMap<PathBuf, &str> =
+            files.iter().map(|(p, t)| (p.clone(), t.as_str())).collect();
+        cases::check_names(&tests, &texts, &names)?;
         for (stage, pats) in stages.iter_mut().zip(&patterns) {
             let build = |p: &Patterns| {
                 p.build().map_err(|e| ConfigError {
@@ -640,6 +657,7 @@ impl RuleSet {
             options,
             origin: "(inline)".into(),
             files: files.iter().map(|f| f.0.clone()).collect(),
+            tests,
         })
     }
 
@@ -661,6 +679,11 @@ impl RuleSet {
     /// True when there are no rules.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The cases of the files' `tests:`, in load order.
+    pub fn tests(&self) -> &[RuleTest] {
+        &self.tests
     }
 
     /// Names of the rules of `stage`, in evaluation order.

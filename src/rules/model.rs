@@ -21,6 +21,77 @@ pub(crate) struct RuleFile {
     /// Score thresholds (tag and reject); at most one file may set them.
     #[serde(default)]
     pub scoring: Option<ScoringDef>,
+    /// Cases the rules must pass: one transaction each, with the verdict
+    /// it must end with (`smtpgate check`, reloads).
+    #[serde(default)]
+    pub tests: Vec<TestDef>,
+}
+
+/// One case of `tests:`: an envelope, a message, facts standing in for
+/// checks, and what must come of it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TestDef {
+    /// Unique in the file; names the case in failures.
+    pub name: String,
+    /// Envelope sender; empty for the null sender.
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// The client's address.
+    pub client_ip: String,
+    /// The HELO name; default: the client address as an address literal.
+    #[serde(default)]
+    pub helo: Option<String>,
+    /// Authenticated as this user.
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// Under TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// The message, inline.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The message, from a file relative to the rule file.
+    #[serde(default)]
+    pub message_file: Option<String>,
+    /// Facts given instead of looked up (NAME: VALUE).
+    #[serde(default)]
+    pub facts: std::collections::BTreeMap<String, serde_yaml::Value>,
+    /// Whether the greylisting store would know the triplet as passed.
+    #[serde(default)]
+    pub greylist_passed: bool,
+    /// The SIZE= the client announces; default: the message's size.
+    #[serde(default)]
+    pub declared_size: Option<ByteSize>,
+    /// What must come of it.
+    pub expect: ExpectDef,
+}
+
+/// `expect: { verdict, code, enhanced, score, stage }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExpectDef {
+    /// How the transaction ends.
+    pub verdict: super::cases::ExpectedVerdict,
+    /// The final reply's code.
+    #[serde(default)]
+    pub code: Option<u16>,
+    /// The final reply's enhanced code, `X.Y.Z`.
+    #[serde(default)]
+    pub enhanced: Option<String>,
+    /// The final score.
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// The stage it ends at.
+    #[serde(default)]
+    pub stage: Option<crate::filter::Stage>,
+    /// Rules that must have matched.
+    #[serde(default)]
+    pub matched: Vec<String>,
+    /// Rules that must not have matched.
+    #[serde(default)]
+    pub not_matched: Vec<String>,
 }
 
 /// `scoring: { tag_at, reject_at, reply }`.

@@ -899,3 +899,210 @@ fn greylist_is_for_the_rcpt_and_data_stages_only() {
     assert!(e.reason.contains("a reply is only for"), "{e}");
     set("rules:\n  - { name: gl, stage: data, when: { score: { min: 3 } }, action: greylist }\n");
 }
+
+/// A rule file with one rule and the given `tests:` text (each line
+/// already indented under `tests:`).
+fn with_tests(tests: &str) -> String {
+    format!(
+        "rules:\n  - {{ name: no-bulk, stage: mail, when: {{ sender: {{ regex: '^bulk@' }} }}, action: reject }}\ntests:\n{tests}"
+    )
+}
+
+#[test]
+fn test_cases_are_read_with_their_lines_and_defaults() {
+    let s = set(&with_tests(
+        "  - name: bulk is refused\n    from: bulk@example.org\n    to: [b@example.com]\n    client_ip: 192.0.2.1\n    expect: { verdict: reject, code: 550, enhanced: 5.7.1, stage: mail, matched: [no-bulk] }\n\
+         \x20 - name: others pass\n    from: ''\n    to: [b@example.com, c@example.com]\n    client_ip: '2001:db8::1'\n    helo: mx.example.org\n    auth_user: alice\n    tls: true\n    message: \"Subject: x\\n\\nhi\\n\"\n    facts: { iprev: fail, dnsbl.zones: 'a, b', rspamd.symbols: [X, Y], rspamd.score: 4.5 }\n    greylist_passed: true\n    declared_size: 1M\n    expect: { verdict: accepted, score: 0, not_matched: [no-bulk] }\n",
+    ));
+    let t = s.tests();
+    assert_eq!(t.len(), 2);
+    assert_eq!(
+        (t[0].name.as_str(), t[0].line),
+        ("bulk is refused", Some(4))
+    );
+    assert_eq!(t[0].helo_name(), "[192.0.2.1]");
+    assert_eq!(t[0].message, DEFAULT_MESSAGE.as_bytes());
+    assert_eq!(
+        t[0].expect.to_string(),
+        "reject 550 5.7.1 at mail, matching no-bulk"
+    );
+    assert_eq!(t[1].line, Some(9));
+    assert_eq!(t[1].helo_name(), "mx.example.org");
+    assert_eq!(t[1].from, "");
+    assert!(t[1].tls && t[1].greylist_passed);
+    assert_eq!(t[1].declared_size, Some(1 << 20));
+    assert_eq!(t[1].message, b"Subject: x\n\nhi\n");
+    assert_eq!(t[1].expect.verdict, ExpectedVerdict::Accept);
+    let facts: HashMap<&str, &crate::facts::Value> =
+        t[1].facts.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    use crate::facts::Value;
+    assert_eq!(facts["iprev"], &Value::text("fail"));
+    assert_eq!(
+        facts["dnsbl.zones"],
+        &Value::List(vec!["a".into(), "b".into()])
+    );
+    assert_eq!(
+        facts["rspamd.symbols"],
+        &Value::List(vec!["X".into(), "Y".into()])
+    );
+    assert_eq!(facts["rspamd.score"], &Value::text("4.5"));
+}
+
+#[test]
+fn a_message_file_is_read_relative_to_the_rule_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("msgs")).unwrap();
+    std::fs::write(dir.path().join("msgs/spam.eml"), "Subject: win\n\nx\n").unwrap();
+    let text = with_tests(
+        "  - { name: f, from: a@b.example, to: [c@d.example], client_ip: 192.0.2.1, message_file: msgs/spam.eml, expect: { verdict: accept } }\n",
+    );
+    std::fs::write(dir.path().join("r.yaml"), &text).unwrap();
+    let s = RuleSet::load_dir(dir.path(), RuleOptions::default()).unwrap();
+    assert_eq!(s.tests()[0].message, b"Subject: win\n\nx\n");
+    assert_eq!(s.tests()[0].file, dir.path().join("r.yaml"));
+    std::fs::remove_file(dir.path().join("msgs/spam.eml")).unwrap();
+    let Err(e) = RuleSet::load_dir(dir.path(), RuleOptions::default()) else {
+        panic!("loaded without its message file");
+    };
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(
+        e.reason.contains("test \"f\": message_file: cannot read") && e.reason.contains("spam.eml"),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_test_cases_are_load_errors_with_file_line_and_reason() {
+    let case =
+        "  - name: a\n    from: a@b.example\n    to: [c@d.example]\n    client_ip: 192.0.2.1\n";
+    let cases: Vec<(String, Option<usize>, &str)> = vec![
+        (
+            format!("{case}    colour: red\n    expect: {{ verdict: accept }}\n"),
+            Some(8),
+            "unknown field `colour`",
+        ),
+        (
+            "  - name: a\n    from: a@b.example\n    to: [c@d.example]\n    client_ip: 192.0.2.300\n    expect: { verdict: accept }\n".into(),
+            Some(7),
+            "test \"a\": client_ip: \"192.0.2.300\" is not an IP address",
+        ),
+        (case.to_string(), Some(4), "missing field `expect`"),
+        (
+            format!("{case}    expect: {{ verdict: accept }}\n{case}    expect: {{ verdict: reject }}\n"),
+            Some(9),
+            "test \"a\": the name is already used at line 4",
+        ),
+        (
+            format!("{case}    message: hi\n    message_file: m.eml\n    expect: {{ verdict: accept }}\n"),
+            Some(9),
+            "test \"a\": give message or message_file, not both",
+        ),
+        (
+            format!("{case}    expect: {{ verdict: maybe }}\n"),
+            Some(8),
+            "unknown variant `maybe`",
+        ),
+        (
+            format!("{case}    expect: {{ verdict: reject, enhanced: 5.71 }}\n"),
+            Some(8),
+            "expect.enhanced: \"5.71\" is not an enhanced status code",
+        ),
+        (
+            format!("{case}    expect:\n      verdict: reject\n      matched: [no-bulk, no-bluk]\n"),
+            Some(10),
+            "test \"a\": expect.matched: no enabled rule is named \"no-bluk\"",
+        ),
+        (
+            "  - name: a\n    from: not an address\n    to: [c@d.example]\n    client_ip: 192.0.2.1\n    expect: { verdict: accept }\n".into(),
+            Some(5),
+            "test \"a\": from: \"not an address\" is not an address",
+        ),
+        (
+            "  - name: a\n    from: a@b.example\n    to: []\n    client_ip: 192.0.2.1\n    expect: { verdict: accept }\n".into(),
+            Some(6),
+            "to: give at least one recipient",
+        ),
+        (
+            format!("{case}    facts: {{ iprev: {{ a: 1 }} }}\n    expect: {{ verdict: accept }}\n"),
+            Some(8),
+            "test \"a\": facts: iprev: give a word, a number or a list",
+        ),
+    ];
+    for (tests, line, reason) in cases {
+        let e = fail(&with_tests(&tests));
+        assert_eq!(e.file, "test.yaml");
+        assert!(e.reason.contains(reason), "{reason:?} not in {e}\n{tests}");
+        assert_eq!(e.line, line, "{e}\n{tests}");
+    }
+}
+
+#[test]
+fn a_case_is_judged_on_every_part_it_expects() {
+    let s = set(&with_tests(
+        "  - { name: t, from: a@b.example, to: [c@d.example], client_ip: 192.0.2.1, expect: { verdict: reject, code: 550, enhanced: 5.7.1, score: 2, stage: mail, matched: [no-bulk], not_matched: ['scoring:reject_at'] } }\n",
+    ));
+    let t = &s.tests()[0];
+    let good = Actual {
+        verdict: "rejected".into(),
+        greylisted: false,
+        reply: Some((550, Some(EnhancedCode::new(5, 7, 1)))),
+        score: 2.001,
+        stage: Stage::Mail,
+        matched: vec!["no-bulk".into()],
+    };
+    assert!(t.judge(&good));
+    let bad: Vec<Actual> = vec![
+        Actual {
+            verdict: "tempfailed".into(),
+            ..good.clone()
+        },
+        Actual {
+            reply: Some((554, Some(EnhancedCode::new(5, 7, 1)))),
+            ..good.clone()
+        },
+        Actual {
+            reply: Some((550, Some(EnhancedCode::new(5, 1, 1)))),
+            ..good.clone()
+        },
+        Actual {
+            reply: None,
+            ..good.clone()
+        },
+        Actual {
+            score: 3.0,
+            ..good.clone()
+        },
+        Actual {
+            stage: Stage::Rcpt,
+            ..good.clone()
+        },
+        Actual {
+            matched: vec![],
+            ..good.clone()
+        },
+        Actual {
+            matched: vec!["no-bulk".into(), SCORING_REJECT.into()],
+            ..good.clone()
+        },
+    ];
+    for a in bad {
+        assert!(!t.judge(&a), "{a}");
+    }
+    assert_eq!(
+        good.to_string(),
+        "rejected 550 5.7.1 score 2 at mail, matched no-bulk"
+    );
+    // accept is relayed or delivered; greylist is a greylisted tempfail.
+    for (want, actual, greylisted, ok) in [
+        (ExpectedVerdict::Accept, "relayed", false, true),
+        (ExpectedVerdict::Accept, "delivered", false, true),
+        (ExpectedVerdict::Accept, "quarantined", false, false),
+        (ExpectedVerdict::Tempfail, "tempfailed", true, true),
+        (ExpectedVerdict::Greylist, "tempfailed", true, true),
+        (ExpectedVerdict::Greylist, "tempfailed", false, false),
+        (ExpectedVerdict::Discard, "discarded", false, true),
+        (ExpectedVerdict::Disconnect, "disconnected", false, true),
+    ] {
+        assert_eq!(want.matches(actual, greylisted), ok, "{want:?} {actual}");
+    }
+}
