@@ -3,11 +3,11 @@
 # and the Debian packages: swaks (with Net::SSLeay for --tls), openssl,
 # python3, redis-server (the Redis tests start their own), postfix and
 # haproxy (the end-to-end test runs private instances), unbound (the DNS
-# tests start their own, serving only local data), logrotate. Postfix's
-# package must neither configure nor start the system's mail server, nor
-# unbound's a system resolver: no configuration is preseeded, and no
-# service starts while installing (unless a policy-rc.d already decides
-# that).
+# tests start their own, serving only local data), and what the package
+# test uses. Postfix's package must neither configure nor start the
+# system's mail server, nor unbound's a system resolver: no configuration
+# is preseeded, and no service starts while installing (unless a
+# policy-rc.d already decides that).
 set -euo pipefail
 
 need=()
@@ -47,9 +47,14 @@ command -v opendkim >/dev/null 2>&1 || [ -x /usr/sbin/opendkim ] || need+=(opend
 # would ask debconf questions and build a system directory: told not to.
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
 [ -x /usr/sbin/slapd ] || need+=(slapd)
-# The package test (tests/e2e/package.sh) rotates the audit trail with
-# the packaged logrotate file.
+# The package test (tests/e2e/package.sh): logrotate with the packaged
+# file, systemd-analyze verify on the unit (no systemd need run), man to
+# render the page, adduser for postinst, binutils for cargo-deb's strip.
 command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v man >/dev/null 2>&1 || need+=(man-db)
+[ -x /usr/sbin/adduser ] || need+=(adduser)
+command -v strip >/dev/null 2>&1 || need+=(binutils)
 
 # cargo-deb builds the Debian package (scripts/build-deb.sh). Pinned, and
 # compiled from crates.io only when missing (a few minutes, once per
