@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests use, when missing: swaks (with
-# Net::SSLeay for --tls), openssl, python3, redis-server (the Redis tests
-# start their own), postfix and haproxy (the end-to-end test runs private
-# instances), unbound (the DNS tests start their own, serving only local
-# data). Postfix's package must neither configure nor start the system's
-# mail server, nor unbound's a system resolver: no configuration is
-# preseeded, and no service starts while installing (unless a policy-rc.d
-# already decides that).
+# Installs what the tests use, when missing: cargo-deb (compiled, pinned)
+# and the Debian packages: swaks (with Net::SSLeay for --tls), openssl,
+# python3, redis-server (the Redis tests start their own), postfix and
+# haproxy (the end-to-end test runs private instances), unbound (the DNS
+# tests start their own, serving only local data), and what the package
+# test uses. Postfix's package must neither configure nor start the
+# system's mail server, nor unbound's a system resolver: no configuration
+# is preseeded, and no service starts while installing (unless a
+# policy-rc.d already decides that).
 set -euo pipefail
 
 need=()
@@ -46,6 +47,24 @@ command -v opendkim >/dev/null 2>&1 || [ -x /usr/sbin/opendkim ] || need+=(opend
 # would ask debconf questions and build a system directory: told not to.
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
 [ -x /usr/sbin/slapd ] || need+=(slapd)
+# The package test (tests/e2e/package.sh): logrotate with the packaged
+# file, systemd-analyze verify on the unit (no systemd need run), man to
+# render the page, adduser for postinst, binutils for cargo-deb's strip.
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v man >/dev/null 2>&1 || need+=(man-db)
+[ -x /usr/sbin/adduser ] || need+=(adduser)
+command -v strip >/dev/null 2>&1 || need+=(binutils)
+
+# cargo-deb builds the Debian package (scripts/build-deb.sh). Pinned, and
+# compiled from crates.io only when missing (a few minutes, once per
+# machine).
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+    echo "== installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
+
 [ ${#need[@]} -gt 0 ] || exit 0
 
 echo "== installing ${need[*]}"

@@ -2,7 +2,8 @@
 # Runs the shell-level tests against the real binary: every
 # tests/interop/*.sh (swaks, openssl s_client, the newcomer's first
 # session) and tests/e2e/*.sh (a private Postfix behind smtpgate, HAProxy
-# in front). Needs the packages of scripts/install-test-deps.sh.
+# in front; the Debian package installed, run and purged). Needs what
+# scripts/install-test-deps.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

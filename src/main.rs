@@ -58,6 +58,12 @@ enum Cmd {
         #[command(subcommand)]
         command: TicketKeysCmd,
     },
+    /// Write the man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
 }
 
 /// `smtpgate ticket-keys ...`.
@@ -81,6 +87,25 @@ struct RotateArgs {
     /// still open the tickets they sealed.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
     keep: u8,
+}
+
+/// `smtpgate generate ...`: what scripts/build-deb.sh packages.
+#[derive(Subcommand)]
+enum Generate {
+    /// smtpgate.1 and one page per subcommand (smtpgate-check.1, ...).
+    Man {
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The completion script for SHELL (smtpgate.bash, _smtpgate,
+    /// smtpgate.fish, ...).
+    Completions {
+        shell: clap_complete::Shell,
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `smtpgate rules ...`.
@@ -196,6 +221,9 @@ fn main() -> ExitCode {
     if let Some(Cmd::DkimKeygen(args)) = &cli.command {
         return dkim_keygen(args);
     }
+    if let Some(Cmd::Generate { what }) = &cli.command {
+        return generate(what);
+    }
     let config = match load(cli.config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -209,6 +237,7 @@ fn main() -> ExitCode {
         Cmd::TestRules(args) => test_rules(&config, args),
         Cmd::HashPassword => hash_password(),
         Cmd::DkimKeygen(args) => dkim_keygen(&args),
+        Cmd::Generate { what } => generate(&what),
         Cmd::Rules {
             command: RulesCmd::Stats(args),
         } => rule_stats(&config, &args),
@@ -246,6 +275,30 @@ fn rotate_ticket_keys(config: &Config, args: &RotateArgs) -> ExitCode {
         Err(e) => {
             eprintln!("smtpgate: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `smtpgate generate`: writes the files, prints their directory.
+fn generate(what: &Generate) -> ExitCode {
+    use clap::CommandFactory;
+    let out = match what {
+        Generate::Man { out } | Generate::Completions { out, .. } => out,
+    };
+    let written = std::fs::create_dir_all(out).and_then(|()| match what {
+        Generate::Man { .. } => clap_mangen::generate_to(Cli::command(), out),
+        Generate::Completions { shell, .. } => {
+            clap_complete::generate_to(*shell, &mut Cli::command(), "smtpgate", out).map(|_| ())
+        }
+    });
+    match written {
+        Ok(()) => {
+            println!("{}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtpgate: cannot write to {}: {e}", out.display());
+            ExitCode::from(1)
         }
     }
 }

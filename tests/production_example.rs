@@ -1,11 +1,12 @@
-//! The production examples: `examples/production-mx.yaml` passes
-//! `smtpgate check` (the real binary: configuration, the files it names and
-//! the rules), as it is and in its commented PROXY protocol variant; and
-//! `examples/smtpgate.service` agrees with it (stop timeout longer than the
-//! shutdown grace, writable paths where the config writes, the config path
-//! it runs with).
+//! The production examples: `examples/production-mx.yaml` and the Debian
+//! package's `packaging/gateway.yaml` pass `smtpgate check` (the real
+//! binary: configuration, the files it names and the rules), the former as
+//! it is and in its commented PROXY protocol variant; and the unit
+//! `packaging/smtpgate.service` agrees with both (stop timeout longer than
+//! the shutdown grace, writable paths where the config writes, the config
+//! path it runs with).
 //!
-//! The example names files under /etc, /var/spool and /var/log that a test
+//! The examples name files under /etc, /var/lib and /var/log that a test
 //! machine does not have; the test writes real ones (a certificate, a users
 //! file) into a temp dir and points the same text there, changing nothing
 //! else. The rules are the repository's own `rules/`.
@@ -19,9 +20,12 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_smtpgate");
 
 fn example(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name);
+    repo_file(&format!("examples/{name}"))
+}
+
+/// A file of the repository, by its path from the top.
+fn repo_file(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -44,7 +48,7 @@ fn relocated(text: &str, dir: &Path) -> String {
     let d = dir.display().to_string();
     text.replace("/etc/smtpgate/rules", &rules.display().to_string())
         .replace("/etc/smtpgate", &d)
-        .replace("/var/spool/smtpgate", &d)
+        .replace("/var/lib/smtpgate", &d)
         .replace("/var/log/smtpgate", &d)
 }
 
@@ -152,16 +156,41 @@ fn unit_settings(text: &str) -> Vec<(String, String)> {
 }
 
 #[test]
+fn the_packaged_config_passes_smtpgate_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = relocated(&repo_file("packaging/gateway.yaml"), dir.path());
+    let out = check(&text, dir.path());
+    for want in [
+        "listen:    127.0.0.1:2525",
+        "upstream:  none; accepted mail is stored in",
+        "/spool\n",
+        "audit.jsonl\n",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+}
+
+#[test]
+fn the_systemd_unit_fits_the_packaged_config() {
+    the_unit_fits(&repo_file("packaging/gateway.yaml"));
+}
+
+#[test]
 fn the_systemd_unit_fits_the_production_config() {
-    let unit = unit_settings(&example("smtpgate.service"));
+    the_unit_fits(&example("production-mx.yaml"));
+}
+
+/// The unit runs `config` as a non-root user with the one capability,
+/// stops later than its grace period, and lets it write where it writes.
+fn the_unit_fits(config: &str) {
+    let unit = unit_settings(&repo_file("packaging/smtpgate.service"));
     let get = |key: &str| -> Vec<&str> {
         unit.iter()
             .filter(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
             .collect()
     };
-    let config: smtpgate::config::Config =
-        serde_yaml::from_str(&example("production-mx.yaml")).unwrap();
+    let config: smtpgate::config::Config = serde_yaml::from_str(config).unwrap();
 
     // A non-root user that can bind ports below 1024 and nothing more.
     assert_eq!(get("User"), vec!["smtpgate"]);
