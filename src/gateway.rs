@@ -539,4 +539,42 @@ mod tests {
             assert_eq!(e.line, Some(line), "{text}\n{e}");
         }
     }
+
+    #[test]
+    fn a_rebuild_shares_what_did_not_change_and_counts_on() {
+        let yaml = |up: &str, max: u32| {
+            format!(
+                "hostname: a.test\nupstream: {{ addr: \"{up}\" }}\nprotection: {{ max_connections_per_ip: {max} }}\n"
+            )
+        };
+        let load = |text: &str| Config::from_yaml(text, "gateway.yaml").unwrap();
+        let (_trigger, signal) = crate::shutdown::channel();
+        let first =
+            Gateway::build(load(&yaml("mx1:25", 3)), FilterChain::new(), signal, None).unwrap();
+        let id = first.session_id();
+
+        let same = first.rebuild(load(&yaml("mx1:25", 3))).unwrap();
+        let pool = |g: &Gateway| g.upstreams_handle().unwrap();
+        assert!(Arc::ptr_eq(&pool(&first), &pool(&same)));
+        assert!(std::ptr::eq(first.protection(), same.protection()));
+        assert!(std::ptr::eq(first.greylist(), same.greylist()));
+        assert!(Arc::ptr_eq(&first.metrics_handle(), &same.metrics_handle()));
+        let next = same.session_id();
+        assert_ne!(next, id);
+        assert_eq!(next.len(), id.len(), "{id} then {next}: one counter");
+
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let _open = same.protection().open_connection(ip).unwrap();
+        let changed = same.rebuild(load(&yaml("mx2:25", 1))).unwrap();
+        assert!(!Arc::ptr_eq(&pool(&same), &pool(&changed)));
+        assert_eq!(changed.protection().options.max_connections_per_ip, 1);
+        assert_eq!(same.protection().options.max_connections_per_ip, 3);
+        // The connection open from before the reload counts against the new limit.
+        assert_eq!(changed.protection().open_from(ip), 1);
+        assert!(changed.protection().open_connection(ip).is_none());
+        assert!(Arc::ptr_eq(
+            &same.metrics_handle(),
+            &changed.metrics_handle()
+        ));
+    }
 }

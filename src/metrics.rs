@@ -572,4 +572,30 @@ mod tests {
             "smtpgate_upstream_latency_seconds_bucket{phase=\"connect\",le=\"0.0025\"} 0\n"
         ));
     }
+
+    #[test]
+    fn a_family_asked_for_again_counts_on_and_reloads_are_counted() {
+        let m = Metrics::new();
+        let a = m
+            .counter_family("smtpgate_greylist_total", "h", "result", &["new"])
+            .unwrap();
+        a.with_label_values(&["new"]).inc();
+        let b = m
+            .counter_family("smtpgate_greylist_total", "h", "result", &["new"])
+            .unwrap();
+        b.with_label_values(&["new"]).inc();
+        assert!(m
+            .render()
+            .contains("smtpgate_greylist_total{result=\"new\"} 2\n"));
+
+        let text = m.render();
+        assert!(text.contains("smtpgate_config_reload_failures_total{reason=\"invalid\"} 0\n"));
+        assert!(text.contains("smtpgate_config_last_reload_success_timestamp_seconds 0\n"));
+        m.reload_failed("invalid");
+        m.reloaded();
+        let text = m.render();
+        assert!(text.contains("smtpgate_config_reload_failures_total{reason=\"invalid\"} 1\n"));
+        assert!(text.contains("smtpgate_config_reloads_total 1\n"));
+        assert!(!text.contains("smtpgate_config_last_reload_success_timestamp_seconds 0\n"));
+    }
 }

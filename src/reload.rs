@@ -49,7 +49,7 @@ pub fn reload_server(live: &Arc<Live>) -> Result<(), ConfigError> {
         metrics.reload_failed("invalid");
         Err(e)
     };
-    let (gateway, prepared) = match build_new(live, &current, Path::new(&origin)) {
+    let (gateway, prepared, restart) = match build_new(live, &current, Path::new(&origin)) {
         Ok(built) => built,
         Err(e) => return refused(e),
     };
@@ -62,31 +62,54 @@ pub fn reload_server(live: &Arc<Live>) -> Result<(), ConfigError> {
             return Err(e);
         }
     }
-    for setting in restart_only(&current.config, &gateway.config)
-        .into_iter()
-        .chain(prepared.restart_needed.iter().cloned())
-    {
+    for setting in restart.iter().chain(&prepared.restart_needed) {
         warn!("reload: {setting}: needs a restart; the running value stays, the rest of the new configuration applies");
     }
-    live.commit(gateway, prepared);
+    live.commit(gateway.clone(), prepared);
     drop(held);
     metrics.reloaded();
+    files_read(&gateway);
     info!("reload: configuration reloaded from {origin}; new sessions use it");
     Ok(())
 }
 
+/// Logs the files a rebuilt gateway read again, as the narrower reload
+/// does.
+fn files_read(gateway: &Gateway) {
+    if gateway.tls().is_some() {
+        info!("reload: TLS certificate and key reloaded");
+    }
+    if let Some(store) = gateway.users() {
+        info!(
+            "reload: users file reloaded ({} users)",
+            store.users().len()
+        );
+    }
+    if let Some(signer) = gateway.dkim() {
+        info!(
+            "reload: DKIM signing keys reloaded ({} keys)",
+            signer.keys().len()
+        );
+    }
+}
+
 /// Everything the new configuration needs but its rules, made before
 /// anything changes: the file parsed and validated, its new listen
-/// addresses bound, the new gateway built.
+/// addresses bound, the new gateway built — with the running values of
+/// the settings that need a restart (named in the list returned), so the
+/// gateway's configuration says what runs and the next reload tells again.
 fn build_new(
     live: &Live,
     current: &Gateway,
     file: &Path,
-) -> Result<(Arc<Gateway>, crate::server::Prepared), ConfigError> {
-    let config = Config::load(file)?;
+) -> Result<(Arc<Gateway>, crate::server::Prepared, Vec<String>), ConfigError> {
+    let mut config = Config::load(file)?;
+    let restart = restart_only(&current.config, &config);
+    config.metrics = current.config.metrics.clone();
+    config.log.level = current.config.log.level.clone();
     let prepared = live.prepare(&config)?;
     let gateway = current.rebuild(config)?;
-    Ok((gateway, prepared))
+    Ok((gateway, prepared, restart))
 }
 
 /// The settings `new` changes that the running process keeps until a

@@ -82,8 +82,8 @@ struct State {
 
 /// One listener.
 struct Open {
-    /// The address as configured (with port 0, not the one bound).
-    configured: SocketAddr,
+    /// Which `listen` entry it is.
+    configured: ListenKey,
     /// The address bound.
     local: SocketAddr,
     /// Stops its accept loop (when a reload removes it).
@@ -95,13 +95,32 @@ struct Open {
 /// What a reload binds before it changes anything: the listeners its
 /// configuration adds, and those it removes.
 pub struct Prepared {
-    /// Newly bound listeners, by configured address.
-    added: Vec<(SocketAddr, TcpListener)>,
-    /// Configured addresses no longer listened on.
-    removed: Vec<SocketAddr>,
+    /// Newly bound listeners, by `listen` entry.
+    added: Vec<(ListenKey, TcpListener)>,
+    /// Listeners whose entry is gone.
+    removed: Vec<ListenKey>,
     /// Settings that cannot change while running, with why: the reload
     /// reports them and applies the rest.
     pub restart_needed: Vec<String>,
+}
+
+/// A `listen` entry: its address as configured (with port 0, not the one
+/// bound), and how many entries before it have that address (several may
+/// ask for port 0). A reload keeps a listener whose entry it keeps.
+type ListenKey = (SocketAddr, usize);
+
+/// The key of every entry of `listen`, in order.
+fn listen_keys(listen: &[Listener]) -> Vec<ListenKey> {
+    listen
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                l.addr,
+                listen[..i].iter().filter(|e| e.addr == l.addr).count(),
+            )
+        })
+        .collect()
 }
 
 /// Decrements the open-session count (and gauge) when a session task ends,
@@ -133,12 +152,12 @@ impl Server {
     /// sessions run `filters`.
     pub async fn bind_with_filters(config: Config, filters: FilterChain) -> io::Result<Server> {
         let mut listeners = Vec::new();
-        for l in &config.listen {
+        for (l, key) in config.listen.iter().zip(listen_keys(&config.listen)) {
             let listener = TcpListener::bind(l.addr).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
             })?;
             warn_plaintext_auth(&config, l);
-            listeners.push(open(l.addr, listener)?);
+            listeners.push(open(key, listener)?);
         }
         let metrics_listener = match &config.metrics {
             Some(m) => {
@@ -306,25 +325,26 @@ impl Live {
     /// Call from a blocking thread.
     pub fn prepare(&self, config: &Config) -> Result<Prepared, ConfigError> {
         let state = lock(&self.state);
-        let open: Vec<SocketAddr> = state.listeners.iter().map(|o| o.configured).collect();
+        let open: Vec<ListenKey> = state.listeners.iter().map(|o| o.configured).collect();
         drop(state);
+        let wanted = listen_keys(&config.listen);
         let mut prepared = Prepared {
             added: Vec::new(),
             removed: open
                 .iter()
-                .filter(|a| !config.listen.iter().any(|l| l.addr == **a))
+                .filter(|k| !wanted.contains(k))
                 .copied()
                 .collect(),
             restart_needed: Vec::new(),
         };
-        for (i, l) in config.listen.iter().enumerate() {
-            if open.contains(&l.addr) {
+        for (i, (l, key)) in config.listen.iter().zip(wanted).enumerate() {
+            if open.contains(&key) {
                 continue;
             }
             match std::net::TcpListener::bind(l.addr) {
                 Ok(listener) => {
                     warn_plaintext_auth(config, l);
-                    prepared.added.push((l.addr, TcpListener::from(listener)));
+                    prepared.added.push((key, TcpListener::from(listener)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied && l.addr.port() < 1024 => {
                     prepared.restart_needed.push(format!(
@@ -335,7 +355,7 @@ impl Live {
                 }
                 Err(e) => {
                     return Err(config.locate(ValidationError::new(
-                        &format!("listen[{i}].addr"),
+                        format!("listen[{i}].addr"),
                         format!("cannot listen on {}: {e}", l.addr),
                     )))
                 }
@@ -362,7 +382,7 @@ impl Live {
             let mut o = match open(configured, listener) {
                 Ok(o) => o,
                 Err(e) => {
-                    error!("reload: cannot use the listener on {configured}: {e}");
+                    error!("reload: cannot use the listener on {}: {e}", configured.0);
                     continue;
                 }
             };
@@ -374,8 +394,8 @@ impl Live {
             }
             state.listeners.push(o);
         }
-        for addr in &prepared.removed {
-            if let Some(at) = state.listeners.iter().position(|o| o.configured == *addr) {
+        for key in &prepared.removed {
+            if let Some(at) = state.listeners.iter().position(|o| o.configured == *key) {
                 let o = state.listeners.remove(at);
                 o.stop.fire();
                 info!(
@@ -385,8 +405,10 @@ impl Live {
             }
         }
         // Keep configuration order, so the first address is the first listed.
-        let order = |a: &SocketAddr| gateway.config.listen.iter().position(|l| l.addr == *a);
-        state.listeners.sort_by_key(|o| order(&o.configured));
+        let keys = listen_keys(&gateway.config.listen);
+        state
+            .listeners
+            .sort_by_key(|o| keys.iter().position(|k| *k == o.configured));
         let same_pool = match (old.upstreams_handle(), gateway.upstreams_handle()) {
             (Some(a), Some(b)) => Arc::ptr_eq(&a, &b),
             (None, None) => true,
@@ -406,7 +428,7 @@ impl Live {
 }
 
 /// A listener bound at `configured`, its accept loop not started yet.
-fn open(configured: SocketAddr, listener: TcpListener) -> io::Result<Open> {
+fn open(configured: ListenKey, listener: TcpListener) -> io::Result<Open> {
     let local = listener.local_addr()?;
     let (stop, signal) = shutdown::channel();
     Ok(Open {
@@ -468,7 +490,7 @@ fn upkeep(pool: Arc<UpstreamPool>, shutdown: ShutdownSignal) -> (ShutdownTrigger
 /// and the settings its configuration gives this listener.
 async fn accept_loop(
     listener: TcpListener,
-    configured: SocketAddr,
+    configured: ListenKey,
     live: Arc<Live>,
     stop: ShutdownSignal,
 ) {
@@ -489,8 +511,10 @@ async fn accept_loop(
     let active = live.active.clone();
     let policy_in = |shared: &Gateway| {
         let config = &shared.config;
-        let l = config.listen.iter().find(|l| l.addr == configured);
-        l.map(|l| config.listener_policy(l))
+        let at = listen_keys(&config.listen)
+            .iter()
+            .position(|k| *k == configured);
+        at.map(|i| config.listener_policy(&config.listen[i]))
     };
     let mut policy = policy_in(&live.current()).unwrap_or_else(ListenerPolicy::plain);
     loop {
