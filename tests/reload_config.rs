@@ -284,3 +284,37 @@ fn a_changed_upstream_takes_the_new_sessions() {
     assert!(String::from_utf8_lossy(&at_one[1].data).contains("Subject: old"));
     assert_eq!(two.delivered().len(), 1);
 }
+
+#[test]
+fn a_changed_per_ip_limit_counts_the_connections_open_across_the_reload() {
+    let dir = workdir();
+    let protection = |max: u32| {
+        format!("protection: {{ exempt_networks: [], max_connections_per_ip: {max} }}\n")
+    };
+    let gw = Binary::start(dir.path(), &protection(2));
+    // The start-up probe's connection may still count for a moment.
+    let greeted = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut c = Client::connect(gw.addr);
+            if c.reply().code == 220 {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "never admitted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let _one = greeted();
+    let _two = greeted();
+    let mut third = Client::connect(gw.addr);
+    assert_eq!(third.reply().code, 421, "over the limit of 2");
+
+    write_config(dir.path(), &[gw.addr], &protection(3));
+    hup_until(&gw, RELOADED, 1);
+    let mut three = Client::connect(gw.addr);
+    assert_eq!(three.reply().code, 220, "the new limit of 3");
+    // The two sessions open since before the reload still count.
+    let mut fourth = Client::connect(gw.addr);
+    let r = fourth.reply();
+    assert_eq!(r.code, 421, "{}", r.raw);
+}
