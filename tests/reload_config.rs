@@ -318,3 +318,23 @@ fn a_changed_per_ip_limit_counts_the_connections_open_across_the_reload() {
     let r = fourth.reply();
     assert_eq!(r.code, 421, "{}", r.raw);
 }
+
+#[test]
+fn a_kept_listener_greets_new_sessions_with_the_new_settings() {
+    let dir = workdir();
+    let gw = Binary::start(dir.path(), "");
+    let mut old = Client::connect(gw.addr);
+    assert!(old.reply().raw.starts_with("220 gate.test "));
+
+    let text = std::fs::read_to_string(dir.path().join("gateway.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        text.replace("hostname: gate.test", "hostname: renamed.test"),
+    )
+    .unwrap();
+    hup_until(&gw, RELOADED, 1);
+    let mut new = Client::connect(gw.addr);
+    assert!(new.reply().raw.starts_with("220 renamed.test "));
+    assert!(old.cmd("EHLO c.test", 250).starts_with("250-gate.test"));
+    assert!(new.cmd("EHLO c.test", 250).starts_with("250-renamed.test"));
+}
