@@ -27,6 +27,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What every session shares: the configuration, the components built
 /// from it, the shutdown signal and the source of session ids.
+///
+/// A reload builds a whole new one ([`Gateway::rebuild`]) and the server
+/// hands it to new sessions, while sessions in flight keep the one they
+/// started with. Components whose settings did not change are shared
+/// between the two (their state — open connections per client, rate
+/// counters, greylisting triplets, idle upstream connections, the DNS
+/// cache — goes on), and so are the metrics and the session counter.
 pub struct Gateway {
     /// The validated configuration.
     pub config: Config,
@@ -34,8 +41,8 @@ pub struct Gateway {
     pub shutdown: ShutdownSignal,
     /// Prefix that makes ids unique across restarts (start time).
     id_prefix: String,
-    /// Session counter, for ids.
-    next_session: AtomicU64,
+    /// Session counter, for ids (shared with the gateways reloads build).
+    next_session: Arc<AtomicU64>,
     /// The filter chain and check plan new sessions start with; swapped
     /// on reload while sessions in flight keep the one they started with.
     pipeline: RwLock<Arc<Pipeline>>,
@@ -51,15 +58,15 @@ pub struct Gateway {
     /// Local domains and trusted networks.
     relay: RelayPolicy,
     /// The upstream servers with failover, when there is an upstream.
-    upstreams: Option<UpstreamPool>,
+    upstreams: Option<Arc<UpstreamPool>>,
     /// The audit trail writer, when `audit` is configured.
-    audit: Option<AuditLog>,
+    audit: Option<Arc<AuditLog>>,
     /// Per-client protection: connections per IP, rate limits.
-    protection: Protection,
+    protection: Arc<Protection>,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
     /// Greylisting state, asked when a `greylist` rule matches.
-    greylist: Greylist,
+    greylist: Arc<Greylist>,
     /// The DKIM signer, when `dkim_signing` is configured (reloadable).
     dkim: Option<Signer>,
 }
@@ -76,12 +83,53 @@ impl Gateway {
         shutdown: ShutdownSignal,
         audit: Option<AuditLog>,
     ) -> Result<Arc<Gateway>, ConfigError> {
+        Gateway::assemble(config, filters, shutdown, audit.map(Arc::new), None)
+    }
+
+    /// A complete new gateway for `config`, to take over from this one on
+    /// reload; nothing of this one changes. Everything is loaded again (the
+    /// certificate, the users file, the DKIM keys, the upstream's CA and
+    /// password); the metrics, the session counter and every component
+    /// whose settings are unchanged are shared with this gateway. The
+    /// filter chain keeps this one's filters, with an empty rule set in
+    /// place of the rules: load `config`'s rules into it before use (see
+    /// `reload::reload_rules`). A changed audit path is opened here.
+    pub fn rebuild(&self, config: Config) -> Result<Arc<Gateway>, ConfigError> {
+        let audit = if config.audit == self.config.audit {
+            self.audit.clone()
+        } else {
+            match &config.audit {
+                Some(options) => Some(Arc::new(AuditLog::open(options).map_err(|e| {
+                    config.locate(ValidationError::new("audit.path", e.to_string()))
+                })?)),
+                None => None,
+            }
+        };
+        let filters = self
+            .filters()
+            .replacing(RuleSet::NAME, Arc::new(RuleSet::empty()));
+        Gateway::assemble(config, filters, self.shutdown.clone(), audit, Some(self))
+    }
+
+    /// Builds the gateway of [`build`](Self::build) and
+    /// [`rebuild`](Self::rebuild): from scratch, or sharing with `previous`
+    /// what `config` leaves unchanged.
+    fn assemble(
+        config: Config,
+        filters: FilterChain,
+        shutdown: ShutdownSignal,
+        audit: Option<Arc<AuditLog>>,
+        previous: Option<&Gateway>,
+    ) -> Result<Arc<Gateway>, ConfigError> {
         let at = |path: &str, reason: String| config.locate(ValidationError::new(path, reason));
         let tls = match &config.tls {
             Some(files) => Some(TlsServer::load(files).map_err(|e| at(e.setting, e.text))?),
             None => None,
         };
-        let metrics = Arc::new(Metrics::new());
+        let metrics = match previous {
+            Some(p) => p.metrics.clone(),
+            None => Arc::new(Metrics::new()),
+        };
         let upstreams = match &config.upstream {
             Some(up) => {
                 if let Some(a) = &up.auth {
@@ -89,16 +137,28 @@ impl Gateway {
                     a.read_password()
                         .map_err(|e| at("upstream.auth.password_file", e))?;
                 }
-                let key = if up.ca_file.is_some() {
-                    "upstream.ca_file"
-                } else {
-                    "upstream"
-                };
-                Some(UpstreamPool::new(up, metrics.clone()).map_err(|e| at(key, e))?)
+                match previous {
+                    // Unchanged settings: the same servers, health and idle
+                    // connections.
+                    Some(p) if p.config.upstream == config.upstream => p.upstreams.clone(),
+                    _ => {
+                        let key = if up.ca_file.is_some() {
+                            "upstream.ca_file"
+                        } else {
+                            "upstream"
+                        };
+                        Some(Arc::new(
+                            UpstreamPool::new(up, metrics.clone()).map_err(|e| at(key, e))?,
+                        ))
+                    }
+                }
             }
             None => None,
         };
-        let registry = Registry::new(&config, &metrics);
+        let registry = match previous {
+            Some(p) if same_checks(&p.config, &config) => p.registry.clone(),
+            _ => Registry::new(&config, &metrics),
+        };
         let runtime = registry
             .resolver()
             .unwrap_or_else(|| Arc::new(crate::checks::SharedResolver::new(config.dns.clone())));
@@ -110,7 +170,6 @@ impl Gateway {
             metrics.check_known(name);
         }
         let pipeline = Pipeline::new(filters, &registry)?;
-        count_rules(&pipeline.chain, &metrics);
         let dkim = match &config.dkim_signing {
             Some(d) => {
                 let signer = Signer::load(d).map_err(|e| {
@@ -126,21 +185,55 @@ impl Gateway {
             }
             None => None,
         };
-        let protection = Protection::new(&config.protection, &config.relay.trusted_networks)
-            .map_err(|e| at("protection", e))?;
-        let greylist =
-            Greylist::new(&config.greylisting, &metrics).map_err(|e| at("greylisting.store", e))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let protection = match previous {
+            Some(p)
+                if p.config.protection == config.protection
+                    && p.config.relay.trusted_networks == config.relay.trusted_networks =>
+            {
+                p.protection.clone()
+            }
+            _ => {
+                let mut protection =
+                    Protection::new(&config.protection, &config.relay.trusted_networks)
+                        .map_err(|e| at("protection", e))?;
+                if let Some(p) = previous {
+                    protection.share_open_counts(&p.protection);
+                }
+                Arc::new(protection)
+            }
+        };
+        let greylist = match previous {
+            Some(p) if p.config.greylisting == config.greylisting => p.greylist.clone(),
+            _ => Arc::new(
+                Greylist::new(&config.greylisting, &metrics)
+                    .map_err(|e| at("greylisting.store", e))?,
+            ),
+        };
+        // Rebuilt, the chain's rule set is a placeholder until the new rules
+        // are loaded (which counts them); without a rules_dir it is final.
+        if previous.is_none() || config.rules_dir.is_none() {
+            count_rules(&pipeline.chain, &metrics);
+        }
+        let (id_prefix, next_session) = match previous {
+            Some(p) => (p.id_prefix.clone(), p.next_session.clone()),
+            None => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                (
+                    format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
+                    Arc::new(AtomicU64::new(1)),
+                )
+            }
+        };
         Ok(Arc::new(Gateway {
             greylist,
             protection,
             relay: RelayPolicy::new(&config.relay),
             config,
             shutdown,
-            id_prefix: format!("{:x}{:05x}", now.as_secs(), now.subsec_micros()),
-            next_session: AtomicU64::new(1),
+            id_prefix,
+            next_session,
             pipeline: RwLock::new(Arc::new(pipeline)),
             registry,
             fixtures: OnceLock::new(),
@@ -190,12 +283,18 @@ impl Gateway {
 
     /// The upstream servers, when there is an upstream.
     pub fn upstreams(&self) -> Option<&UpstreamPool> {
-        self.upstreams.as_ref()
+        self.upstreams.as_deref()
+    }
+
+    /// The upstream servers, to keep their idle connections in shape (a
+    /// reload that keeps the upstream settings keeps the same pool).
+    pub fn upstreams_handle(&self) -> Option<Arc<UpstreamPool>> {
+        self.upstreams.clone()
     }
 
     /// The audit trail writer, when one is configured.
     pub fn audit(&self) -> Option<&AuditLog> {
-        self.audit.as_ref()
+        self.audit.as_deref()
     }
 
     /// Per-client protection and rate limits.
@@ -217,9 +316,10 @@ impl Gateway {
         }
     }
 
-    /// The current filter chain.
+    /// The current filter chain as given (without the policy filters the
+    /// checks append: a rebuilt gateway appends its own).
     pub fn filters(&self) -> FilterChain {
-        self.pipeline().chain.clone()
+        self.pipeline().given.clone()
     }
 
     /// Replaces the filter chain for sessions that start from now on, with
@@ -261,6 +361,8 @@ impl Gateway {
 pub struct Pipeline {
     /// The filters, asked in order.
     pub chain: FilterChain,
+    /// The chain as given, before the registry's policy filters.
+    given: FilterChain,
     /// The checks that run before them, stage by stage.
     pub plan: Plan,
 }
@@ -269,6 +371,7 @@ impl Pipeline {
     /// `chain` with the registry's policy filters (the DNSBL threshold,
     /// the scanners' actions) appended, and the checks of `registry` its filters read.
     pub fn new(chain: FilterChain, registry: &Registry) -> Result<Pipeline, ConfigError> {
+        let given = chain.clone();
         let mut chain = chain;
         for policy in registry.policies() {
             let name = policy.name().to_string();
@@ -277,8 +380,23 @@ impl Pipeline {
         let mut used = chain.facts_used();
         used.extend(registry.always().iter().cloned());
         let plan = Plan::new(registry, &used)?;
-        Ok(Pipeline { chain, plan })
+        Ok(Pipeline { chain, given, plan })
     }
+}
+
+/// True when the checks of `b` are those of `a`: the settings the check
+/// registry is built from are unchanged, so a reload keeps the checks (and
+/// the DNS resolver with its cache).
+fn same_checks(a: &Config, b: &Config) -> bool {
+    let ips = |c: &Config| c.listen.iter().map(|l| l.addr.ip()).collect::<Vec<_>>();
+    a.hostname == b.hostname
+        && a.dns == b.dns
+        && a.checks == b.checks
+        && a.reputation == b.reputation
+        && a.scanners == b.scanners
+        && a.milters == b.milters
+        && a.sender_auth == b.sender_auth
+        && ips(a) == ips(b)
 }
 
 /// Gives the rules of the chain's rule set their per-rule series (and
@@ -417,5 +535,43 @@ mod tests {
             assert!(e.reason.contains(want), "{text}\nwant {want:?}\ngot  {e}");
             assert_eq!(e.line, Some(line), "{text}\n{e}");
         }
+    }
+
+    #[test]
+    fn a_rebuild_shares_what_did_not_change_and_counts_on() {
+        let yaml = |up: &str, max: u32| {
+            format!(
+                "hostname: a.test\nupstream: {{ addr: \"{up}\" }}\nprotection: {{ max_connections_per_ip: {max} }}\n"
+            )
+        };
+        let load = |text: &str| Config::from_yaml(text, "gateway.yaml").unwrap();
+        let (_trigger, signal) = crate::shutdown::channel();
+        let first =
+            Gateway::build(load(&yaml("mx1:25", 3)), FilterChain::new(), signal, None).unwrap();
+        let id = first.session_id();
+
+        let same = first.rebuild(load(&yaml("mx1:25", 3))).unwrap();
+        let pool = |g: &Gateway| g.upstreams_handle().unwrap();
+        assert!(Arc::ptr_eq(&pool(&first), &pool(&same)));
+        assert!(std::ptr::eq(first.protection(), same.protection()));
+        assert!(std::ptr::eq(first.greylist(), same.greylist()));
+        assert!(Arc::ptr_eq(&first.metrics_handle(), &same.metrics_handle()));
+        let next = same.session_id();
+        assert_ne!(next, id);
+        assert_eq!(next.len(), id.len(), "{id} then {next}: one counter");
+
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let _open = same.protection().open_connection(ip).unwrap();
+        let changed = same.rebuild(load(&yaml("mx2:25", 1))).unwrap();
+        assert!(!Arc::ptr_eq(&pool(&same), &pool(&changed)));
+        assert_eq!(changed.protection().options.max_connections_per_ip, 1);
+        assert_eq!(same.protection().options.max_connections_per_ip, 3);
+        // The connection open from before the reload counts against the new limit.
+        assert_eq!(changed.protection().open_from(ip), 1);
+        assert!(changed.protection().open_connection(ip).is_none());
+        assert!(Arc::ptr_eq(
+            &same.metrics_handle(),
+            &changed.metrics_handle()
+        ));
     }
 }

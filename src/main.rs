@@ -508,15 +508,15 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let for_reload = server.shared();
-        let for_reopen = server.shared();
+        let for_reload = server.live();
+        let for_reopen = server.live();
         let installed = smtpgate::signals::install(
             server.shutdown_trigger(),
             move || {
-                let _ = smtpgate::reload::reload(&for_reload);
+                let _ = smtpgate::reload::reload_server(&for_reload);
             },
             move || {
-                if let Some(audit) = for_reopen.audit() {
+                if let Some(audit) = for_reopen.current().audit() {
                     audit.reopen();
                 }
             },

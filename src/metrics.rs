@@ -25,8 +25,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -116,9 +117,16 @@ pub struct Metrics {
     /// `smtpgate_dns_list_errors_total{zone}`: DNS list answers that are
     /// errors, not listings.
     dns_list_errors: IntCounterVec,
-    /// `smtpgate_config_reload_failures_total{reason}`: reloads that kept
-    /// the old configuration.
+    /// `smtpgate_config_reload_failures_total{reason}`: reloads refused.
     reload_failures: IntCounterVec,
+    /// `smtpgate_config_reloads_total`: reloads that took effect.
+    reloads: IntCounter,
+    /// `smtpgate_config_last_reload_success_timestamp_seconds`.
+    last_reload: IntGauge,
+    /// The families components registered through
+    /// [`counter_family`](Metrics::counter_family), by name: a component
+    /// rebuilt on reload counts on in the same family.
+    families: Mutex<HashMap<String, IntCounterVec>>,
 }
 
 /// Counters of the upstream connection pool, cheap to clone.
@@ -339,15 +347,26 @@ impl Metrics {
             "DNS list answers that are errors, not listings (127.255.255.0/24, outside 127.0.0.0/8).",
             &["zone"],
         );
+        let dkim = DkimMetrics::new(&r);
+        let milter = MilterMetrics::new(&r);
         let reload_failures = counter_vec(
             &r,
             "smtpgate_config_reload_failures_total",
-            "Reloads refused, the old configuration kept, by reason.",
+            "Reloads (SIGHUP) refused, by reason; the configuration in force stayed.",
             &["reason"],
         );
+        reload_failures.with_label_values(&["invalid"]);
         reload_failures.with_label_values(&["rule_tests"]);
-        let dkim = DkimMetrics::new(&r);
-        let milter = MilterMetrics::new(&r);
+        let reloads = counter(
+            &r,
+            "smtpgate_config_reloads_total",
+            "Reloads (SIGHUP) that took effect.",
+        );
+        let last_reload = gauge(
+            &r,
+            "smtpgate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last reload that took effect (0: none since start).",
+        );
         let dkim_verifications = counter(
             &r,
             "smtpgate_dkim_verifications_total",
@@ -355,6 +374,9 @@ impl Metrics {
         );
         Metrics {
             reload_failures,
+            reloads,
+            last_reload,
+            families: Mutex::new(HashMap::new()),
             dkim,
             milter,
             dkim_verifications,
@@ -452,12 +474,6 @@ impl Metrics {
         self.dns_list_errors.clone()
     }
 
-    /// Counts a reload that was refused and left the old configuration in
-    /// place, by why (`rule_tests`: the new rules failed their own tests).
-    pub fn reload_failed(&self, reason: &str) {
-        self.reload_failures.with_label_values(&[reason]).inc();
-    }
-
     /// Counts a TLS handshake with a client.
     pub fn tls_handshake(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
@@ -478,9 +494,28 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a reload that was refused (the configuration in force
+    /// stays), by `reason`: `invalid` for a configuration that cannot be
+    /// used.
+    pub fn reload_failed(&self, reason: &str) {
+        self.reload_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a reload that took effect, and notes its time.
+    pub fn reloaded(&self) {
+        self.reloads.inc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        self.last_reload.set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+
     /// Registers a counter family a component owns (its name must be
     /// documented in `docs/metrics.md`) with the label values it knows in
-    /// advance created at 0; `None` when the name is taken already.
+    /// advance created at 0. Asked again for the same name (the component
+    /// rebuilt by a reload), the family registered first, so its counts go
+    /// on; `None` when the name belongs to another kind of metric.
     pub fn counter_family(
         &self,
         name: &str,
@@ -488,8 +523,19 @@ impl Metrics {
         label: &str,
         known: &[&str],
     ) -> Option<IntCounterVec> {
-        let c = IntCounterVec::new(Opts::new(name, help), &[label]).ok()?;
-        self.registry.register(Box::new(c.clone())).ok()?;
+        let mut families = match self.families.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let c = match families.get(name) {
+            Some(c) => c.clone(),
+            None => {
+                let c = IntCounterVec::new(Opts::new(name, help), &[label]).ok()?;
+                self.registry.register(Box::new(c.clone())).ok()?;
+                families.insert(name.to_string(), c.clone());
+                c
+            }
+        };
         for v in known {
             c.with_label_values(&[v]);
         }
@@ -526,5 +572,31 @@ mod tests {
         assert!(text.contains(
             "smtpgate_upstream_latency_seconds_bucket{phase=\"connect\",le=\"0.0025\"} 0\n"
         ));
+    }
+
+    #[test]
+    fn a_family_asked_for_again_counts_on_and_reloads_are_counted() {
+        let m = Metrics::new();
+        let a = m
+            .counter_family("smtpgate_greylist_total", "h", "result", &["new"])
+            .unwrap();
+        a.with_label_values(&["new"]).inc();
+        let b = m
+            .counter_family("smtpgate_greylist_total", "h", "result", &["new"])
+            .unwrap();
+        b.with_label_values(&["new"]).inc();
+        assert!(m
+            .render()
+            .contains("smtpgate_greylist_total{result=\"new\"} 2\n"));
+
+        let text = m.render();
+        assert!(text.contains("smtpgate_config_reload_failures_total{reason=\"invalid\"} 0\n"));
+        assert!(text.contains("smtpgate_config_last_reload_success_timestamp_seconds 0\n"));
+        m.reload_failed("invalid");
+        m.reloaded();
+        let text = m.render();
+        assert!(text.contains("smtpgate_config_reload_failures_total{reason=\"invalid\"} 1\n"));
+        assert!(text.contains("smtpgate_config_reloads_total 1\n"));
+        assert!(!text.contains("smtpgate_config_last_reload_success_timestamp_seconds 0\n"));
     }
 }

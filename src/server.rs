@@ -1,6 +1,8 @@
 //! Listeners, the connection limit and graceful shutdown.
 //!
-//! One accept loop per listen address; each connection gets its own task.
+//! One accept loop per listen address; each connection gets its own task,
+//! and the gateway current when it was accepted (a reload swaps in a new
+//! one for later connections, and adds and removes listeners).
 //! Over the connection limit a client is told `421 4.7.0` at once rather
 //! than left waiting. On shutdown the loops stop accepting, idle sessions
 //! are told `421 4.3.2`, and transactions in flight get a grace period.
@@ -11,36 +13,114 @@
 //! connections' upkeep.
 
 use crate::audit::AuditLog;
-use crate::config::{Config, ListenerPolicy};
+use crate::config::{Config, ConfigError, Listener, ListenerPolicy, ValidationError};
 use crate::filter::FilterChain;
 use crate::gateway::Gateway;
 use crate::metrics::http;
 use crate::session::Session;
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
+use crate::upstream::UpstreamPool;
 use async_std::net::{TcpListener, TcpStream};
-use async_std::task;
+use async_std::task::{self, JoinHandle};
 use futures::future::{select, Either};
 use futures::FutureExt as _;
 use log::{error, info, warn};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 /// A bound gateway, ready to run.
 pub struct Server {
-    /// Bound listening sockets, one per configured address, with what each
-    /// does (TLS, AUTH).
-    listeners: Vec<(TcpListener, ListenerPolicy)>,
-    /// What every session shares.
-    shared: Arc<Gateway>,
+    /// The listeners and the gateway new sessions get; what a reload changes.
+    live: Arc<Live>,
     /// Starts the graceful shutdown.
     trigger: ShutdownTrigger,
-    /// Sessions currently open.
-    active: Arc<AtomicUsize>,
-    /// The metrics and health listener, when `metrics` is configured.
+    /// The metrics and health listener, when `metrics` is configured (kept
+    /// for the life of the process: a reload does not move it).
     metrics_listener: Option<TcpListener>,
+}
+
+/// The running gateway as a reload sees it: the [`Gateway`] new sessions
+/// get, and the listeners, one per configured address. A reload binds the
+/// addresses it adds ([`prepare`](Live::prepare)) before anything changes,
+/// then [`commit`](Live::commit)s: new sessions get the new gateway, the
+/// new listeners accept, the removed ones stop accepting (their sessions
+/// finish), and a replaced upstream pool closes its idle connections.
+pub struct Live {
+    /// What new sessions share.
+    current: RwLock<Arc<Gateway>>,
+    /// The listeners and the tasks to wait for at shutdown.
+    state: Mutex<State>,
+    /// Sessions currently open, over every listener and gateway.
+    active: Arc<AtomicUsize>,
+    /// Held by a reload from the moment it says the new rules are loaded
+    /// until they are in service ([`Live::hold_new_sessions`]): connections
+    /// accepted meanwhile wait for the outcome instead of starting with the
+    /// gateway on its way out.
+    gate: async_std::sync::RwLock<()>,
+}
+
+/// New sessions wait while this is held (see [`Live::hold_new_sessions`]).
+pub struct HeldSessions<'a>(#[allow(dead_code)] async_std::sync::RwLockWriteGuard<'a, ()>);
+
+/// The mutable part of [`Live`].
+struct State {
+    /// True once [`Server::run`] started the accept loops.
+    started: bool,
+    /// The listeners, in configuration order.
+    listeners: Vec<Open>,
+    /// Accept loops, awaited at shutdown.
+    loops: Vec<JoinHandle<()>>,
+    /// The upkeep tasks of upstream pools, awaited at shutdown.
+    upkeeps: Vec<JoinHandle<()>>,
+    /// Retires the current upstream pool's upkeep when a reload replaces
+    /// the pool.
+    retire_pool: Option<ShutdownTrigger>,
+}
+
+/// One listener.
+struct Open {
+    /// Which `listen` entry it is.
+    configured: ListenKey,
+    /// The address bound.
+    local: SocketAddr,
+    /// Stops its accept loop (when a reload removes it).
+    stop: ShutdownTrigger,
+    /// The socket, until its accept loop starts.
+    pending: Option<(TcpListener, ShutdownSignal)>,
+}
+
+/// What a reload binds before it changes anything: the listeners its
+/// configuration adds, and those it removes.
+pub struct Prepared {
+    /// Newly bound listeners, by `listen` entry.
+    added: Vec<(ListenKey, TcpListener)>,
+    /// Listeners whose entry is gone.
+    removed: Vec<ListenKey>,
+    /// Settings that cannot change while running, with why: the reload
+    /// reports them and applies the rest.
+    pub restart_needed: Vec<String>,
+}
+
+/// A `listen` entry: its address as configured (with port 0, not the one
+/// bound), and how many entries before it have that address (several may
+/// ask for port 0). A reload keeps a listener whose entry it keeps.
+type ListenKey = (SocketAddr, usize);
+
+/// The key of every entry of `listen`, in order.
+fn listen_keys(listen: &[Listener]) -> Vec<ListenKey> {
+    listen
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                l.addr,
+                listen[..i].iter().filter(|e| e.addr == l.addr).count(),
+            )
+        })
+        .collect()
 }
 
 /// Decrements the open-session count (and gauge) when a session task ends,
@@ -54,6 +134,14 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Locks a mutex, going on with the data if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl Server {
     /// Binds every listen address of `config`, with no filters.
     pub async fn bind(config: Config) -> io::Result<Server> {
@@ -64,19 +152,12 @@ impl Server {
     /// sessions run `filters`.
     pub async fn bind_with_filters(config: Config, filters: FilterChain) -> io::Result<Server> {
         let mut listeners = Vec::new();
-        for l in &config.listen {
+        for (l, key) in config.listen.iter().zip(listen_keys(&config.listen)) {
             let listener = TcpListener::bind(l.addr).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
             })?;
-            let policy = config.listener_policy(l);
-            if policy.plaintext_auth && !l.addr.ip().is_loopback() {
-                warn!(
-                    "listener {} allows AUTH without TLS on a non-loopback address: \
-                     passwords may cross the network in clear",
-                    l.addr
-                );
-            }
-            listeners.push((listener, policy));
+            warn_plaintext_auth(&config, l);
+            listeners.push(open(key, listener)?);
         }
         let metrics_listener = match &config.metrics {
             Some(m) => {
@@ -102,12 +183,22 @@ impl Server {
             None => None,
         };
         let (trigger, signal) = shutdown::channel();
+        let shared = Gateway::build(config, filters, signal, audit)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(Server {
-            listeners,
-            shared: Gateway::build(config, filters, signal, audit)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+            live: Arc::new(Live {
+                current: RwLock::new(shared),
+                state: Mutex::new(State {
+                    started: false,
+                    listeners,
+                    loops: Vec::new(),
+                    upkeeps: Vec::new(),
+                    retire_pool: None,
+                }),
+                active: Arc::new(AtomicUsize::new(0)),
+                gate: async_std::sync::RwLock::new(()),
+            }),
             trigger,
-            active: Arc::new(AtomicUsize::new(0)),
             metrics_listener,
         })
     }
@@ -121,16 +212,19 @@ impl Server {
 
     /// The addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+        self.live.local_addrs()
     }
 
-    /// What the sessions share (configuration, filter chain), e.g. to swap
-    /// the filter chain on reload.
+    /// What new sessions share now (configuration, filter chain), e.g. to
+    /// swap the filter chain on reload.
     pub fn shared(&self) -> Arc<Gateway> {
-        self.shared.clone()
+        self.live.current()
+    }
+
+    /// The listeners and the current gateway, for a reload of the whole
+    /// configuration (`reload::reload_server`).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
     /// A handle that starts the graceful shutdown when fired.
@@ -139,72 +233,296 @@ impl Server {
     }
 
     /// Accepts connections until shutdown, then waits for sessions to end
-    /// (at most `shutdown_grace_s`).
+    /// (at most `shutdown_grace_s` of the configuration in force then).
     pub async fn run(self) {
-        let signal = self.shared.shutdown.clone();
+        let live = self.live;
+        let first = live.current();
+        let signal = first.shutdown.clone();
         let metrics = self.metrics_listener.map(|l| {
             task::spawn(http::serve(
                 l,
-                self.shared.metrics_handle(),
-                self.shared.shutdown.clone(),
+                first.metrics_handle(),
+                first.shutdown.clone(),
             ))
         });
-        let upkeep = {
-            let shared = self.shared.clone();
-            task::spawn(async move {
-                if let Some(pool) = shared.upstreams() {
-                    pool.maintain(shared.shutdown.clone()).await;
-                }
-            })
-        };
-        let mut loops = Vec::new();
-        for (listener, policy) in self.listeners {
-            let shared = self.shared.clone();
-            let active = self.active.clone();
-            loops.push(task::spawn(accept_loop(listener, policy, shared, active)));
+        {
+            let mut state = lock(&live.state);
+            state.started = true;
+            let pending: Vec<_> = state
+                .listeners
+                .iter_mut()
+                .filter_map(|o| o.pending.take().map(|p| (o.configured, p)))
+                .collect();
+            for (configured, (listener, stop)) in pending {
+                let task = task::spawn(accept_loop(listener, configured, live.clone(), stop));
+                state.loops.push(task);
+            }
+            if let Some(pool) = first.upstreams_handle() {
+                let (retire, task) = upkeep(pool, signal.clone());
+                state.retire_pool = Some(retire);
+                state.upkeeps.push(task);
+            }
         }
+        drop(first);
+        signal.wait().await;
+        let loops = std::mem::take(&mut lock(&live.state).loops);
         for l in loops {
             l.await;
         }
-        let grace = Duration::from_secs(self.shared.config.shutdown_grace_s);
-        drain(&self.active, grace, &signal).await;
-        upkeep.await;
-        if let Some(pool) = self.shared.upstreams() {
+        let grace = Duration::from_secs(live.current().config.shutdown_grace_s);
+        drain(&live.active, grace, &signal).await;
+        let upkeeps = std::mem::take(&mut lock(&live.state).upkeeps);
+        for u in upkeeps {
+            u.await;
+        }
+        let last = live.current();
+        if let Some(pool) = last.upstreams() {
             // Connections sessions gave back while shutting down.
             pool.close_idle().await;
         }
         if let Some(m) = metrics {
             m.cancel().await;
         }
-        if let Some(audit) = self.shared.audit() {
+        if let Some(audit) = last.audit() {
             // Records of the last sessions reach the file before exit.
             audit.flush(Duration::from_secs(5));
         }
     }
 }
 
-/// Accepts connections on one listener until shutdown.
+impl Live {
+    /// The gateway new sessions get now.
+    pub fn current(&self) -> Arc<Gateway> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes connections accepted from now on wait (before they get a
+    /// gateway) until the returned guard is dropped: a reload holds it
+    /// from loading the new rules until it committed or gave up, so a
+    /// client that connects after the reload said the rules are loaded
+    /// gets them. Call from a blocking thread.
+    pub fn hold_new_sessions(&self) -> HeldSessions<'_> {
+        HeldSessions(task::block_on(self.gate.write()))
+    }
+
+    /// The addresses bound now, in configuration order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        lock(&self.state)
+            .listeners
+            .iter()
+            .map(|o| o.local)
+            .collect()
+    }
+
+    /// Binds the listen addresses `config` adds to those open now (the
+    /// removed ones stay open until [`commit`](Self::commit)). An address
+    /// that cannot be bound is an error at its `listen` entry — except a
+    /// privileged port the process may no longer bind, which needs a
+    /// restart (reported in `restart_needed`; the rest can still apply).
+    /// Call from a blocking thread.
+    pub fn prepare(&self, config: &Config) -> Result<Prepared, ConfigError> {
+        let state = lock(&self.state);
+        let open: Vec<ListenKey> = state.listeners.iter().map(|o| o.configured).collect();
+        drop(state);
+        let wanted = listen_keys(&config.listen);
+        let mut prepared = Prepared {
+            added: Vec::new(),
+            removed: open
+                .iter()
+                .filter(|k| !wanted.contains(k))
+                .copied()
+                .collect(),
+            restart_needed: Vec::new(),
+        };
+        for (i, (l, key)) in config.listen.iter().zip(wanted).enumerate() {
+            if open.contains(&key) {
+                continue;
+            }
+            match std::net::TcpListener::bind(l.addr) {
+                Ok(listener) => {
+                    warn_plaintext_auth(config, l);
+                    prepared.added.push((key, TcpListener::from(listener)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied && l.addr.port() < 1024 => {
+                    prepared.restart_needed.push(format!(
+                        "listen[{i}].addr {}: this process may not bind a port below 1024 \
+                         any more ({e})",
+                        l.addr
+                    ));
+                }
+                Err(e) => {
+                    return Err(config.locate(ValidationError::new(
+                        format!("listen[{i}].addr"),
+                        format!("cannot listen on {}: {e}", l.addr),
+                    )))
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Puts `gateway` in service for new sessions, with the listeners of
+    /// `prepared`: the added ones start accepting, the removed ones stop
+    /// (their sessions finish). When the upstream pool changed, the old
+    /// one closes its idle connections, and the connections sessions still
+    /// give back to it, until no session holds it.
+    pub fn commit(self: &Arc<Self>, gateway: Arc<Gateway>, prepared: Prepared) {
+        let old = {
+            let mut current = match self.current.write() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            std::mem::replace(&mut *current, gateway.clone())
+        };
+        let mut state = lock(&self.state);
+        for (configured, listener) in prepared.added {
+            let mut o = match open(configured, listener) {
+                Ok(o) => o,
+                Err(e) => {
+                    error!("reload: cannot use the listener on {}: {e}", configured.0);
+                    continue;
+                }
+            };
+            if state.started {
+                if let Some((listener, stop)) = o.pending.take() {
+                    let task = task::spawn(accept_loop(listener, configured, self.clone(), stop));
+                    state.loops.push(task);
+                }
+            }
+            state.listeners.push(o);
+        }
+        for key in &prepared.removed {
+            if let Some(at) = state.listeners.iter().position(|o| o.configured == *key) {
+                let o = state.listeners.remove(at);
+                o.stop.fire();
+                info!(
+                    "reload: no longer listening on {}; its sessions finish",
+                    o.local
+                );
+            }
+        }
+        // Keep configuration order, so the first address is the first listed.
+        let keys = listen_keys(&gateway.config.listen);
+        state
+            .listeners
+            .sort_by_key(|o| keys.iter().position(|k| *k == o.configured));
+        let same_pool = match (old.upstreams_handle(), gateway.upstreams_handle()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a, &b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_pool && state.started {
+            if let Some(retire) = state.retire_pool.take() {
+                retire.fire();
+            }
+            if let Some(pool) = gateway.upstreams_handle() {
+                let (retire, task) = upkeep(pool, gateway.shutdown.clone());
+                state.retire_pool = Some(retire);
+                state.upkeeps.push(task);
+            }
+        }
+    }
+}
+
+/// A listener bound at `configured`, its accept loop not started yet.
+fn open(configured: ListenKey, listener: TcpListener) -> io::Result<Open> {
+    let local = listener.local_addr()?;
+    let (stop, signal) = shutdown::channel();
+    Ok(Open {
+        configured,
+        local,
+        stop,
+        pending: Some((listener, signal)),
+    })
+}
+
+/// Warns about a listener that offers AUTH without TLS off loopback.
+fn warn_plaintext_auth(config: &Config, l: &Listener) {
+    if config.listener_policy(l).plaintext_auth && !l.addr.ip().is_loopback() {
+        warn!(
+            "listener {} allows AUTH without TLS on a non-loopback address: \
+             passwords may cross the network in clear",
+            l.addr
+        );
+    }
+}
+
+/// Starts the upkeep of `pool`'s idle connections: expired ones are closed
+/// until the pool is retired (by the returned trigger, when a reload
+/// replaces the pool) or the gateway shuts down. A retired pool then closes
+/// what sessions still in flight give back to it, until none holds it.
+fn upkeep(pool: Arc<UpstreamPool>, shutdown: ShutdownSignal) -> (ShutdownTrigger, JoinHandle<()>) {
+    let (retire, retired) = shutdown::channel();
+    let forward = retire.clone();
+    let at_shutdown = shutdown.clone();
+    let task = task::spawn(async move {
+        let upkeep = pool.maintain(retired.clone());
+        let stop = at_shutdown.wait();
+        futures::pin_mut!(upkeep, stop);
+        match select(upkeep, stop).await {
+            // Shutdown: the pool closes its idle connections and ends.
+            Either::Right((_, upkeep)) => {
+                forward.fire();
+                upkeep.await;
+            }
+            // Idle connections are off, or the pool was retired.
+            Either::Left(((), _)) => {
+                let retire = retired.wait();
+                let stop = at_shutdown.wait();
+                futures::pin_mut!(retire, stop);
+                select(retire, stop).await;
+            }
+        }
+        while Arc::strong_count(&pool) > 1 && !shutdown.is_fired() {
+            task::sleep(Duration::from_secs(1)).await;
+            pool.close_idle().await;
+        }
+        pool.close_idle().await;
+    });
+    (retire, task)
+}
+
+/// Accepts connections on one listener until shutdown, or until a reload
+/// removes it (`stop`). Each connection gets the gateway current then,
+/// and the settings its configuration gives this listener.
 async fn accept_loop(
     listener: TcpListener,
-    policy: ListenerPolicy,
-    shared: Arc<Gateway>,
-    active: Arc<AtomicUsize>,
+    configured: ListenKey,
+    live: Arc<Live>,
+    stop: ShutdownSignal,
 ) {
     let addr = listener.local_addr().ok();
     info!(
         "listening on {}",
         addr.map(|a| a.to_string()).unwrap_or_default()
     );
-    let max = shared.config.limits.max_connections;
     let label = addr.map(|a| a.to_string()).unwrap_or_default();
-    let connections = shared.metrics().connections(&label);
-    let sessions = shared.metrics().sessions.clone();
+    let (connections, sessions, shutdown) = {
+        let shared = live.current();
+        (
+            shared.metrics().connections(&label),
+            shared.metrics().sessions.clone(),
+            shared.shutdown.clone(),
+        )
+    };
+    let active = live.active.clone();
+    let policy_in = |shared: &Gateway| {
+        let config = &shared.config;
+        let at = listen_keys(&config.listen)
+            .iter()
+            .position(|k| *k == configured);
+        at.map(|i| config.listener_policy(&config.listen[i]))
+    };
+    let mut policy = policy_in(&live.current()).unwrap_or_else(ListenerPolicy::plain);
     loop {
         let accepted = {
             let accept = listener.accept();
-            let stop = shared.shutdown.wait();
-            futures::pin_mut!(accept, stop);
-            match select(accept, stop).await {
+            let ended = futures::future::select(Box::pin(shutdown.wait()), Box::pin(stop.wait()));
+            futures::pin_mut!(accept);
+            match select(accept, ended).await {
                 Either::Left((r, _)) => r,
                 Either::Right(_) => break,
             }
@@ -218,6 +536,14 @@ async fn accept_loop(
                 continue;
             }
         };
+        let shared = {
+            let _reloading = live.gate.read().await;
+            live.current()
+        };
+        // Gone from the configuration (a reload removing it is stopping this
+        // loop): the settings it had.
+        policy = policy_in(&shared).unwrap_or(policy);
+        let max = shared.config.limits.max_connections;
         let _ = stream.set_nodelay(true);
         connections.inc();
         // Counted from the accept, so connections still sending their PROXY
@@ -231,7 +557,6 @@ async fn accept_loop(
         };
         let local = stream.local_addr().ok();
         if policy.proxy_protocol {
-            let shared = shared.clone();
             task::spawn(async move {
                 let mut stream = stream;
                 let ends = {
@@ -246,8 +571,12 @@ async fn accept_loop(
                 }
             });
         } else {
-            start(stream, (peer, local), policy, shared.clone(), admitted);
+            start(stream, (peer, local), policy, shared, admitted);
         }
+    }
+    drop(listener);
+    if stop.is_fired() && !shutdown.is_fired() {
+        info!("reload: stopped listening on {label}");
     }
 }
 

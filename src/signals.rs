@@ -1,6 +1,7 @@
 //! Unix signals: SIGTERM and SIGINT start a graceful shutdown (a second one
-//! exits at once); SIGHUP reloads (see [`crate::reload`]); SIGUSR1 reopens
-//! the audit file after log rotation.
+//! exits at once); SIGHUP reloads the configuration (see
+//! [`crate::reload::reload_server`]); SIGUSR1 reopens the audit file after
+//! log rotation.
 
 use crate::shutdown::ShutdownTrigger;
 use futures::StreamExt;

@@ -705,11 +705,18 @@ fn sighup_makes_the_running_binary_sign_with_the_new_key() {
     let got = gw.send(&spool, "after");
     assert_eq!(dkimpy_verify(&got, &with(&second)), ["pass"]);
 
+    // A key that does not parse: the whole new configuration is refused,
+    // with the line that names the key, and the old key keeps signing.
     std::fs::write(&live, "not a key\n").unwrap();
     gw.hup();
-    gw.wait_log(
-        "DKIM signing keys not reloaded, the old ones stay in use",
-        1,
+    gw.wait_log("reload: the new configuration is refused", 1);
+    assert!(
+        gw.log_text().contains(&format!(
+            "{}:8: dkim_signing.keys[0].key_file: ",
+            config.display()
+        )),
+        "{}",
+        gw.log_text()
     );
     let got = gw.send(&spool, "kept");
     assert_eq!(dkimpy_verify(&got, &with(&second)), ["pass"]);

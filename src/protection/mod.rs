@@ -168,6 +168,13 @@ impl Protection {
         })
     }
 
+    /// Counts connections in the same table as `previous`: a reload that
+    /// changes the protection settings keeps the connections open now
+    /// counted against the per-IP limit.
+    pub fn share_open_counts(&mut self, previous: &Protection) {
+        self.open = previous.open.clone();
+    }
+
     /// Connections open now from `ip`'s client key.
     pub fn open_from(&self, ip: IpAddr) -> u32 {
         lock(&self.open).get(&client_key(ip)).copied().unwrap_or(0)
