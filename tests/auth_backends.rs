@@ -415,14 +415,15 @@ fn the_login_cache_remembers_a_successful_login_until_reload() {
     c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder")), 235);
     let mut c = gw.client();
     c.cmd(&format!("AUTH PLAIN {}", plain("bob", "builder2")), 454);
-    // A reload forgets every login.
+    // A reload forgets every login: the backends are built again, with an
+    // empty cache.
     let status = Command::new("kill")
         .args(["-HUP", &gw.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.log().contains("AUTH login cache flushed (1 logins)") {
+    while !gw.log().contains("reload: configuration reloaded") {
         assert!(Instant::now() < deadline, "{}", gw.log());
         std::thread::sleep(Duration::from_millis(50));
     }
