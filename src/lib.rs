@@ -39,6 +39,8 @@ pub mod milter;
 pub mod protection;
 pub mod proto;
 pub mod proxy_protocol;
+pub mod quarantine;
+pub mod quarantine_cli;
 pub mod relay;
 pub mod reload;
 pub mod rule_stats;

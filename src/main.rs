@@ -50,6 +50,12 @@ enum Cmd {
         #[command(subcommand)]
         command: RulesCmd,
     },
+    /// Look at and act on the quarantined messages: list, show, release
+    /// (send on without the rules), delete, purge.
+    Quarantine {
+        #[command(subcommand)]
+        command: smtpgate::quarantine_cli::QuarantineCmd,
+    },
 }
 
 /// `smtpgate rules ...`.
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
         Cmd::Rules {
             command: RulesCmd::Stats(args),
         } => rule_stats(&config, &args),
+        Cmd::Quarantine { command } => smtpgate::quarantine_cli::run(&config, command),
     }
 }
 

@@ -101,3 +101,8 @@ fn dmarc_pct_seeds_hold() {
 fn exposition_seeds_hold() {
     assert!(replay("exposition", smtpgate::metrics::exposition::selfcheck) >= 8);
 }
+
+#[test]
+fn quarantine_sidecar_seeds_hold() {
+    assert!(replay("quarantine_sidecar", smtpgate::quarantine::selfcheck) >= 6);
+}

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("spool", 2),
     ("upstream", 2),
     ("dkim", 2),
+    ("quarantine", 2),
     ("gateway", 3),
     ("session", 4),
     ("server", 5),
@@ -43,6 +44,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("simulate", 5),
     ("signals", 5),
     ("rule_stats", 5),
+    ("quarantine_cli", 5),
 ];
 
 /// The top-level module a source file belongs to (`src/session/mail.rs` →

@@ -226,7 +226,11 @@ fn discard_and_quarantine_deliver_nothing() {
     }
     c.cmd("QUIT", 221);
     assert!(up.delivered().is_empty());
-    let held = std::fs::read_dir(qdir.path()).unwrap().count();
+    // Each held message is an .eml with its .json sidecar.
+    let held = std::fs::read_dir(qdir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("eml".as_ref()))
+        .count();
     assert_eq!(held, 1, "one quarantined message");
 }
 
