@@ -40,6 +40,7 @@ pub mod protection;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod quarantine;
+pub mod quarantine_api;
 pub mod quarantine_cli;
 pub mod relay;
 pub mod reload;

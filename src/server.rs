@@ -41,6 +41,8 @@ pub struct Server {
     active: Arc<AtomicUsize>,
     /// The metrics and health listener, when `metrics` is configured.
     metrics_listener: Option<TcpListener>,
+    /// The quarantine API on that listener, when it is turned on.
+    quarantine_api: Option<Arc<dyn http::Api>>,
 }
 
 /// Decrements the open-session count (and gauge) when a session task ends,
@@ -97,6 +99,8 @@ impl Server {
             }
             None => None,
         };
+        let quarantine_api = crate::quarantine_api::QuarantineApi::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let audit = match &config.audit {
             Some(options) => Some(AuditLog::open(options)?),
             None => None,
@@ -109,6 +113,7 @@ impl Server {
             trigger,
             active: Arc::new(AtomicUsize::new(0)),
             metrics_listener,
+            quarantine_api,
         })
     }
 
@@ -147,6 +152,7 @@ impl Server {
                 l,
                 self.shared.metrics_handle(),
                 self.shared.shutdown.clone(),
+                self.quarantine_api.clone(),
             ))
         });
         let upkeep = {

@@ -45,6 +45,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("signals", 5),
     ("rule_stats", 5),
     ("quarantine_cli", 5),
+    ("quarantine_api", 5),
 ];
 
 /// The top-level module a source file belongs to (`src/session/mail.rs` →

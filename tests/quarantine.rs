@@ -286,3 +286,195 @@ fn delete_and_purge_remove_entries_and_ids_cannot_be_paths() {
     assert!(upstream.delivered().is_empty());
     drop(gw);
 }
+
+/// Sends one raw HTTP request; (status, body).
+fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut s = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{addr}: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap_or_else(|_| panic!("{out}"));
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (code, body.unwrap_or_default())
+}
+
+fn request(method: &str, path: &str, token: Option<&str>) -> String {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\n\r\n")
+}
+
+#[test]
+fn the_api_wants_the_token_then_lists_shows_releases_and_deletes() {
+    const TOKEN: &str = "0123456789abcdef-test-token";
+    let upstream = mock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api.token"), format!("{TOKEN}\n")).unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/hold.yaml"), RULES).unwrap();
+    let gw = Binary::start(
+        dir.path(),
+        &format!(
+            "upstream: {{ addr: \"{}\" }}\nquarantine_dir: \"{}\"\naudit: {{ path: \"{}\" }}\n\
+             metrics:\n  addr: \"{metrics}\"\n  quarantine_api: {{ token_file: \"{}\" }}\n",
+            upstream.addr,
+            dir.path().join("quarantine").display(),
+            dir.path().join("audit.jsonl").display(),
+            dir.path().join("api.token").display(),
+        ),
+    );
+    let first = hold(&gw, "a@example.org", "hold one");
+    let second = hold(&gw, "b@example.org", "hold two");
+
+    assert_eq!(http(metrics, &request("GET", "/quarantine", None)).0, 401);
+    assert_eq!(
+        http(
+            metrics,
+            &request("GET", "/quarantine", Some("0123456789abcdef-test-tokeN"))
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        http(
+            metrics,
+            &request("DELETE", &format!("/quarantine/{first}"), None)
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        http(metrics, &request("GET", "/healthz", None)).0,
+        200,
+        "health stays open"
+    );
+
+    let (code, body) = http(metrics, &request("GET", "/quarantine", Some(TOKEN)));
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+    assert_eq!(listed[0]["sidecar"]["held"]["by"], "hold-for-review");
+    let (code, body) = http(
+        metrics,
+        &request("GET", "/quarantine?from=B%40example", Some(TOKEN)),
+    );
+    assert_eq!(code, 200);
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(listed[0]["id"], second.as_str());
+    assert_eq!(
+        http(
+            metrics,
+            &request("GET", "/quarantine?since=soon", Some(TOKEN))
+        )
+        .0,
+        400
+    );
+
+    let (code, body) = http(
+        metrics,
+        &request("GET", &format!("/quarantine/{first}"), Some(TOKEN)),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Subject: hold one"), "{body}");
+    assert_eq!(
+        http(metrics, &request("GET", "/quarantine/..%2Fx", Some(TOKEN))).0,
+        400
+    );
+    assert_eq!(
+        http(metrics, &request("GET", "/quarantine/nope.1", Some(TOKEN))).0,
+        404
+    );
+
+    let (code, body) = http(
+        metrics,
+        &request("POST", &format!("/quarantine/{first}/release"), Some(TOKEN)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let delivered = upstream.wait_for(1);
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].from, "a@example.org");
+    assert!(!files(dir.path(), &first).0.exists());
+    let (code, _) = http(
+        metrics,
+        &request("DELETE", &format!("/quarantine/{second}"), Some(TOKEN)),
+    );
+    assert_eq!(code, 200);
+    assert!(!files(dir.path(), &second).0.exists());
+    let (code, body) = http(metrics, &request("GET", "/quarantine", Some(TOKEN)));
+    assert_eq!((code, body.trim()), (200, "[]"));
+    let records = audit_records(&dir.path().join("audit.jsonl"), 5);
+    let released: Vec<_> = records.iter().filter(|r| r["type"] == "released").collect();
+    assert_eq!(released.len(), 1, "{records:?}");
+    assert_eq!(released[0]["by"], "api");
+    drop(gw);
+}
+
+#[test]
+fn the_api_is_off_by_default() {
+    let upstream = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    let gw = Binary::start(
+        dir.path(),
+        &format!(
+            "upstream: {{ addr: \"{}\" }}\nmetrics: {{ addr: \"{metrics}\" }}\n",
+            upstream.addr
+        ),
+    );
+    assert_eq!(
+        http(metrics, &request("GET", "/quarantine", Some("x"))).0,
+        404
+    );
+    drop(gw);
+
+    // Turned on with a token file that is not there: start-up stops, at
+    // the line of the key.
+    let config = dir.path().join("missing-token.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: [{{ addr: \"127.0.0.1:0\" }}]\nmetrics:\n  addr: \"127.0.0.1:0\"\n  quarantine_api:\n    token_file: \"{}\"\n",
+            dir.path().join("nope.token").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smtpgate"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing-token.yaml:5: metrics.quarantine_api.token_file: cannot read"),
+        "{err}"
+    );
+}
