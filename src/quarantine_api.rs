@@ -3,7 +3,8 @@
 //! and `DELETE /quarantine/ID`, each behind `Authorization: Bearer TOKEN`.
 //! The operations are those of `smtpgate quarantine` ([`crate::quarantine_cli`]).
 
-use crate::config::{Config, ConfigError, ValidationError};
+use crate::config::{ConfigError, ValidationError};
+use crate::gateway::Gateway;
 use crate::metrics::http::{Api, ApiRequest, ApiResponse};
 use crate::quarantine::filter::parse_age;
 use crate::quarantine::{valid_id, ListFilter, Quarantine};
@@ -27,9 +28,12 @@ pub struct QuarantineApi {
 }
 
 impl QuarantineApi {
-    /// The API `config` turns on (`metrics.quarantine_api`), or `None`.
-    /// A token file that cannot be read is an error at its config line.
-    pub fn from_config(config: &Config) -> Result<Option<Arc<dyn Api>>, ConfigError> {
+    /// The API the gateway's configuration turns on
+    /// (`metrics.quarantine_api`), or `None`. Releases go through the
+    /// gateway's own upstream pool and audit trail. A token file that
+    /// cannot be read is an error at its config line.
+    pub fn for_gateway(gateway: &Arc<Gateway>) -> Result<Option<Arc<dyn Api>>, ConfigError> {
+        let config = &gateway.config;
         let Some(options) = config
             .metrics
             .as_ref()
@@ -43,14 +47,7 @@ impl QuarantineApi {
                 reason,
             ))
         })?;
-        let releaser = if config.upstream.is_some() {
-            let r = Releaser::new(config).map_err(|reason| {
-                config.locate(ValidationError::new("metrics.quarantine_api", reason))
-            })?;
-            Some(r)
-        } else {
-            None
-        };
+        let releaser = Releaser::for_gateway(gateway.clone()).ok();
         Ok(Some(Arc::new(QuarantineApi {
             token_digest: digest(&SHA256, token.as_bytes()).as_ref().to_vec(),
             quarantine: Quarantine::new(config.quarantine_dir.clone()),

@@ -12,6 +12,7 @@
 use crate::audit::{now, AuditLog, ReleasedRecord};
 use crate::body::Body;
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::quarantine::filter::{parse_age, received};
 use crate::quarantine::{Entry, ListFilter, Quarantine, Sidecar};
@@ -279,12 +280,24 @@ pub fn purge(q: &Quarantine, older_than: Duration) -> io::Result<usize> {
 }
 
 /// Releases entries: the upstream pool and the audit trail, built once
-/// for a batch of releases (or for the API's lifetime).
+/// for a batch of releases, or the running gateway's (for the API).
 pub struct Releaser {
     quarantine: Quarantine,
-    pool: UpstreamPool,
     config: Config,
-    audit: Option<AuditLog>,
+    via: Via,
+}
+
+/// The upstream pool and audit trail a [`Releaser`] uses.
+enum Via {
+    /// Its own, for the command line (boxed: the pool is large, and the
+    /// other variant a pointer).
+    Own {
+        pool: Box<UpstreamPool>,
+        audit: Option<AuditLog>,
+    },
+    /// The running gateway's: the same failover state and TLS as live
+    /// mail, and the audit writer SIGUSR1 reopens.
+    Gateway(Arc<Gateway>),
 }
 
 impl Releaser {
@@ -303,10 +316,39 @@ impl Releaser {
         };
         Ok(Releaser {
             quarantine: Quarantine::new(config.quarantine_dir.clone()),
-            pool,
             config: config.clone(),
-            audit,
+            via: Via::Own {
+                pool: Box::new(pool),
+                audit,
+            },
         })
+    }
+
+    /// Releases through `gateway`'s upstream pool and audit trail; an
+    /// error when it has no upstream.
+    pub fn for_gateway(gateway: Arc<Gateway>) -> Result<Releaser, String> {
+        if gateway.upstreams().is_none() {
+            return Err("no upstream is configured: a release needs one".into());
+        }
+        Ok(Releaser {
+            quarantine: Quarantine::new(gateway.config.quarantine_dir.clone()),
+            config: gateway.config.clone(),
+            via: Via::Gateway(gateway),
+        })
+    }
+
+    fn pool(&self) -> Option<&UpstreamPool> {
+        match &self.via {
+            Via::Own { pool, .. } => Some(pool),
+            Via::Gateway(g) => g.upstreams(),
+        }
+    }
+
+    fn audit(&self) -> Option<&AuditLog> {
+        match &self.via {
+            Via::Own { audit, .. } => audit.as_ref(),
+            Via::Gateway(g) => g.audit(),
+        }
     }
 
     /// Sends the message of `id` upstream (to `to` instead of its
@@ -349,7 +391,7 @@ impl Releaser {
             upstream_reply: reply.clone(),
             by,
         };
-        if let Some(audit) = &self.audit {
+        if let Some(audit) = self.audit() {
             audit.write(&record);
         }
         log::info!("quarantine {id} released by {by}; upstream said {reply}");
@@ -367,8 +409,10 @@ impl Releaser {
         rcpts: &[(String, Vec<String>)],
         body: &mut Body,
     ) -> Result<String, String> {
-        let mut up = self
-            .pool
+        let Some(pool) = self.pool() else {
+            return Err("no upstream is configured".into());
+        };
+        let mut up = pool
             .connect(&self.config.hostname, &self.config.timeouts)
             .await
             .map_err(|e| format!("upstream unavailable: {e}"))?;
@@ -418,7 +462,7 @@ impl Releaser {
 
     /// Writes what is queued for the audit trail (at most 5 s).
     pub fn finish(&self) {
-        if let Some(audit) = &self.audit {
+        if let Some(audit) = self.audit() {
             if !audit.flush(Duration::from_secs(5)) {
                 eprintln!("smtpgate: the audit trail could not be flushed");
             }

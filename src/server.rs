@@ -99,17 +99,18 @@ impl Server {
             }
             None => None,
         };
-        let quarantine_api = crate::quarantine_api::QuarantineApi::from_config(&config)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let audit = match &config.audit {
             Some(options) => Some(AuditLog::open(options)?),
             None => None,
         };
         let (trigger, signal) = shutdown::channel();
+        let shared = Gateway::build(config, filters, signal, audit)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let quarantine_api = crate::quarantine_api::QuarantineApi::for_gateway(&shared)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(Server {
             listeners,
-            shared: Gateway::build(config, filters, signal, audit)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+            shared,
             trigger,
             active: Arc::new(AtomicUsize::new(0)),
             metrics_listener,

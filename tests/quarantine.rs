@@ -478,3 +478,64 @@ fn the_api_is_off_by_default() {
         "{err}"
     );
 }
+
+#[test]
+fn a_quarantine_at_connect_or_mail_names_its_rule_and_stage() {
+    let upstream = mock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/early.yaml"),
+        "rules:
+  - name: hold-this-network
+    stage: connect
+    when: { client_ip: { cidrs: [127.0.0.2/32] } }
+    action: quarantine
+  - name: hold-this-sender
+    stage: mail
+    when: { sender: { domains: [held.example] } }
+    action: quarantine
+",
+    )
+    .unwrap();
+    let gw = Binary::start(
+        dir.path(),
+        &format!(
+            "upstream: {{ addr: \"{}\" }}\nquarantine_dir: \"{}\"\n",
+            upstream.addr,
+            dir.path().join("quarantine").display()
+        ),
+    );
+    let config = dir.path().join("gateway.yaml");
+    let mut c = gw.client();
+    let r = c.send_message("x@held.example", &["b@example.com"], &message("m", "x\r\n"));
+    assert_eq!(r.code, 250, "{r:?}");
+    let mail_id = r.last_text().rsplit(' ').next().unwrap().to_string();
+    c.cmd("QUIT", 221);
+    let mut c = common::Client::connect_from("127.0.0.2".parse().unwrap(), gw.addr);
+    c.expect(220);
+    c.cmd("EHLO other.test", 250);
+    let r = c.send_message("y@example.org", &["b@example.com"], &message("c", "x\r\n"));
+    assert_eq!(r.code, 250, "{r:?}");
+    let connect_id = r.last_text().rsplit(' ').next().unwrap().to_string();
+    c.cmd("QUIT", 221);
+    assert!(upstream.delivered().is_empty());
+
+    let listed = list(&config, &[]);
+    let held = |id: &str| {
+        let e = listed
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{id}: {listed:?}"));
+        e["sidecar"]["held"].clone()
+    };
+    assert_eq!(
+        held(&mail_id),
+        serde_json::json!({ "by": "hold-this-sender", "stage": "mail" })
+    );
+    assert_eq!(
+        held(&connect_id),
+        serde_json::json!({ "by": "hold-this-network", "stage": "connect" })
+    );
+    drop(gw);
+}
