@@ -83,6 +83,18 @@ pub struct ListArgs {
 /// done, 1 when something failed (said on stderr), 2 on bad input.
 pub fn run(config: &Config, cmd: QuarantineCmd) -> ExitCode {
     let q = Quarantine::new(config.quarantine_dir.clone());
+    let ids: &[String] = match &cmd {
+        QuarantineCmd::Show { id } => std::slice::from_ref(id),
+        QuarantineCmd::Release { ids, .. } | QuarantineCmd::Delete { ids } => ids,
+        _ => &[],
+    };
+    // Every id is checked before anything is done: a bad one is a usage error.
+    for id in ids {
+        if let Err(e) = crate::quarantine::valid_id(id) {
+            eprintln!("smtpgate: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match cmd {
         QuarantineCmd::List(args) => {
             let filter = ListFilter {
