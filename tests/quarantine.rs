@@ -531,11 +531,11 @@ fn a_quarantine_at_connect_or_mail_names_its_rule_and_stage() {
     };
     assert_eq!(
         held(&mail_id),
-        serde_json::json!({ "by": "hold-this-sender", "stage": "mail" })
+        serde_json::json!({ "by": "hold-this-sender", "stage": "mail", "reason": null })
     );
     assert_eq!(
         held(&connect_id),
-        serde_json::json!({ "by": "hold-this-network", "stage": "connect" })
+        serde_json::json!({ "by": "hold-this-network", "stage": "connect", "reason": null })
     );
     drop(gw);
 }

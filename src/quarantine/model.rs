@@ -99,6 +99,9 @@ pub struct Held {
     pub by: Option<String>,
     /// The stage the quarantine verdict was given at.
     pub stage: String,
+    /// The reason given with it, when there was one (a milter's).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl Sidecar {
@@ -146,6 +149,7 @@ pub(crate) fn sample(id: &str) -> Sidecar {
         held: Held {
             by: Some("review".to_string()),
             stage: "data".to_string(),
+            reason: None,
         },
         size: 42,
     }

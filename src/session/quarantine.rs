@@ -75,6 +75,7 @@ impl<S: Stream> Session<S> {
             held: Held {
                 by,
                 stage: stage.name().to_string(),
+                reason: tx.held_reason.clone(),
             },
             size,
         }

@@ -66,6 +66,8 @@ pub(crate) struct Transaction {
     /// The stage whose verdict quarantined the transaction, when it was
     /// one of the transaction's own (mail, rcpt, data).
     pub(crate) held_at: Option<crate::filter::Stage>,
+    /// The reason a milter gave with its quarantine, for the sidecar.
+    pub(crate) held_reason: Option<String>,
 }
 
 impl Transaction {
@@ -85,6 +87,7 @@ impl Transaction {
             auth_results: None,
             rcpt_params: std::collections::HashMap::new(),
             held_at: None,
+            held_reason: None,
         }
     }
 
