@@ -333,9 +333,16 @@ fn p_quarantine_is_quarantined_when_enforced() {
     assert_eq!(tx["verdict"], "quarantined", "{tx}");
     assert_eq!(tx["decided_by"], "dmarc", "{tx}");
     assert!(s.up.delivered().is_empty());
-    // The held message and its sidecar.
+    // The held message and its sidecar, which says DMARC held it.
     let files: Vec<_> = std::fs::read_dir(s.quarantine.path()).unwrap().collect();
     assert_eq!(files.len(), 2);
+    let id = tx["transaction"].as_str().unwrap();
+    let sidecar: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.quarantine.path().join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["held"]["by"], "dmarc", "{sidecar}");
+    assert_eq!(sidecar["facts"]["dmarc"], "fail", "{sidecar}");
 }
 
 /// RFC 7489 §6.6.4: outside the `pct=` share the next-lower policy
