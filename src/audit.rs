@@ -415,6 +415,32 @@ pub struct SessionRecord {
     pub tarpit_ms: Option<f64>,
 }
 
+/// The record of a quarantined message released to the upstream
+/// (`"type": "released"`), written by `smtpgate quarantine release` and
+/// the quarantine API once the upstream accepted it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReleasedRecord {
+    /// Always `released`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When the upstream accepted it, RFC 3339 UTC.
+    pub time: String,
+    /// The transaction id the message was quarantined under.
+    pub transaction: String,
+    /// The envelope sender it went with (`""` for `<>`).
+    pub mail_from: String,
+    /// The recipients it went to: the original ones, or those given instead.
+    pub rcpts: Vec<String>,
+    /// True when the recipients were given instead of the original ones.
+    pub rcpts_replaced: bool,
+    /// The rule (or milter, or check) that had held it.
+    pub held_by: Option<String>,
+    /// The upstream's reply to the end of the message.
+    pub upstream_reply: String,
+    /// Who released it: `cli` or `api`.
+    pub by: &'static str,
+}
+
 /// The facts as a record's `facts` object.
 pub fn facts_record(facts: &Facts) -> BTreeMap<String, Value> {
     facts

@@ -64,6 +64,12 @@ enum Cmd {
         #[command(subcommand)]
         what: Generate,
     },
+    /// Look at and act on the quarantined messages: list, show, release
+    /// (send on without the rules), delete, purge.
+    Quarantine {
+        #[command(subcommand)]
+        command: smtpgate::quarantine_cli::QuarantineCmd,
+    },
 }
 
 /// `smtpgate ticket-keys ...`.
@@ -244,6 +250,7 @@ fn main() -> ExitCode {
         Cmd::TicketKeys {
             command: TicketKeysCmd::Rotate(args),
         } => rotate_ticket_keys(&config, &args),
+        Cmd::Quarantine { command } => smtpgate::quarantine_cli::run(&config, command),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Server {
     /// The metrics and health listener, when `metrics` is configured (kept
     /// for the life of the process: a reload does not move it).
     metrics_listener: Option<TcpListener>,
+    /// The quarantine API on that listener, when it is turned on.
+    quarantine_api: Option<Arc<dyn http::Api>>,
 }
 
 /// The running gateway as a reload sees it: the [`Gateway`] new sessions
@@ -185,21 +187,32 @@ impl Server {
         let (trigger, signal) = shutdown::channel();
         let shared = Gateway::build(config, filters, signal, audit)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        Ok(Server {
-            live: Arc::new(Live {
-                current: RwLock::new(shared),
-                state: Mutex::new(State {
-                    started: false,
-                    listeners,
-                    loops: Vec::new(),
-                    upkeeps: Vec::new(),
-                    retire_pool: None,
-                }),
-                active: Arc::new(AtomicUsize::new(0)),
-                gate: async_std::sync::RwLock::new(()),
+        let live = Arc::new(Live {
+            current: RwLock::new(shared),
+            state: Mutex::new(State {
+                started: false,
+                listeners,
+                loops: Vec::new(),
+                upkeeps: Vec::new(),
+                retire_pool: None,
             }),
+            active: Arc::new(AtomicUsize::new(0)),
+            gate: async_std::sync::RwLock::new(()),
+        });
+        // The API releases through the gateway in service at each request:
+        // a reload may change the upstream and the quarantine directory.
+        let quarantine_api = {
+            let live = live.clone();
+            crate::quarantine_api::QuarantineApi::for_gateway(&live.current(), move || {
+                live.current()
+            })
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?
+        };
+        Ok(Server {
+            live,
             trigger,
             metrics_listener,
+            quarantine_api,
         })
     }
 
@@ -243,6 +256,7 @@ impl Server {
                 l,
                 first.metrics_handle(),
                 first.shutdown.clone(),
+                self.quarantine_api.clone(),
             ))
         });
         {

@@ -111,3 +111,8 @@ fn ticket_keys_seeds_hold() {
 fn rule_file_seeds_hold() {
     assert!(replay("rule_file", smtpgate::rules::selfcheck::check) >= 9);
 }
+
+#[test]
+fn quarantine_sidecar_seeds_hold() {
+    assert!(replay("quarantine_sidecar", smtpgate::quarantine::selfcheck) >= 6);
+}

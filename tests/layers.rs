@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("spool", 2),
     ("upstream", 2),
     ("dkim", 2),
+    ("quarantine", 2),
     ("gateway", 3),
     ("session", 4),
     ("server", 5),
@@ -44,6 +45,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("signals", 5),
     ("rule_stats", 5),
     ("rule_tests", 5),
+    ("quarantine_cli", 5),
+    ("quarantine_api", 5),
 ];
 
 /// The top-level module a source file belongs to (`src/session/mail.rs` →

@@ -226,8 +226,25 @@ fn discard_and_quarantine_deliver_nothing() {
     }
     c.cmd("QUIT", 221);
     assert!(up.delivered().is_empty());
-    let held = std::fs::read_dir(qdir.path()).unwrap().count();
-    assert_eq!(held, 1, "one quarantined message");
+    // Each held message is an .eml with its .json sidecar, which names
+    // the milter and the reason it gave.
+    let held: Vec<_> = std::fs::read_dir(qdir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension() == Some("eml".as_ref()))
+        .collect();
+    assert_eq!(held.len(), 1, "one quarantined message");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(held[0].with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["held"]["stage"], "data", "{sidecar}");
+    assert_eq!(sidecar["held"]["by"], "milter:a", "{sidecar}");
+    assert!(
+        sidecar["held"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("held by"),
+        "{sidecar}"
+    );
 }
 
 #[test]

@@ -333,8 +333,16 @@ fn p_quarantine_is_quarantined_when_enforced() {
     assert_eq!(tx["verdict"], "quarantined", "{tx}");
     assert_eq!(tx["decided_by"], "dmarc", "{tx}");
     assert!(s.up.delivered().is_empty());
+    // The held message and its sidecar, which says DMARC held it.
     let files: Vec<_> = std::fs::read_dir(s.quarantine.path()).unwrap().collect();
-    assert_eq!(files.len(), 1);
+    assert_eq!(files.len(), 2);
+    let id = tx["transaction"].as_str().unwrap();
+    let sidecar: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.quarantine.path().join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["held"]["by"], "dmarc", "{sidecar}");
+    assert_eq!(sidecar["facts"]["dmarc"], "fail", "{sidecar}");
 }
 
 /// RFC 7489 §6.6.4: outside the `pct=` share the next-lower policy
@@ -372,8 +380,9 @@ fn pct_lowers_the_policy_outside_its_share() {
     assert_eq!(txs[1]["verdict"], "quarantined", "{}", txs[1]);
     assert_eq!(txs[2]["facts"]["dmarc.pct"], 0.0, "{}", txs[2]);
     assert_ne!(txs[2]["verdict"], "quarantined", "{}", txs[2]);
+    // The held message and its sidecar.
     let files: Vec<_> = std::fs::read_dir(s.quarantine.path()).unwrap().collect();
-    assert_eq!(files.len(), 1);
+    assert_eq!(files.len(), 2);
     let got = s.up.wait_for(1);
     assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: quar\r\n"));
 }

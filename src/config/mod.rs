@@ -38,7 +38,7 @@ pub use edge::{ForwardClient, ProxyProtocolOptions};
 pub use error::{ConfigError, ValidationError};
 pub use greylisting::GreylistOptions;
 pub use milter::{MilterDefault, MilterOptions};
-pub use ops::{MetricsOptions, PoolOptions};
+pub use ops::{MetricsOptions, PoolOptions, QuarantineApiOptions};
 pub use protection::{redacted, Protection, RateLimitSet, RateLimits, StoreUrl};
 pub use reputation::{
     AllowlistedSkip, DnsblOptions, DomainSource, ReputationOptions, RhsblOptions, RhsblZone,

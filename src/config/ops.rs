@@ -4,6 +4,7 @@
 use super::ValidationError;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Reuse of idle upstream connections across client sessions. YAML:
@@ -69,6 +70,42 @@ pub struct MetricsOptions {
     /// Default false.
     #[serde(default)]
     pub allow_remote: bool,
+    /// The quarantine's JSON API on this listener (`/quarantine`...),
+    /// behind a bearer token. Absent (the default): no API, those paths
+    /// answer 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_api: Option<QuarantineApiOptions>,
+}
+
+/// The quarantine API. YAML:
+/// `metrics: { addr: ..., quarantine_api: { token_file: /etc/smtpgate/api.token } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineApiOptions {
+    /// A file holding the bearer token (surrounding whitespace ignored)
+    /// that requests must present as `Authorization: Bearer TOKEN`.
+    /// Required; read at start-up, so a missing or empty file stops it.
+    pub token_file: PathBuf,
+}
+
+/// The shortest token accepted: shorter ones are guessable.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+impl QuarantineApiOptions {
+    /// The token from [`token_file`](Self::token_file), trimmed; an error
+    /// (the reason) when it cannot be read or is too short.
+    pub fn read_token(&self) -> Result<String, String> {
+        let text = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| format!("cannot read {}: {e}", self.token_file.display()))?;
+        let token = text.trim();
+        if token.chars().count() < MIN_TOKEN_CHARS {
+            return Err(format!(
+                "the token in {} is shorter than {MIN_TOKEN_CHARS} characters",
+                self.token_file.display()
+            ));
+        }
+        Ok(token.to_string())
+    }
 }
 
 /// Checks `upstream.pool` (when there is an upstream).
@@ -105,6 +142,14 @@ pub(super) fn check_metrics(
                 m.addr
             ),
         ));
+    }
+    if let Some(api) = &m.quarantine_api {
+        if api.token_file.as_os_str().is_empty() {
+            return Err(ValidationError::new(
+                "metrics.quarantine_api.token_file",
+                "must name the file holding the API's bearer token",
+            ));
+        }
     }
     if m.addr.port() != 0 {
         if let Some(i) = listen.iter().position(|l| l.addr == m.addr) {
@@ -177,6 +222,17 @@ mod tests {
             "listen: [{ addr: \"127.0.0.1:2525\" }]\nmetrics: { addr: \"127.0.0.1:2525\" }\n",
         );
         assert!(e.contains("already the SMTP listener listen[0]"), "{e}");
+        let e =
+            error("metrics:\n  addr: \"127.0.0.1:9025\"\n  quarantine_api: { token_file: \"\" }\n");
+        assert!(
+            e.starts_with("gw.yaml:3: metrics.quarantine_api.token_file: must name"),
+            "{e}"
+        );
+        let e = error("metrics:\n  addr: \"127.0.0.1:9025\"\n  quarantine_api:\n    token: x\n");
+        assert!(
+            e.starts_with("gw.yaml:4: ") && e.contains("unknown field `token`"),
+            "{e}"
+        );
         let e = error("metrics: { port: 9025 }\n");
         assert!(e.starts_with("gw.yaml:1: "), "{e}");
     }

@@ -147,13 +147,16 @@ impl<S: Stream> Session<S> {
                             disposition = Disposition::Discard;
                         } else if outcome == Outcome::Quarantine {
                             disposition = Disposition::Quarantine;
+                            tx.held_at = Some(Stage::Data);
                         } else if disposition != Disposition::Relay {
                             by.clone_from(&tx.decided_by);
                         }
                         self.remove_scanner_fields(&mut body);
                         self.rewrite_subject(&mut body);
                         let started = std::time::Instant::now();
-                        let reply = self.dispose(&mut tx, disposition, &mut body).await;
+                        let reply = self
+                            .dispose(&mut tx, disposition, by.clone(), &mut body)
+                            .await;
                         delivery = Some(started.elapsed());
                         if tx.upstream_reply.is_some() {
                             by = Some(BY_UPSTREAM.to_string());
@@ -210,19 +213,22 @@ impl<S: Stream> Session<S> {
     }
 
     /// Sends an accepted message where its disposition says.
+    /// `by` is who decided, for a quarantine's sidecar.
     async fn dispose(
         &mut self,
         tx: &mut Transaction,
         disposition: Disposition,
+        by: Option<String>,
         body: &mut Body,
     ) -> Reply {
         match disposition {
             Disposition::Relay => self.deliver(tx, body).await,
             Disposition::Discard => replies::queued(&tx.id),
             Disposition::Quarantine => {
-                let dir = self.shared.config.quarantine_dir.clone();
                 let prepend = self.prepend(tx);
-                match store_blocking(dir, tx.id.clone(), prepend, body).await {
+                let sidecar = self.quarantine_sidecar(tx, by, prepend.len() as u64 + body.len());
+                let dir = self.shared.config.quarantine_dir.clone();
+                match super::quarantine::store_blocking(dir, sidecar, prepend, body).await {
                     Ok(_) => replies::queued(&tx.id),
                     Err(e) => {
                         error!("tx {} cannot be quarantined: {e}", tx.id);

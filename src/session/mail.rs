@@ -127,6 +127,7 @@ impl<S: Stream> Session<S> {
             Outcome::Quarantine => {
                 tx.disposition = Disposition::Quarantine;
                 tx.decided_by.clone_from(&self.ctx.decided_by);
+                tx.held_at = Some(Stage::Mail);
             }
             Outcome::Proceed => {}
         }

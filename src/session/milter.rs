@@ -138,6 +138,9 @@ impl<S: Stream> Session<S> {
         let outcome = milters.message(&info, &message).await;
         self.milters = Some(milters);
         self.milter_facts();
+        if let Decision::Quarantine(reason) = &outcome.decision {
+            tx.held_reason = Some(reason.clone());
+        }
         let verdict = self.milter_verdict(outcome.decision);
         if let Some(milters) = self.milters.take() {
             self.finish_milters(milters, false);

@@ -22,6 +22,7 @@ mod mail;
 mod milter;
 mod misc;
 mod protect;
+mod quarantine;
 mod rcpt;
 pub(crate) mod replies;
 mod scanned;

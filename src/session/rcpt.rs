@@ -59,6 +59,10 @@ impl<S: Stream> Session<S> {
         if let Some(flow) = self.rcpt_limits(&to).await {
             return flow;
         }
+        if let Some(tx) = self.tx.as_mut() {
+            let wire = params.iter().map(|p| p.to_string()).collect();
+            tx.rcpt_params.insert(to.to_string(), wire);
+        }
         match self.stage_verdict(Stage::Rcpt, Some(&to)).await.outcome() {
             Outcome::Refuse(r) => {
                 let by = self.ctx.decided_by.clone().unwrap_or_default();
@@ -140,6 +144,7 @@ impl<S: Stream> Session<S> {
             }
             tx.disposition = disposition;
             tx.decided_by.clone_from(&self.ctx.decided_by);
+            tx.held_at = Some(Stage::Rcpt);
         }
     }
 }

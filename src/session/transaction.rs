@@ -60,6 +60,14 @@ pub(crate) struct Transaction {
     pub(crate) greylist_passes: u32,
     /// Our `Authentication-Results` header, once the data-stage checks ran.
     pub(crate) auth_results: Option<String>,
+    /// Each recipient's RCPT parameters in their wire form, by address,
+    /// for the quarantine's sidecar (a release sends them again).
+    pub(crate) rcpt_params: std::collections::HashMap<String, Vec<String>>,
+    /// The stage whose verdict quarantined the transaction, when it was
+    /// one of the transaction's own (mail, rcpt, data).
+    pub(crate) held_at: Option<crate::filter::Stage>,
+    /// The reason a milter gave with its quarantine, for the sidecar.
+    pub(crate) held_reason: Option<String>,
 }
 
 impl Transaction {
@@ -77,6 +85,9 @@ impl Transaction {
             upstream_reply: None,
             greylist_passes: 0,
             auth_results: None,
+            rcpt_params: std::collections::HashMap::new(),
+            held_at: None,
+            held_reason: None,
         }
     }
 
