@@ -196,16 +196,25 @@ check "zsh and fish completions name the subcommands" sh -c "
 # --- The packaged configuration, run as the user smtpgate ---------------------
 CONFIG=/etc/smtpgate/gateway.yaml
 PORT=2525
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    # Something else has 2525 (another test run): the same file on a free port.
+MPORT=9025
+busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+    local p
     while :; do
-        PORT=$((10000 + RANDOM % 22000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || break
+        p=$((10000 + RANDOM % 22000))
+        busy "$p" || { echo "$p"; return; }
     done
-    sed "s/127.0.0.1:2525/127.0.0.1:$PORT/" /etc/smtpgate/gateway.yaml >"$WORK/gateway.yaml"
+}
+if busy "$PORT" || busy "$MPORT"; then
+    # Something else has 2525 or 9025 (another test run): the same file on
+    # free ports.
+    PORT=$(free_port)
+    MPORT=$(free_port)
+    sed -e "s/127.0.0.1:2525/127.0.0.1:$PORT/" -e "s/127.0.0.1:9025/127.0.0.1:$MPORT/" \
+        /etc/smtpgate/gateway.yaml >"$WORK/gateway.yaml"
     chmod 644 "$WORK/gateway.yaml"
     CONFIG=$WORK/gateway.yaml
-    echo "       (127.0.0.1:2525 is in use: the packaged config on port $PORT)"
+    echo "       (2525 or 9025 is in use: the packaged config on ports $PORT and $MPORT)"
 fi
 (cd / && exec setpriv --reuid=smtpgate --regid=smtpgate --init-groups \
     env RUST_LOG=info /usr/bin/smtpgate --config "$CONFIG") >"$WORK/gate.log" 2>&1 &
@@ -228,6 +237,8 @@ check "the spool file belongs to smtpgate" sh -c \
     "[ \"\$(stat -c %U \$(grep -rl -- '$M1' /var/lib/smtpgate/spool/ | head -n 1))\" = smtpgate ]"
 check "the audit trail has it" wait_for "the audit record" \
     grep -q 'bob@example.net' /var/log/smtpgate/audit.jsonl
+check "rules stats reads the packaged metrics listener" sh -c \
+    "/usr/bin/smtpgate --config '$CONFIG' rules stats | grep -q '^block-bulk-senders '"
 if send bulk@example.org "package-bulk"; then
     bad "a packaged rule (block-bulk-senders) refuses bulk@" "$WORK/swaks.log"
 else
