@@ -354,13 +354,8 @@ fn check(config: &Config) -> ExitCode {
     if let Some(set) = &set {
         chain.push(set.clone());
     }
-    let (_trigger, signal) = shutdown::channel();
-    let gateway = match Gateway::build(config.clone(), chain, signal, None) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("smtpgate: {e}");
-            return ExitCode::from(2);
-        }
+    let Some((gateway, _trigger)) = offline_gateway(config, chain) else {
+        return ExitCode::from(2);
     };
     print!("{}", config.summary());
     match set {
@@ -368,9 +363,7 @@ fn check(config: &Config) -> ExitCode {
         None => println!("rules:     none (no rules_dir)"),
     }
     let results = rule_tests::run(&gateway, &gateway.filters());
-    for failure in &results.failures {
-        println!("FAILED {failure}");
-    }
+    print_failures(&results);
     println!("tests:     {}", results.summary());
     if !results.ok() {
         eprintln!("smtpgate: {}", results.summary());
@@ -383,27 +376,42 @@ fn check(config: &Config) -> ExitCode {
 /// `smtpgate test-rules --run-tests`: every case of the rule files, on
 /// the gateway `run` would build.
 fn run_rule_tests(config: &Config, chain: FilterChain) -> ExitCode {
-    let (_trigger, signal) = shutdown::channel();
-    let gateway = match Gateway::build(config.clone(), chain, signal, None) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("smtpgate: {e}");
-            return ExitCode::from(2);
-        }
+    let Some((gateway, _trigger)) = offline_gateway(config, chain) else {
+        return ExitCode::from(2);
     };
     match rules::rules_dir(config) {
         Some(dir) => println!("rules from {}", dir.display()),
         None => println!("no rules (no rules_dir)"),
     }
     let results = rule_tests::run(&gateway, &gateway.filters());
-    for failure in &results.failures {
-        println!("FAILED {failure}");
-    }
+    print_failures(&results);
     println!("{}", results.summary());
     if results.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// The gateway `run` would build from `config` with `chain`, without its
+/// listeners and audit file, with the trigger of its shutdown (dropping it
+/// shuts the gateway down, so keep it while the gateway is used); `None`
+/// (the reason printed) when it cannot be built.
+fn offline_gateway(
+    config: &Config,
+    chain: FilterChain,
+) -> Option<(std::sync::Arc<Gateway>, shutdown::ShutdownTrigger)> {
+    let (trigger, signal) = shutdown::channel();
+    Gateway::build(config.clone(), chain, signal, None)
+        .map(|g| (g, trigger))
+        .map_err(|e| eprintln!("smtpgate: {e}"))
+        .ok()
+}
+
+/// One `FAILED file:line: ...` line per failed rule-file case.
+fn print_failures(results: &rule_tests::Results) {
+    for failure in &results.failures {
+        println!("FAILED {failure}");
     }
 }
 

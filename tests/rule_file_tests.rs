@@ -8,13 +8,10 @@
 
 mod common;
 
-use common::binary::Binary;
+use common::binary::{free_addr, scrape, Binary};
 use common::Client;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_smtpgate");
 
@@ -216,32 +213,6 @@ fn the_shipped_rules_pass_their_own_cases() {
         out2.contains(&format!("{} rule tests passed", passed(&out))),
         "{out2}"
     );
-}
-
-/// A free loopback port.
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// `GET /metrics` over a plain socket; the body.
-fn scrape(addr: SocketAddr) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            assert!(out.starts_with("HTTP/1.1 200"), "{out:.200}");
-            return out.split_once("\r\n\r\n").unwrap().1.to_string();
-        }
-        assert!(Instant::now() < deadline, "no metrics listener on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The reply code a fresh MAIL FROM <a@domain> gets on `c`, RSET after.

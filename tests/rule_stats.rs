@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::binary::Binary;
+use common::binary::{free_addr, scrape, Binary};
 use common::{message, MockOptions, MockUpstream};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The rules: at MAIL, `never-matches` is asked first and matches no
 /// test sender, `accept-example` accepts every test sender (ending the
@@ -35,33 +35,6 @@ fn rules(first: &str) -> String {
     action: reject
 "
     )
-}
-
-/// A free loopback port.
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// `GET /metrics` over a plain socket; the body. Retries until the
-/// listener is up (it may start just after the SMTP one).
-fn scrape(addr: SocketAddr) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            assert!(out.starts_with("HTTP/1.1 200"), "{out:.200}");
-            return out.split_once("\r\n\r\n").unwrap().1.to_string();
-        }
-        assert!(Instant::now() < deadline, "no metrics listener on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The value of one series (exact name and labels) in a scrape.

@@ -2,8 +2,8 @@
 //! only the real process shows: signals and its log.
 
 use super::{rules_line, Client};
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,5 +96,32 @@ impl Binary {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A free loopback address (port 0 bound and released).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `GET /metrics` over a plain socket; the body. Retries until the
+/// listener is up (it may start just after the SMTP one).
+pub fn scrape(addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "{out:.200}");
+            return out.split_once("\r\n\r\n").unwrap().1.to_string();
+        }
+        assert!(Instant::now() < deadline, "no metrics listener on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
