@@ -39,7 +39,9 @@ fn an_upstream_outage_is_logged_when_it_starts_and_ends_only() {
     assert_eq!(occurrences(&log, "extensions not known yet"), 1, "{log}");
     assert_eq!(occurrences(&log, "WARN"), 2, "{log}");
 
-    // It comes back where it was: one line, with what failed meanwhile.
+    // It comes back where it was (after the probe's first try failed):
+    // one line, with what failed meanwhile.
+    gw.wait_log("extensions not known yet");
     let _up = MockUpstream::start_on(upstream, MockOptions::default());
     let mut c = gw.client();
     c.cmd("MAIL FROM:<a@example.com>", 250);

@@ -150,6 +150,13 @@ fn after_sighup_to_an_upstream_without_dsn_new_clients_are_not_offered_it() {
     let gw = Binary::start(dir.path(), &upstream_at(with.addr));
     gw.wait_log(&format!("upstream {} offers: DSN", with.addr));
     assert!(offered(gw.addr).iter().any(|w| w == "DSN"));
+    assert_eq!(with.all_commands().len(), 1, "the probe's connection");
+
+    // A reload that keeps the upstream settings keeps the pool and what
+    // it knows: no new probe.
+    gw.signal("HUP");
+    gw.wait_log("reload: configuration reloaded from");
+    assert!(offered(gw.addr).iter().any(|w| w == "DSN"));
 
     let config = dir.path().join("gateway.yaml");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -160,4 +167,12 @@ fn after_sighup_to_an_upstream_without_dsn_new_clients_are_not_offered_it() {
     gw.wait_log(&format!("upstream {} offers: ", without.addr));
     assert!(!offered(gw.addr).iter().any(|w| w == "DSN"));
     assert!(!mail_seen(&without), "no mail was needed to learn it");
+    assert_eq!(with.all_commands().len(), 1, "probed once, at start");
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches(&format!("upstream {} offers:", with.addr))
+            .count(),
+        1,
+        "{log}"
+    );
 }
