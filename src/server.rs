@@ -9,8 +9,10 @@
 //! On a listener behind a load balancer, each connection's PROXY protocol
 //! header is read first, and the client it names is the session's peer.
 //! Alongside run the metrics and health listener (while the server runs,
-//! so `/healthz` says 503 during the drain) and the idle upstream
-//! connections' upkeep.
+//! so `/healthz` says 503 during the drain), the idle upstream
+//! connections' upkeep, and the probe that learns what the upstream offers
+//! before the first client needs it (at start, and when a reload builds a
+//! new upstream pool).
 
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError, Listener, ListenerPolicy, ValidationError};
@@ -271,10 +273,9 @@ impl Server {
                 let task = task::spawn(accept_loop(listener, configured, live.clone(), stop));
                 state.loops.push(task);
             }
-            if let Some(pool) = first.upstreams_handle() {
-                let (retire, task) = upkeep(pool, signal.clone());
+            if let Some((retire, tasks)) = upkeep(&first) {
                 state.retire_pool = Some(retire);
-                state.upkeeps.push(task);
+                state.upkeeps.extend(tasks);
             }
         }
         drop(first);
@@ -432,10 +433,9 @@ impl Live {
             if let Some(retire) = state.retire_pool.take() {
                 retire.fire();
             }
-            if let Some(pool) = gateway.upstreams_handle() {
-                let (retire, task) = upkeep(pool, gateway.shutdown.clone());
+            if let Some((retire, tasks)) = upkeep(&gateway) {
                 state.retire_pool = Some(retire);
-                state.upkeeps.push(task);
+                state.upkeeps.extend(tasks);
             }
         }
     }
@@ -464,12 +464,17 @@ fn warn_plaintext_auth(config: &Config, l: &Listener) {
     }
 }
 
-/// Starts the upkeep of `pool`'s idle connections: expired ones are closed
-/// until the pool is retired (by the returned trigger, when a reload
-/// replaces the pool) or the gateway shuts down. A retired pool then closes
-/// what sessions still in flight give back to it, until none holds it.
-fn upkeep(pool: Arc<UpstreamPool>, shutdown: ShutdownSignal) -> (ShutdownTrigger, JoinHandle<()>) {
+/// Starts the upkeep of the upstream pool of `gateway`, if it has one:
+/// the probe that learns what the upstream offers, and the closing of
+/// expired idle connections, until the pool is retired (by the returned
+/// trigger, when a reload replaces the pool) or the gateway shuts down. A
+/// retired pool then closes what sessions still in flight give back to
+/// it, until none holds it.
+fn upkeep(gateway: &Gateway) -> Option<(ShutdownTrigger, Vec<JoinHandle<()>>)> {
+    let pool = gateway.upstreams_handle()?;
+    let shutdown = gateway.shutdown.clone();
     let (retire, retired) = shutdown::channel();
+    let probe = probe(gateway, pool.clone(), retired.clone());
     let forward = retire.clone();
     let at_shutdown = shutdown.clone();
     let task = task::spawn(async move {
@@ -496,7 +501,29 @@ fn upkeep(pool: Arc<UpstreamPool>, shutdown: ShutdownSignal) -> (ShutdownTrigger
         }
         pool.close_idle().await;
     });
-    (retire, task)
+    Some((retire, vec![probe, task]))
+}
+
+/// Starts the probe of `pool` (see [`UpstreamPool::probe`]) in the
+/// background, with the EHLO name and timeouts relayed sessions use; it
+/// ends when it succeeds, or when the pool is retired or the gateway shuts
+/// down, whichever comes first.
+fn probe(gateway: &Gateway, pool: Arc<UpstreamPool>, retired: ShutdownSignal) -> JoinHandle<()> {
+    let config = &gateway.config;
+    let helo = config
+        .upstream
+        .as_ref()
+        .and_then(|u| u.helo.clone())
+        .unwrap_or_else(|| config.hostname.clone());
+    let timeouts = config.timeouts.clone();
+    let shutdown = gateway.shutdown.clone();
+    task::spawn(async move {
+        let probe = pool.probe(&helo, &timeouts);
+        let retire = retired.wait();
+        let stop = shutdown.wait();
+        futures::pin_mut!(probe, retire, stop);
+        select(probe, select(retire, stop)).await;
+    })
 }
 
 /// Accepts connections on one listener until shutdown, or until a reload

@@ -11,12 +11,15 @@
 //! STARTTLS when the policy asks — and AUTH at a smarthost. Choosing
 //! which upstream server to open, with failover, is [`pool`]'s job;
 //! telling it who the real client is (XFORWARD, XCLIENT) is [`forward`]'s;
-//! keeping idle connections for later client sessions is [`idle`]'s.
+//! keeping idle connections for later client sessions is [`idle`]'s;
+//! learning what the upstream offers before any client needs it is
+//! [`probe`]'s.
 
 mod chunked;
 pub mod forward;
 pub mod idle;
 pub mod pool;
+mod probe;
 
 pub use pool::UpstreamPool;
 

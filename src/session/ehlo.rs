@@ -34,8 +34,9 @@ impl<S: Stream> Session<S> {
                 "ENHANCEDSTATUSCODES".to_string(),
                 "CHUNKING".to_string(),
             ];
-            // DSN only when the upstream offered it at its last connection:
-            // the parameters are passed through, not acted on here.
+            // DSN only when the upstream offered it at its last connection
+            // (the probe's at start or reload, then each session's): the
+            // parameters are passed through, not acted on here.
             if self.upstream_offers_dsn() {
                 lines.push("DSN".to_string());
             }

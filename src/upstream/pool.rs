@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 use futures::future::{select, Either};
 use log::{debug, info, warn};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -138,6 +139,11 @@ pub struct UpstreamPool {
     /// What the last server connected to offered: EHLO to clients
     /// advertises what depends on it.
     known: Mutex<Option<Extensions>>,
+    /// The last `offers:` line logged, so a change is logged once.
+    pub(super) offers_logged: Mutex<String>,
+    /// Set once the background probe (see [`probe`](super::probe)) has
+    /// made its first attempt, or a session connected before it.
+    pub(super) probed: AtomicBool,
 }
 
 impl UpstreamPool {
@@ -185,6 +191,8 @@ impl UpstreamPool {
             metrics,
             connector: OnceLock::new(),
             known: Mutex::new(None),
+            offers_logged: Mutex::new(String::new()),
+            probed: AtomicBool::new(false),
         })
     }
 
@@ -347,7 +355,7 @@ impl UpstreamPool {
             match Box::pin(Upstream::open_with(connector, &target.addr, opening)).await {
                 Ok(session) => {
                     self.metrics.upstream_latency("connect", started.elapsed());
-                    self.learn(&session.extensions);
+                    self.learn(&target.addr, &session.extensions);
                     if let Some((lasted, failed)) = target.worked(Instant::now()) {
                         info!(
                             "upstream {} is back after {:.0}s down; {failed} connection(s) \
@@ -405,17 +413,17 @@ impl UpstreamPool {
         self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Notes what a new connection's server offers; a change is logged,
-    /// since clients greeted from now on are told something else.
-    fn learn(&self, ext: &Extensions) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        if known.as_ref().is_some_and(|k| k.dsn != ext.dsn) {
-            info!(
-                "upstream now {} DSN",
-                if ext.dsn { "offers" } else { "does not offer" }
-            );
+    /// Notes what a new connection's server offers; a change (and the
+    /// first) is logged, since clients greeted from now on are told
+    /// something else.
+    fn learn(&self, addr: &str, ext: &Extensions) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(ext.clone());
+        let line = format!("upstream {addr} offers: {}", ext.keywords().join(" "));
+        let mut logged = self.offers_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if *logged != line {
+            info!("{line}");
+            *logged = line;
         }
-        *known = Some(ext.clone());
     }
 
     /// The servers, in order, each with whether it is currently skipped.

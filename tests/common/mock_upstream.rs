@@ -155,13 +155,32 @@ impl MockUpstream {
         MockUpstream { addr, recorded }
     }
 
-    /// Messages delivered so far.
+    /// Messages delivered so far, numbered by connection as
+    /// [`commands`](Self::commands) numbers them.
     pub fn delivered(&self) -> Vec<Delivered> {
-        self.recorded.lock().unwrap().delivered.clone()
+        let r = self.recorded.lock().unwrap();
+        let probes: Vec<usize> = (0..r.commands.len())
+            .filter(|&i| probe_only(r.commands[i].iter().map(String::as_str)))
+            .collect();
+        let mut delivered = r.delivered.clone();
+        for d in &mut delivered {
+            d.connection -= probes.iter().filter(|&&p| p < d.connection).count();
+        }
+        delivered
     }
 
-    /// Command lines seen, per connection.
+    /// Command lines seen, per connection; the connections the gateway
+    /// opened only to learn what the upstream offers (its probe at start
+    /// and on reload) are left out, so the first client's is the first.
     pub fn commands(&self) -> Vec<Vec<String>> {
+        self.all_commands()
+            .into_iter()
+            .filter(|c| !probe_only(c.iter().map(String::as_str)))
+            .collect()
+    }
+
+    /// Command lines seen, per connection, probes included.
+    pub fn all_commands(&self) -> Vec<Vec<String>> {
         self.recorded.lock().unwrap().commands.clone()
     }
 
@@ -176,6 +195,20 @@ impl MockUpstream {
         }
         self.delivered()
     }
+}
+
+/// True for a connection that only greeted (and maybe secured the
+/// connection) and left: what the gateway's probe of the upstream's
+/// extensions does, and a relayed session never does (it opens its
+/// connection for a MAIL).
+pub fn probe_only<'a>(mut commands: impl Iterator<Item = &'a str>) -> bool {
+    let mut any = false;
+    let greeting = commands.all(|c| {
+        any = true;
+        let verb = c.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        matches!(verb.as_str(), "EHLO" | "HELO" | "STARTTLS" | "QUIT")
+    });
+    any && greeting
 }
 
 /// An address nothing listens on (bound, then closed).

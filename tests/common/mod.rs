@@ -84,6 +84,7 @@ impl Gateway {
             async_std::task::block_on(server.run());
             let _ = tx.send(());
         });
+        wait_for_probe(&shared);
         Gateway {
             addr,
             addrs,
@@ -117,6 +118,19 @@ impl Gateway {
         let mut c = Client::connect(self.addr);
         c.expect(220);
         c
+    }
+}
+
+/// Waits (up to 10 s) until the gateway's first probe of the upstream's
+/// extensions is over, so tests start from a settled upstream pool: which
+/// servers are marked down, and which connection is the first client's.
+fn wait_for_probe(shared: &Built) {
+    let Some(pool) = shared.upstreams() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pool.probed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

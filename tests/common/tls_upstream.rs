@@ -82,11 +82,17 @@ impl TlsMock {
         self.recorded.lock().unwrap().delivered.clone()
     }
 
+    /// Command lines seen (and whether under TLS), per connection; those
+    /// of the gateway's probe of the upstream's extensions are left out,
+    /// as [`MockUpstream::commands`](super::MockUpstream::commands) does.
     pub fn commands(&self) -> Vec<Vec<(String, bool)>> {
-        self.recorded.lock().unwrap().commands.clone()
+        let all = self.recorded.lock().unwrap().commands.clone();
+        all.into_iter()
+            .filter(|c| !super::mock_upstream::probe_only(c.iter().map(|(l, _)| l.as_str())))
+            .collect()
     }
 
-    /// Number of connections accepted so far.
+    /// Number of connections accepted so far, probes included.
     pub fn connections(&self) -> usize {
         self.recorded.lock().unwrap().commands.len()
     }
