@@ -379,7 +379,7 @@ fn scan_body(env: &mut Env<'_, '_>) -> Result<(), String> {
             return Ok(());
         }
     };
-    let mut scan = Scan::new(set);
+    let mut scan = set.scan();
     message
         .for_each_body_block(|block| scan.block(block))
         .map_err(|e| format!("cannot read the message body: {e}"))?;
@@ -408,7 +408,7 @@ fn decoded_hits<'c>(env: &'c mut Env<'_, '_>) -> Result<&'c [bool], String> {
             scan_body(env)?;
         } else if plain {
             // No MIME parsing: the decoded text is the raw body.
-            let mut scan = Scan::new(set);
+            let mut scan = set.scan();
             if let Some(message) = env.message.as_deref_mut() {
                 message
                     .for_each_body_block(|block| scan.block(block))
@@ -416,7 +416,7 @@ fn decoded_hits<'c>(env: &'c mut Env<'_, '_>) -> Result<&'c [bool], String> {
             }
             env.cache.decoded = Some(scan.hits);
         } else {
-            let mut scan = Scan::new(set);
+            let mut scan = set.scan();
             if let Some(facts) = mime(env)? {
                 for text in &facts.texts {
                     if !scan.block(text.as_bytes()) {
@@ -428,52 +428,6 @@ fn decoded_hits<'c>(env: &'c mut Env<'_, '_>) -> Result<&'c [bool], String> {
         }
     }
     Ok(env.cache.decoded.as_deref().unwrap_or(&[]))
-}
-
-/// Matching a body set over blocks of lines.
-struct Scan<'s> {
-    /// The set.
-    set: &'s super::BodySet,
-    /// Which patterns matched some line.
-    hits: Vec<bool>,
-    /// Patterns not matched yet.
-    left: usize,
-}
-
-impl<'s> Scan<'s> {
-    /// Nothing matched yet.
-    fn new(set: &'s super::BodySet) -> Self {
-        Scan {
-            set,
-            hits: vec![false; set.len()],
-            left: set.len(),
-        }
-    }
-
-    /// Looks at one block of whole lines; false once every pattern
-    /// matched (nothing more to learn).
-    fn block(&mut self, block: &[u8]) -> bool {
-        // Most blocks of most messages match nothing: one search says so.
-        if let Some(blocks) = &self.set.blocks {
-            if !blocks.is_match(block) {
-                return true;
-            }
-        }
-        for line in crate::message::lines(block) {
-            if self.set.lines.is_match(line) {
-                for i in self.set.lines.matches(line).iter() {
-                    if !self.hits[i] {
-                        self.hits[i] = true;
-                        self.left -= 1;
-                    }
-                }
-                if self.left == 0 {
-                    return false;
-                }
-            }
-        }
-        true
-    }
 }
 
 /// The MIME facts of the message, parsed on first need; `None` when it is

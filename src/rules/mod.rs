@@ -12,17 +12,20 @@
 //! one for decoded text), and the body is read once, on the first rule that
 //! needs it; header fields are parsed once per message.
 
+mod bodyset;
 mod cases;
 mod compile;
 mod eval;
 mod lists;
 mod model;
+mod prefilter;
 pub mod selfcheck;
 
 use crate::config::{Config, ConfigError};
 use crate::filter::{Context, FactUse, Filter, FilterChain, Hit, Message, Stage, Verdict};
 use crate::metrics::{RuleMetrics, RuleSeries};
 use crate::proto::{EnhancedCode, Recipient, Reply};
+use bodyset::BodySet;
 pub use cases::{Actual, Expect, ExpectedVerdict, RuleTest, DEFAULT_MESSAGE};
 use compile::FileCompiler;
 use lists::{CidrTable, DomainSet, ListFiles};
@@ -87,28 +90,6 @@ pub(crate) struct StageRules {
     pub combined_body: Option<BodySet>,
 }
 
-/// The body regexes of a stage, compiled twice: for lines, and for whole
-/// blocks of lines. Matching a block at once is much cheaper than matching
-/// each line (one search instead of one per line), and a pattern that
-/// matches a line also matches the block that holds it (`^`, `$` match at
-/// line ends there), so a block where the block set finds nothing needs no
-/// line-by-line look at all.
-pub(crate) struct BodySet {
-    /// Matched against each line (without its line ending).
-    pub lines: regex::bytes::RegexSet,
-    /// Matched against blocks of whole lines, multi-line and CRLF-aware;
-    /// `None` when some pattern anchors to the start or end of the text
-    /// (`\A`, `\z`, `(?-m)^`), which would make it miss.
-    pub blocks: Option<regex::bytes::RegexSet>,
-}
-
-impl BodySet {
-    /// Number of patterns.
-    pub(crate) fn len(&self) -> usize {
-        self.lines.len()
-    }
-}
-
 /// Body regex patterns of a stage while compiling; each distinct pattern
 /// gets one index in the stage's set.
 #[derive(Default)]
@@ -141,26 +122,7 @@ impl Patterns {
 
     /// The sets of all the patterns; `None` when there are none.
     fn build(&self) -> Result<Option<BodySet>, regex::Error> {
-        if self.list.is_empty() {
-            return Ok(None);
-        }
-        let lines = regex::bytes::RegexSetBuilder::new(&self.list)
-            .size_limit(compile::REGEX_SIZE_LIMIT)
-            .dfa_size_limit(64 << 20)
-            .build()?;
-        let blocks = if self.list.iter().all(|p| block_safe(p)) {
-            Some(
-                regex::bytes::RegexSetBuilder::new(&self.list)
-                    .multi_line(true)
-                    .crlf(true)
-                    .size_limit(compile::REGEX_SIZE_LIMIT)
-                    .dfa_size_limit(64 << 20)
-                    .build()?,
-            )
-        } else {
-            None
-        };
-        Ok(Some(BodySet { lines, blocks }))
+        BodySet::build(&self.list)
     }
 }
 
@@ -172,30 +134,6 @@ pub(crate) struct Source {
     pub path: PathBuf,
     /// Its text.
     pub text: String,
-}
-
-/// Whether a pattern that matches a line surely matches a block of lines
-/// holding it: true unless it anchors to the very start or end of the text
-/// (which, in a block, is not the start or end of each line).
-fn block_safe(pattern: &str) -> bool {
-    use regex_syntax::hir::{Hir, HirKind, Look};
-    fn walk(h: &Hir) -> bool {
-        match h.kind() {
-            HirKind::Look(Look::Start | Look::End) => false,
-            HirKind::Repetition(r) => walk(&r.sub),
-            HirKind::Capture(c) => walk(&c.sub),
-            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().all(walk),
-            _ => true,
-        }
-    }
-    regex_syntax::ParserBuilder::new()
-        .multi_line(true)
-        .crlf(true)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .map(|h| walk(&h))
-        .unwrap_or(false)
 }
 
 /// One compiled rule.

@@ -323,8 +323,8 @@ fn plain_text_shares_one_pass_for_raw_and_decoded_and_anchors_still_work() {
     let st = rs.stage(Stage::Data);
     assert!(st.combined_body.is_some());
     assert!(
-        st.raw_body.as_ref().unwrap().blocks.is_none(),
-        "\\A disables the block prefilter"
+        !st.raw_body.as_ref().unwrap().blocks_prechecked(),
+        "\\A disables the block pre-check"
     );
     let c = chain(rs);
     let mut x = mail_ctx("a@b.c");
