@@ -17,6 +17,11 @@ pub struct Body {
     len: u64,
     /// Size past which the body moves to a temporary file.
     threshold: usize,
+    /// Every byte came from a receiver and is canonical CRLF (see
+    /// [`Body::received`]).
+    canonical: bool,
+    /// Reused for bytes on their way to the file once spilled.
+    scratch: Vec<u8>,
 }
 
 impl Body {
@@ -27,7 +32,54 @@ impl Body {
             file: None,
             len: 0,
             threshold,
+            canonical: false,
+            scratch: Vec::new(),
         }
+    }
+
+    /// An empty body for what the DATA or BDAT receiver produces, which is
+    /// canonical CRLF whatever the client sent (every CR is followed by LF,
+    /// every LF follows a CR). Knowing it lets the relay skip looking for
+    /// line ends again (see [`Body::is_canonical`]). Only receivers' output
+    /// may go into such a body; anything else belongs in [`Body::new`].
+    pub fn received(threshold: usize) -> Self {
+        Body {
+            canonical: true,
+            ..Body::new(threshold)
+        }
+    }
+
+    /// True for a body made by [`Body::received`].
+    pub fn is_canonical(&self) -> bool {
+        self.canonical
+    }
+
+    /// Appends what `fill` writes into the buffer it is given, like
+    /// [`Body::append`], but without copying it once more: while the body
+    /// is in memory, `fill` writes straight into it. Returns what `fill`
+    /// returned, and the result of storing the bytes.
+    pub fn append_with<R>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> R) -> (R, io::Result<()>) {
+        if self.file.is_some() {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            let result = fill(&mut scratch);
+            let stored = self.append(&scratch);
+            self.scratch = scratch;
+            return (result, stored);
+        }
+        let before = self.head.len();
+        let result = fill(&mut self.head);
+        self.len += (self.head.len() - before) as u64;
+        if self.head.len() <= self.threshold {
+            return (result, Ok(()));
+        }
+        let stored = tempfile::tempfile().and_then(|mut file| {
+            file.write_all(&self.head)?;
+            self.file = Some(file);
+            Ok(())
+        });
+        self.head.truncate(self.threshold);
+        (result, stored)
     }
 
     /// Appends bytes, spilling to a temporary file when the threshold is passed.
@@ -108,6 +160,25 @@ pub struct Chunks<'a> {
 }
 
 impl Chunks<'_> {
+    /// The next chunk: borrowed from the body while it is in memory, read
+    /// into `buf` once it is spilled; `None` at the end.
+    pub fn next_slice<'s>(&'s mut self, buf: &'s mut Vec<u8>) -> io::Result<Option<&'s [u8]>> {
+        if self.body.file.is_some() {
+            return Ok(if self.next_into(buf)? {
+                Some(buf.as_slice())
+            } else {
+                None
+            });
+        }
+        let start = self.offset as usize;
+        let n = (self.body.head.len() - start).min(self.chunk);
+        if n == 0 {
+            return Ok(None);
+        }
+        self.offset += n as u64;
+        Ok(Some(&self.body.head[start..start + n]))
+    }
+
     /// Fills `buf` (cleared first) with the next chunk; false at the end.
     pub fn next_into(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
         buf.clear();
@@ -171,5 +242,42 @@ mod tests {
         assert_eq!(read_all(&mut body, 3), expected);
         // A second pass reads the same bytes again.
         assert_eq!(read_all(&mut body, 64), expected);
+    }
+
+    fn read_slices(body: &mut Body, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let mut chunks = body.chunks(chunk).unwrap();
+        while let Some(piece) = chunks.next_slice(&mut buf).unwrap() {
+            assert!(!piece.is_empty() && piece.len() <= chunk);
+            out.extend_from_slice(piece);
+        }
+        out
+    }
+
+    #[test]
+    fn filled_in_place_like_appended_in_memory_and_spilled() {
+        for threshold in [1000, 10] {
+            let (mut filled, mut appended) = (Body::received(threshold), Body::new(threshold));
+            let mut expected = Vec::new();
+            for i in 0..40u8 {
+                let piece = vec![b'a' + (i % 26); (i as usize % 5) + 1];
+                let (n, stored) = filled.append_with(|buf| {
+                    buf.extend_from_slice(&piece);
+                    piece.len()
+                });
+                stored.unwrap();
+                assert_eq!(n, piece.len());
+                appended.append(&piece).unwrap();
+                expected.extend_from_slice(&piece);
+            }
+            assert_eq!(filled.is_spilled(), threshold == 10);
+            assert_eq!(filled.head(), appended.head());
+            assert_eq!(filled.len(), expected.len() as u64);
+            assert!(filled.is_canonical() && !appended.is_canonical());
+            assert_eq!(read_all(&mut filled, 7), expected);
+            assert_eq!(read_slices(&mut filled, 7), expected);
+            assert_eq!(read_slices(&mut appended, 64), expected);
+        }
     }
 }

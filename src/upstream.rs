@@ -200,6 +200,9 @@ pub fn reused_connection_died(result: &Result<Reply, UpstreamError>) -> bool {
 /// Chunk size for streaming a body: large enough for few syscalls, small
 /// enough to keep memory per session low.
 const BODY_CHUNK: usize = 64 * 1024;
+/// Body pieces at least this long are written from the body itself, not
+/// copied into the write buffer first.
+const DIRECT_WRITE: usize = 16 * 1024;
 
 /// How much is read at a time while waiting for a reply.
 const READ_CHUNK: usize = 4096;
@@ -609,10 +612,29 @@ impl Upstream {
         let mut stuffer = DotStuffer::new();
         let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 8);
         stuffer.encode(prepend, &mut out);
-        let mut chunk = Vec::with_capacity(BODY_CHUNK);
+        let canonical = body.is_canonical();
+        let mut chunk = Vec::new();
         let mut chunks = body.chunks(BODY_CHUNK).map_err(UpstreamError::Io)?;
-        while chunks.next_into(&mut chunk).map_err(UpstreamError::Io)? {
-            stuffer.encode(&chunk, &mut out);
+        while let Some(piece) = chunks.next_slice(&mut chunk).map_err(UpstreamError::Io)? {
+            if !canonical {
+                stuffer.encode(piece, &mut out);
+            }
+            for part in canonical
+                .then(|| stuffer.stuff_canonical(piece))
+                .into_iter()
+                .flatten()
+            {
+                if part.len() < DIRECT_WRITE {
+                    out.extend_from_slice(part);
+                    continue;
+                }
+                // Straight from the body to the socket: no copy on the way.
+                if !out.is_empty() {
+                    self.write_all(&out, block, "message write").await?;
+                    out.clear();
+                }
+                self.write_all(part, block, "message write").await?;
+            }
             if out.len() >= BODY_CHUNK {
                 self.write_all(&out, block, "message write").await?;
                 out.clear();

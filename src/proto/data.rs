@@ -150,13 +150,27 @@ impl DataReceiver {
                     }
                 }
                 State::Mid => {
-                    // Bulk copy up to the next CR or LF (memchr: SIMD, the
-                    // body of a large message is mostly this search).
-                    let rest = &input[pos..];
-                    let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-                    out.extend_from_slice(&rest[..n]);
-                    self.add_content(n);
-                    pos += n;
+                    // A run of ordinary lines (each ended by CRLF, the next
+                    // not starting with a dot) is copied as one block: the
+                    // body of a large message is mostly such runs, and a
+                    // copy and state change per line cost more than the
+                    // SIMD search for the line end.
+                    let run = pos;
+                    loop {
+                        let rest = &input[pos..];
+                        let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                        self.add_content(n);
+                        pos += n;
+                        let ordinary_next = input.get(pos) == Some(&b'\r')
+                            && input.get(pos + 1) == Some(&b'\n')
+                            && input.get(pos + 2).is_some_and(|&b| b != b'.');
+                        if !ordinary_next {
+                            break;
+                        }
+                        pos += 2;
+                        self.line_len = 0;
+                    }
+                    out.extend_from_slice(&input[run..pos]);
                     match input.get(pos) {
                         Some(b'\r') => {
                             self.state = State::Cr;
@@ -272,6 +286,46 @@ impl DotStuffer {
         }
     }
 
+    /// Appends `input` to `out` like [`encode`](Self::encode), for input
+    /// already in canonical CRLF (see [`DotStuffer::stuff_canonical`]).
+    pub fn encode_canonical(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for piece in self.stuff_canonical(input) {
+            out.extend_from_slice(piece);
+        }
+    }
+
+    /// Encodes `input` like [`encode`](Self::encode) without copying it:
+    /// the pieces are slices of `input` and, between them, the "." that
+    /// doubles a line's leading dot; in order they are the encoded bytes.
+    ///
+    /// Only for input already in canonical CRLF (every CR followed by LF,
+    /// every LF after a CR), as [`DataReceiver`] and the BDAT receiver
+    /// produce it: then only the dots that begin lines need work, and a
+    /// search for dots alone finds them (a large body is mostly base64,
+    /// which has none). Other input would come out as it went in, bare CR
+    /// or LF included: use [`encode`](Self::encode) for bytes of unknown
+    /// shape.
+    pub fn stuff_canonical<'a>(&mut self, input: &'a [u8]) -> StuffedPieces<'a> {
+        let mut input = input;
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = input.strip_prefix(b"\n") {
+                input = rest;
+            }
+        }
+        let at_line_start = self.line_start;
+        if let Some(&last) = input.last() {
+            self.line_start = last == b'\n';
+        }
+        StuffedPieces {
+            input,
+            start: 0,
+            dots: memchr::memchr_iter(b'.', input),
+            at_line_start,
+            dot_next: false,
+        }
+    }
+
     /// Ends the DATA: a CRLF if the content did not end with one, then ".\r\n".
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.line_start {
@@ -280,6 +334,54 @@ impl DotStuffer {
         out.extend_from_slice(b".\r\n");
         // Ready for the next message on the same connection.
         *self = Self::new();
+    }
+}
+
+/// The pieces of a canonical input as DATA carries it (see
+/// [`DotStuffer::stuff_canonical`]).
+pub struct StuffedPieces<'a> {
+    /// The content being encoded.
+    input: &'a [u8],
+    /// Where the next piece of `input` starts.
+    start: usize,
+    /// The dots of `input`, in order.
+    dots: memchr::Memchr<'a>,
+    /// `input` begins a line (the previous content ended with CRLF).
+    at_line_start: bool,
+    /// The doubling "." comes next, before the piece from `start`.
+    dot_next: bool,
+}
+
+impl<'a> Iterator for StuffedPieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.dot_next {
+            self.dot_next = false;
+            return Some(b".");
+        }
+        for dot in self.dots.by_ref() {
+            let begins_line = match dot {
+                0 => self.at_line_start,
+                _ => self.input[dot - 1] == b'\n',
+            };
+            if !begins_line {
+                continue;
+            }
+            let piece = &self.input[self.start..dot];
+            self.start = dot;
+            if piece.is_empty() {
+                return Some(b".");
+            }
+            self.dot_next = true;
+            return Some(piece);
+        }
+        if self.start < self.input.len() {
+            let piece = &self.input[self.start..];
+            self.start = self.input.len();
+            return Some(piece);
+        }
+        None
     }
 }
 
@@ -631,6 +733,88 @@ mod tests {
         })
     }
 
+    /// The receiver's state machine taken one byte at a time, with none of
+    /// `feed`'s block copies: what `feed` must produce, whatever the input.
+    fn feed_bytewise(r: &mut DataReceiver, input: &[u8], out: &mut Vec<u8>) -> Fed {
+        let start_len = out.len();
+        let mut pos = 0;
+        while pos < input.len() && r.state != State::Done {
+            let b = input[pos];
+            match r.state {
+                State::LineStart if b == b'.' => {
+                    r.add_content(1);
+                    r.state = State::Dot;
+                    pos += 1;
+                }
+                State::Dot if b == b'\r' => {
+                    r.state = State::DotCr;
+                    pos += 1;
+                }
+                State::LineStart | State::Dot => r.state = State::Mid,
+                State::DotCr if b == b'\n' => {
+                    r.state = State::Done;
+                    pos += 1;
+                }
+                State::Cr if b == b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    r.line_len = 0;
+                    r.state = State::LineStart;
+                    pos += 1;
+                }
+                State::DotCr | State::Cr => r.bare(DataError::BareCr, out),
+                State::Mid if b == b'\r' => {
+                    // `feed` checks the line length on every line end,
+                    // empty lines too (they matter for max_line < 2).
+                    r.add_content(0);
+                    r.state = State::Cr;
+                    pos += 1;
+                }
+                State::Mid if b == b'\n' => {
+                    r.add_content(0);
+                    r.bare(DataError::BareLf, out);
+                    pos += 1;
+                }
+                State::Mid => {
+                    out.push(b);
+                    r.add_content(1);
+                    pos += 1;
+                }
+                State::Done => unreachable!("loop condition excludes Done"),
+            }
+        }
+        r.produced += (out.len() - start_len) as u64;
+        Fed {
+            consumed: pos,
+            done: r.state == State::Done,
+        }
+    }
+
+    /// What a receiver made of a series of chunks: output, each feed's
+    /// result, the problem found.
+    type Run = (Vec<u8>, Vec<Fed>, Option<DataError>);
+
+    /// Feeds `chunks` to two receivers, `feed` and [`feed_bytewise`], and
+    /// returns what each produced.
+    fn both_receivers(policy: BareLineEndings, max_line: usize, chunks: &[&[u8]]) -> (Run, Run) {
+        let mut fast = DataReceiver::new(policy, max_line);
+        let mut slow = fast.clone();
+        let (mut fast_run, mut slow_run): (Run, Run) = Default::default();
+        for c in chunks {
+            fast_run.1.push(fast.feed(c, &mut fast_run.0));
+            slow_run
+                .1
+                .push(feed_bytewise(&mut slow, c, &mut slow_run.0));
+        }
+        fast_run.2 = fast.error();
+        slow_run.2 = slow.error();
+        (fast_run, slow_run)
+    }
+
+    /// Content as the receivers make it: canonical CRLF, dot-unstuffed.
+    fn canonical_content() -> impl Strategy<Value = Vec<u8>> {
+        soup().prop_map(|input| receive_chunks(BareLineEndings::Normalize, 0, &[&input]).out)
+    }
+
     proptest! {
         #[test]
         fn receiver_split_anywhere_same_result(
@@ -641,6 +825,38 @@ mod tests {
         ) {
             let whole = receive_chunks(policy, max_line, &[&input]);
             prop_assert_eq!(receive_chunks(policy, max_line, &split(&input, &cuts)), whole);
+        }
+
+        #[test]
+        fn receiver_matches_the_bytewise_state_machine(
+            input in soup(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+            policy in policy(),
+            max_line in 0usize..12,
+        ) {
+            let (fast, slow) = both_receivers(policy, max_line, &split(&input, &cuts));
+            prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn canonical_encoder_matches_the_general_one(
+            prepend in soup(),
+            content in canonical_content(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let mut general = DotStuffer::new();
+            let mut want = Vec::new();
+            general.encode(&prepend, &mut want);
+            general.encode(&content, &mut want);
+            general.finish(&mut want);
+            let mut canonical = DotStuffer::new();
+            let mut got = Vec::new();
+            canonical.encode(&prepend, &mut got);
+            for piece in split(&content, &cuts) {
+                canonical.encode_canonical(piece, &mut got);
+            }
+            canonical.finish(&mut got);
+            prop_assert_eq!(got, want);
         }
 
         #[test]

@@ -56,10 +56,7 @@ pub fn check_data(data: &[u8]) {
             assert_eq!(consumed, data.len());
             continue;
         }
-        let mut wire = Vec::new();
-        let mut stuffer = DotStuffer::new();
-        stuffer.encode(&message, &mut wire);
-        stuffer.finish(&mut wire);
+        let wire = stuff_both_ways(&message, 3);
         let mut again = DataReceiver::new(BareLineEndings::Reject, 0);
         let mut out = Vec::new();
         let fed = again.feed(&wire, &mut out);
@@ -68,6 +65,24 @@ pub fn check_data(data: &[u8]) {
         assert_eq!(again.error(), None, "re-encoded message is not canonical");
         assert_eq!(out, message, "re-encoded message changed");
     }
+}
+
+/// A receiver's `message` encoded for DATA by the general encoder, after
+/// checking that the canonical one, fed `chunk`-sized pieces, writes the
+/// same bytes.
+fn stuff_both_ways(message: &[u8], chunk: usize) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let mut stuffer = DotStuffer::new();
+    stuffer.encode(message, &mut wire);
+    stuffer.finish(&mut wire);
+    let mut canonical = Vec::new();
+    let mut stuffer = DotStuffer::new();
+    for piece in message.chunks(chunk) {
+        stuffer.encode_canonical(piece, &mut canonical);
+    }
+    stuffer.finish(&mut canonical);
+    assert_eq!(canonical, wire, "the canonical encoder differs");
+    wire
 }
 
 /// Feeds `data` in `chunk`-sized pieces; returns (message, consumed, done).
@@ -171,10 +186,7 @@ pub fn check_bdat(data: &[u8]) {
         let split = receive_bdat(policy, message, chunk);
         assert_eq!(whole, split, "BDAT decoding depends on chunking");
         let (message, _) = whole;
-        let mut wire = Vec::new();
-        let mut stuffer = DotStuffer::new();
-        stuffer.encode(&message, &mut wire);
-        stuffer.finish(&mut wire);
+        let wire = stuff_both_ways(&message, chunk);
         let mut again = DataReceiver::new(BareLineEndings::Reject, 0);
         let mut out = Vec::new();
         let fed = again.feed(&wire, &mut out);

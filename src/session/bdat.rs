@@ -72,7 +72,7 @@ impl<S: Stream> Session<S> {
                     self.shared.config.message.bare_line_endings.into(),
                     limits.max_text_line,
                 ),
-                body: Body::new(limits.spill_threshold_bytes),
+                body: Body::received(limits.spill_threshold_bytes),
                 problem: None,
             })
         });

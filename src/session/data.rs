@@ -269,23 +269,29 @@ impl<S: Stream> Session<S> {
             self.shared.config.message.bare_line_endings.into(),
             limits.max_text_line,
         );
-        let mut body = Body::new(limits.spill_threshold_bytes);
-        let mut out = Vec::new();
+        let mut body = Body::received(limits.spill_threshold_bytes);
+        // Where the rest goes once the message cannot be kept.
+        let mut discard = Vec::new();
         let mut problem = None;
         let block = self.shared.config.timeouts.data_block();
         let per_line = self.shared.config.protection.per_line_deadline;
         let mut deadline = DataDeadline::new(block, per_line);
         loop {
-            let fed = receiver.feed(self.conn.input(), &mut out);
-            self.conn.consume(fed.consumed);
-            if problem.is_none() {
-                if body.len() + out.len() as u64 > max {
-                    problem = Some(Problem::TooBig);
-                } else if let Err(e) = body.append(&out) {
+            let input = self.conn.input();
+            let fed = if problem.is_none() {
+                // Decoded straight into the body: one copy fewer per byte.
+                let (fed, stored) = body.append_with(|out| receiver.feed(input, out));
+                if let Err(e) = stored {
                     problem = Some(Problem::Local(e));
+                } else if body.len() > max {
+                    problem = Some(Problem::TooBig);
                 }
-            }
-            out.clear();
+                fed
+            } else {
+                discard.clear();
+                receiver.feed(input, &mut discard)
+            };
+            self.conn.consume(fed.consumed);
             if fed.done {
                 break;
             }

@@ -22,12 +22,13 @@ impl Upstream {
         self.flush().await?;
         let block = self.timeouts.upstream_data_block();
         let mut content = prepend.to_vec();
-        let mut piece = Vec::with_capacity(BODY_CHUNK);
+        let mut read = Vec::new();
         let mut pieces = body.chunks(BODY_CHUNK).map_err(UpstreamError::Io)?;
         let mut wire = Vec::with_capacity(BODY_CHUNK + 32);
         loop {
-            let more = pieces.next_into(&mut piece).map_err(UpstreamError::Io)?;
-            content.extend_from_slice(&piece);
+            let piece = pieces.next_slice(&mut read).map_err(UpstreamError::Io)?;
+            let more = piece.is_some();
+            content.extend_from_slice(piece.unwrap_or_default());
             if more && content.len() < BODY_CHUNK {
                 continue;
             }
