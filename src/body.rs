@@ -44,8 +44,12 @@ impl Body {
     /// may go into such a body; anything else belongs in [`Body::new`].
     pub fn received(threshold: usize) -> Self {
         Body {
+            head: pool::take(),
+            file: None,
+            len: 0,
+            threshold,
             canonical: true,
-            ..Body::new(threshold)
+            scratch: Vec::new(),
         }
     }
 
@@ -146,6 +150,102 @@ impl Body {
             offset: 0,
             chunk: chunk.max(1),
         })
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.head));
+    }
+}
+
+/// Buffers of finished bodies, kept for the next received ones. A large
+/// message in a fresh buffer costs a page fault and a zeroed page per 4 KiB
+/// and copies as the buffer grows; a buffer that held a message before has
+/// its pages already. Bounded in number and size, so what stays is at most
+/// a few megabytes.
+mod pool {
+    use std::sync::Mutex;
+
+    /// Buffers kept at most.
+    const KEPT: usize = 8;
+    /// Smaller buffers are cheap to make again; larger ones are not kept.
+    const MIN_CAPACITY: usize = 64 * 1024;
+    const MAX_CAPACITY: usize = 4 * 1024 * 1024;
+
+    /// The buffers every body shares.
+    static FREE: Pool = Pool::new();
+
+    /// Free buffers (a type of its own so tests can have their own).
+    pub(super) struct Pool(Mutex<Vec<Vec<u8>>>);
+
+    impl Pool {
+        pub(super) const fn new() -> Self {
+            Pool(Mutex::new(Vec::new()))
+        }
+
+        /// An empty buffer, with room from an earlier message when one is kept.
+        pub(super) fn take(&self) -> Vec<u8> {
+            self.0
+                .lock()
+                .ok()
+                .and_then(|mut free| free.pop())
+                .unwrap_or_default()
+        }
+
+        /// Keeps `buf` for a later body if it is worth it and there is room.
+        pub(super) fn give(&self, mut buf: Vec<u8>) {
+            if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&buf.capacity()) {
+                return;
+            }
+            buf.clear();
+            if let Ok(mut free) = self.0.lock() {
+                if free.len() < KEPT {
+                    free.push(buf);
+                }
+            }
+        }
+    }
+
+    /// A buffer from the shared pool.
+    pub(super) fn take() -> Vec<u8> {
+        FREE.take()
+    }
+
+    /// Gives a buffer back to the shared pool.
+    pub(super) fn give(buf: Vec<u8>) {
+        FREE.give(buf)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn keeps_a_bounded_number_of_useful_buffers_empty() {
+            let pool = Pool::new();
+            pool.give(Vec::with_capacity(1024));
+            pool.give(Vec::with_capacity(MAX_CAPACITY + 1));
+            assert_eq!(
+                pool.take().capacity(),
+                0,
+                "too small or too large: not kept"
+            );
+            let mut used = Vec::with_capacity(MIN_CAPACITY);
+            used.extend_from_slice(b"an old message");
+            let addr = used.as_ptr();
+            pool.give(used);
+            let again = pool.take();
+            assert!(again.is_empty() && again.capacity() >= MIN_CAPACITY);
+            assert_eq!(again.as_ptr(), addr, "the same buffer comes back");
+            for _ in 0..KEPT + 3 {
+                pool.give(Vec::with_capacity(MIN_CAPACITY));
+            }
+            let kept = std::iter::from_fn(|| Some(pool.take()))
+                .take_while(|b| b.capacity() > 0)
+                .count();
+            assert_eq!(kept, KEPT);
+        }
     }
 }
 
