@@ -140,6 +140,11 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, FileError> {
             setting: "tls.key",
         })?;
     config.ignore_client_order = true;
+    // One TLS 1.3 ticket per handshake, not rustls' two: a client resumes
+    // with one and gets a fresh one each time (Postfix keeps one session
+    // per destination), and each ticket costs a key derivation and, without
+    // shared tickets, a slot of the session cache.
+    config.send_tls13_tickets = 1;
     if let Some(t) = &files.session_tickets {
         let ticketer =
             tickets::SharedTickets::load(&t.key_file, t.lifetime_s).map_err(|e| FileError {
