@@ -296,6 +296,45 @@ fn tls_1_2_clients_are_served() {
     c.cmd("QUIT", 221);
 }
 
+/// A client whose suites are ring's defaults, AES-256-GCM-SHA384 first, as
+/// OpenSSL's are; over TLS 1.3 or 1.2.
+fn client_preferring_aes256(pki: &Pki, tls12: bool) -> Arc<ClientConfig> {
+    let provider = Arc::new(ring::default_provider());
+    let first = format!("{:?}", provider.cipher_suites[0].suite());
+    assert_eq!(first, "TLS13_AES_256_GCM_SHA384");
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = ClientConfig::builder_with_provider(provider);
+    let builder = if tls12 {
+        builder.with_protocol_versions(&[&TLS12]).unwrap()
+    } else {
+        builder.with_safe_default_protocol_versions().unwrap()
+    };
+    Arc::new(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+#[test]
+fn the_server_chooses_aes_128_gcm_over_the_clients_first_choice() {
+    let pki = Pki::new("gate");
+    let up = MockUpstream::start(MockOptions::default());
+    let gw = gateway(&pki, &up, "  - { addr: \"127.0.0.1:0\", tls: implicit }\n");
+    let mut c = TlsClient::implicit(gw.addr, client_preferring_aes256(&pki, false));
+    assert_eq!(c.version(), "TLSv1_3");
+    assert_eq!(c.suite(), "TLS13_AES_128_GCM_SHA256");
+    c.cmd("EHLO client.test", 250);
+
+    let mut c = TlsClient::implicit(gw.addr, client_preferring_aes256(&pki, true));
+    assert_eq!(c.version(), "TLSv1_2");
+    assert!(
+        c.suite().ends_with("_WITH_AES_128_GCM_SHA256"),
+        "{}",
+        c.suite()
+    );
+    c.cmd("EHLO client.test", 250);
+}
+
 #[test]
 fn reloaded_certificates_are_seen_by_new_connections() {
     let mut pki = Pki::new("first");

@@ -61,6 +61,15 @@ impl TlsClient {
         format!("{:?}", self.tls.conn.protocol_version().unwrap())
     }
 
+    /// The negotiated cipher suite, e.g. "TLS13_AES_128_GCM_SHA256".
+    #[allow(dead_code)] // Not every test binary asks.
+    pub fn suite(&self) -> String {
+        format!(
+            "{:?}",
+            self.tls.conn.negotiated_cipher_suite().unwrap().suite()
+        )
+    }
+
     pub fn send(&mut self, text: &str) {
         self.tls.write_all(text.as_bytes()).expect("write");
         self.tls.flush().expect("flush");

@@ -233,6 +233,21 @@ if grep -q "Verify return code: 0 (ok)" o2.out && grep -q "New, TLSv1.2," o2.out
 else
     bad "openssl s_client -tls1_2 is accepted" o2.out
 fi
+# 10b. Offered AES-256 first (OpenSSL's own order), the server picks AES-128-GCM.
+s_client -starttls smtp -connect "127.0.0.1:$P25" \
+    -ciphersuites 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256' >o2b.out
+if grep -q "New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256" o2b.out; then
+    ok "the server prefers TLS_AES_128_GCM_SHA256 over the client's first choice"
+else
+    bad "the server prefers TLS_AES_128_GCM_SHA256 over the client's first choice" o2b.out
+fi
+s_client -starttls smtp -connect "127.0.0.1:$P25" -tls1_2 \
+    -cipher 'ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256' >o2c.out
+if grep -q "New, TLSv1.2, Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" o2c.out; then
+    ok "over TLS 1.2 too the server prefers ECDHE-ECDSA-AES128-GCM-SHA256"
+else
+    bad "over TLS 1.2 too the server prefers ECDHE-ECDSA-AES128-GCM-SHA256" o2c.out
+fi
 s_client -connect "127.0.0.1:$P465" -tls1_1 >o3.out
 if grep -Eq "New, TLSv1(\.[0-3])?, Cipher is [A-Z]" o3.out; then
     bad "openssl s_client -tls1_1 is refused" o3.out
