@@ -27,6 +27,7 @@ use async_std::task::{self, JoinHandle};
 use futures::future::{select, Either};
 use futures::FutureExt as _;
 use log::{error, info, warn};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,6 +139,25 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Connections the kernel queues on a listener before smtpgate accepts
+/// them. The standard library asks for 128, which a burst of a few hundred
+/// clients (a queue flush after an outage) overflows: the kernel then drops
+/// SYNs and each dropped client waits a second or more to retry. Linux
+/// caps it at `net.core.somaxconn` (4096 on current kernels).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a listening TCP socket on `addr` with [`LISTEN_BACKLOG`] and
+/// `SO_REUSEADDR` (as the standard library sets it), so a restart does not
+/// wait for old connections in TIME_WAIT.
+fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Locks a mutex, going on with the data if a holder panicked.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -157,11 +177,11 @@ impl Server {
     pub async fn bind_with_filters(config: Config, filters: FilterChain) -> io::Result<Server> {
         let mut listeners = Vec::new();
         for (l, key) in config.listen.iter().zip(listen_keys(&config.listen)) {
-            let listener = TcpListener::bind(l.addr).await.map_err(|e| {
+            let listener = bind_listener(l.addr).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
             })?;
             warn_plaintext_auth(&config, l);
-            listeners.push(open(key, listener)?);
+            listeners.push(open(key, TcpListener::from(listener))?);
         }
         let metrics_listener = match &config.metrics {
             Some(m) => {
@@ -356,7 +376,7 @@ impl Live {
             if open.contains(&key) {
                 continue;
             }
-            match std::net::TcpListener::bind(l.addr) {
+            match bind_listener(l.addr) {
                 Ok(listener) => {
                     warn_plaintext_auth(config, l);
                     prepared.added.push((key, TcpListener::from(listener)));

@@ -139,6 +139,38 @@ fn connections_over_the_limit_get_421_at_once() {
     assert!(ok);
 }
 
+/// The accept queue the kernel keeps for a listener, as `ss` shows it
+/// (for a listening socket its Send-Q column is the backlog).
+fn listen_backlog(addr: std::net::SocketAddr) -> Option<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", addr.port())])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains(&addr.to_string()))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[test]
+fn the_listener_queues_a_burst_of_a_thousand_connects() {
+    let (_up, gw) = gateway();
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let want = (smtpgate::server::LISTEN_BACKLOG as u64).min(somaxconn);
+    assert!(want >= 1000 || somaxconn < 1000, "backlog {want}");
+    assert_eq!(
+        listen_backlog(gw.addr),
+        Some(want),
+        "ss -ltn for {}",
+        gw.addr
+    );
+    // And the listener still serves.
+    let mut c = gw.client();
+    c.cmd("NOOP", 250);
+}
+
 #[test]
 fn shutdown_tells_idle_sessions_421_and_lets_transactions_finish() {
     let (up, gw) = gateway();
