@@ -93,8 +93,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const SINK_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest reply line the client accepts and longest command line the sink accepts.
 const MAX_LINE: u64 = 4096;
-/// How long smtpgate gets to start listening.
-const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long smtpgate gets to start listening: with 10,000 generated rules
+/// it compiles for several seconds first.
+const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long smtpgate gets to exit after SIGTERM before it is killed.
 const GATEWAY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The sink's reply to EHLO.
@@ -159,12 +160,17 @@ struct Args {
     variant_bin: Vec<String>,
     /// With --compare: also measure smtpgate with N generated data-stage
     /// body-regex rules, none of which matches the generated messages (so
-    /// every rule is evaluated on every message).
-    #[arg(long, value_name = "N")]
-    body_rules: Option<usize>,
+    /// every rule is evaluated on every message); repeat for several N.
+    #[arg(long = "body-rules", value_name = "N")]
+    body_rules: Vec<usize>,
     /// Rounds of the variant comparison; medians are reported.
     #[arg(long, default_value_t = 3, value_parser = positive)]
     rounds: u64,
+    /// With --compare and no variants: still measure direct and smtpgate
+    /// in --rounds alternating rounds and report the medians (as
+    /// scripts/bench.sh's scaling table does for each row).
+    #[arg(long)]
+    medians: bool,
     /// Concurrent client sessions (threads).
     #[arg(long, default_value_t = 10, value_parser = positive)]
     sessions: u64,
@@ -313,7 +319,7 @@ fn run_compare_mode(args: &Args) -> Result<ExitCode, String> {
     };
     cmp.print_table();
     let variants = variant_list(args)?;
-    let (variant_table, variants_ok) = if variants.variants.is_empty() {
+    let (variant_table, variants_ok) = if variants.variants.is_empty() && !args.medians {
         (None, true)
     } else {
         let table = run_variants(
@@ -512,7 +518,7 @@ fn variant_list(args: &Args) -> Result<Variants, String> {
             });
         }
     }
-    if let Some(n) = args.body_rules {
+    for &n in &args.body_rules {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
         std::fs::write(dir.path().join("body.yaml"), body_rules_yaml(n))
             .map_err(|e| format!("cannot write generated rules: {e}"))?;
@@ -844,10 +850,12 @@ impl LoadSpec {
             Some((_, body)) => body.clone(),
             None => generate_body(args.size),
         };
+        // One recipient per line: a hundred on one line would pass the
+        // 998-octet limit on header lines (RFC 5322 section 2.1.1).
         let to = (0..args.recipients)
             .map(|i| recipient(i, &args.domain))
             .collect::<Vec<_>>()
-            .join(", ");
+            .join(",\r\n ");
         let fixed_headers = format!(
             "Date: {}\r\nFrom: Load Generator <{}>\r\nTo: {to}\r\n\
              MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
@@ -1850,7 +1858,7 @@ struct Sink {
 impl Sink {
     /// Binds `addr` and serves on background threads (one per connection).
     fn start(addr: &str) -> io::Result<Sink> {
-        let listener = TcpListener::bind(addr)?;
+        let listener = listen(resolve(addr).map_err(io::Error::other)?)?;
         let addr = listener.local_addr()?;
         let received = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&received);
@@ -1864,6 +1872,24 @@ impl Sink {
     fn received(&self) -> u64 {
         self.received.load(Ordering::SeqCst)
     }
+}
+
+/// Connections the sink's listener queues: a run with 1,000 sessions
+/// connects that many at once, and the standard library's 128 would make
+/// the kernel drop SYNs (the client then waits a second to retry).
+const SINK_BACKLOG: i32 = 4096;
+
+/// A listener on `addr` with [`SINK_BACKLOG`].
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(SINK_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Accepts connections forever, one thread each.
