@@ -19,7 +19,7 @@ mod rules;
 
 pub use dkim::DkimMetrics;
 pub use milter::MilterMetrics;
-pub use rules::{RuleMetrics, RuleSeries};
+pub use rules::{RuleMetrics, RuleSeries, StageEvaluations};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -402,6 +402,7 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
+        self.rules.flush();
         let mut out = Vec::with_capacity(8 * 1024);
         // Encoding into a Vec fails only on a malformed family, which the
         // constructors above rule out.

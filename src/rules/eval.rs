@@ -8,8 +8,8 @@
 //! `451 4.3.0`, so the client retries and nothing is lost or let through.
 
 use super::{
-    fmt_score, hit, Action, AddressMatcher, Cond, FactTest, NameMatcher, Rule, RuleSet, StageRules,
-    TemplatePart, Test, Var, SCORING_REJECT, SCORING_TAG,
+    fmt_score, hit, Action, AddressMatcher, BodyOnly, Cond, FactTest, NameMatcher, Rule, RuleSet,
+    StageRules, TemplatePart, Test, Var, SCORING_REJECT, SCORING_TAG,
 };
 use crate::filter::{Context, Message, Stage, Verdict};
 use crate::message::MimeFacts;
@@ -61,10 +61,14 @@ pub(super) fn run_stage(
         max_mime: set.options().max_mime_bytes,
         cache: Cache::default(),
     };
-    for rule in &rules.rules {
-        let series = rule.series.get();
-        if let Some(s) = series {
-            s.evaluated();
+    let mut evaluated = 0;
+    let verdict = loop {
+        let Some(rule) = rules.rules.get(evaluated) else {
+            break None;
+        };
+        evaluated += 1;
+        if passes_over(&env, rules.body_only.get(evaluated - 1)) {
+            continue;
         }
         env.cache.mime_skipped = false;
         let matched = match &rule.cond {
@@ -82,12 +86,12 @@ pub(super) fn run_stage(
                 // A score or header rule matching again in the same
                 // transaction leaves no second hit, and is no new hit here.
                 if ctx.hits.len() > before {
-                    if let Some(s) = series {
+                    if let Some(s) = rule.series.get() {
                         s.hit();
                     }
                 }
-                if let Some(v) = verdict {
-                    return v;
+                if verdict.is_some() {
+                    break verdict;
                 }
             }
             Err(e) => {
@@ -98,11 +102,31 @@ pub(super) fn run_stage(
                 );
                 hit(ctx, &rule.name, stage, "error", 0.0);
                 ctx.decided_by = Some(rule.name.clone());
-                return Verdict::Tempfail(Verdict::filter_failed());
+                break Some(Verdict::Tempfail(Verdict::filter_failed()));
             }
         }
+    };
+    if let Some(counts) = rules.evaluations.get() {
+        counts.ran(evaluated);
+    }
+    if let Some(v) = verdict {
+        return v;
     }
     thresholds(set, stage, ctx)
+}
+
+/// Whether a rule whose whole condition is one body pattern surely does
+/// not match: the body was scanned already and the pattern found nothing.
+/// Then the rule needs no evaluation (it would be false, with no side
+/// effect), and its own memory is not read.
+fn passes_over(env: &Env<'_, '_>, body_only: Option<&BodyOnly>) -> bool {
+    let (hits, id) = match body_only {
+        Some(BodyOnly::Raw(id)) => (&env.cache.raw, id),
+        Some(BodyOnly::Decoded(id)) => (&env.cache.decoded, id),
+        _ => return false,
+    };
+    hits.as_deref()
+        .is_some_and(|h| !h.get(*id as usize).copied().unwrap_or(false))
 }
 
 /// Does what a matched rule says; `Some` ends the stage.

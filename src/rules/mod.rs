@@ -23,7 +23,7 @@ pub mod selfcheck;
 
 use crate::config::{Config, ConfigError};
 use crate::filter::{Context, FactUse, Filter, FilterChain, Hit, Message, Stage, Verdict};
-use crate::metrics::{RuleMetrics, RuleSeries};
+use crate::metrics::{RuleMetrics, RuleSeries, StageEvaluations};
 use crate::proto::{EnhancedCode, Recipient, Reply};
 use bodyset::BodySet;
 pub use cases::{Actual, Expect, ExpectedVerdict, RuleTest, DEFAULT_MESSAGE};
@@ -88,6 +88,42 @@ pub(crate) struct StageRules {
     /// Raw then decoded regexes, as one set: for a plain-text message the
     /// decoded text is the raw body, so one pass serves both.
     pub combined_body: Option<BodySet>,
+    /// Per rule, in order: the one body pattern that is its whole
+    /// condition ([`BodyOnly`]), so the evaluation loop can pass over a
+    /// rule whose pattern did not match without reading the rule itself.
+    pub body_only: Vec<BodyOnly>,
+    /// Counts how far each run of the stage got, once it is in service.
+    pub evaluations: OnceLock<Arc<StageEvaluations>>,
+}
+
+/// A rule whose whole condition is one body pattern, as a small value kept
+/// next to the others of its stage: with thousands of such rules, reading
+/// each rule's condition (three allocations apart) costs more than the
+/// body scan.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum BodyOnly {
+    /// Some other condition.
+    No,
+    /// Pattern `.0` of the stage's raw-body set.
+    Raw(u32),
+    /// Pattern `.0` of the stage's decoded-body set.
+    Decoded(u32),
+}
+
+impl BodyOnly {
+    /// What `cond` is, as far as the loop's shortcut cares.
+    fn of(cond: Option<&Cond>) -> BodyOnly {
+        match cond {
+            Some(Cond::Test(Test::Body { decoded, ids })) if ids.len() == 1 => {
+                match u32::try_from(ids[0]) {
+                    Ok(id) if *decoded => BodyOnly::Decoded(id),
+                    Ok(id) => BodyOnly::Raw(id),
+                    Err(_) => BodyOnly::No,
+                }
+            }
+            _ => BodyOnly::No,
+        }
+    }
 }
 
 /// Body regex patterns of a stage while compiling; each distinct pattern
@@ -563,6 +599,11 @@ impl RuleSet {
             files.iter().map(|(p, t)| (p.clone(), t.as_str())).collect();
         cases::check_names(&tests, &texts, &names)?;
         for (stage, pats) in stages.iter_mut().zip(&patterns) {
+            stage.body_only = stage
+                .rules
+                .iter()
+                .map(|r| BodyOnly::of(r.cond.as_ref()))
+                .collect();
             let build = |p: &Patterns| {
                 p.build().map_err(|e| ConfigError {
                     file: files
@@ -714,6 +755,13 @@ impl RuleSet {
             .collect();
         for (rule, series) in rules.iter().zip(metrics.loaded(&names)) {
             let _ = rule.series.set(series);
+        }
+        for stage in &self.stages {
+            let series: Vec<&RuleSeries> =
+                stage.rules.iter().filter_map(|r| r.series.get()).collect();
+            if series.len() == stage.rules.len() {
+                let _ = stage.evaluations.set(metrics.stage(&series));
+            }
         }
     }
 

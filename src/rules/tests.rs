@@ -313,6 +313,33 @@ Content-Transfer-Encoding: base64\r\n\r\nQ2hlYXAgcGlsbHMgaGVyZQ==\r\n";
 }
 
 #[test]
+fn body_only_rules_after_the_scan_match_as_before_and_others_still_run() {
+    use super::BodyOnly;
+    let msg = b"Subject: x\r\n\r\nfirst line\r\nbuy cheap pills\r\n";
+    let rs = set("rules:
+  - { name: b0, stage: data, when: { body: { regex: 'nothing0' } }, action: score, score: 1 }
+  - { name: b1, stage: data, when: { body: { regex: 'cheap' } }, action: score, score: 2 }
+  - { name: b2, stage: data, when: { body: { regex: 'nothing2' } }, action: score, score: 4 }
+  - { name: two, stage: data, when: { body: { regex: ['nothing3', 'pills'] } }, action: score, score: 8 }
+  - { name: both, stage: data, when: { all: [ { body: { regex: 'first' } }, { sender: { domains: [b.c] } } ] }, action: score, score: 16 }
+  - { name: b5, stage: data, when: { body: { regex: 'first line' } }, action: score, score: 32 }
+  - { name: dec, stage: data, when: { body: { regex: 'nothing6', decoded: true } }, action: score, score: 64 }
+  - { name: dec2, stage: data, when: { body: { regex: 'pills', decoded: true } }, action: score, score: 128 }
+");
+    let st = rs.stage(Stage::Data);
+    assert!(matches!(st.body_only[0], BodyOnly::Raw(_)));
+    assert_eq!(st.body_only[3], BodyOnly::No, "two patterns");
+    assert_eq!(st.body_only[4], BodyOnly::No, "not the body alone");
+    assert!(matches!(st.body_only[7], BodyOnly::Decoded(_)));
+    let c = chain(rs);
+    let mut x = mail_ctx("a@b.c");
+    assert_eq!(run_data(&c, &mut x, msg), Verdict::Continue);
+    assert_eq!(x.score, (2 + 8 + 16 + 32 + 128) as f64);
+    let names: Vec<_> = x.hits.iter().map(|h| h.rule.as_str()).collect();
+    assert_eq!(names, ["b1", "two", "both", "b5", "dec2"]);
+}
+
+#[test]
 fn plain_text_shares_one_pass_for_raw_and_decoded_and_anchors_still_work() {
     let rs = set("rules:
   - { name: raw, stage: data, when: { body: { regex: '^second line$' } }, action: score, score: 1 }
