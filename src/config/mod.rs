@@ -20,6 +20,7 @@ mod dns;
 mod edge;
 mod error;
 mod greylisting;
+pub(crate) mod item_lines;
 pub(crate) mod locate;
 mod milter;
 mod ops;

@@ -21,7 +21,7 @@ mod model;
 mod prefilter;
 pub mod selfcheck;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{item_lines, locate, Config, ConfigError};
 use crate::filter::{Context, FactUse, Filter, FilterChain, Hit, Message, Stage, Verdict};
 use crate::metrics::{RuleMetrics, RuleSeries, StageEvaluations};
 use crate::proto::{EnhancedCode, Recipient, Reply};
@@ -170,6 +170,43 @@ pub(crate) struct Source {
     pub path: PathBuf,
     /// Its text.
     pub text: String,
+    /// The line each rule starts on, found in one pass on first need;
+    /// `None` when that pass and the exact probe disagree.
+    pub rule_lines: OnceLock<Option<Vec<usize>>>,
+}
+
+impl Source {
+    /// A file and its text.
+    pub(crate) fn new(path: PathBuf, text: String) -> Source {
+        Source {
+            path,
+            text,
+            rule_lines: OnceLock::new(),
+        }
+    }
+
+    /// The line where rule `index` of the file starts. The lines of all
+    /// rules come from one pass over the text; they are used only if the
+    /// exact probe (`config::locate::line_of`, one parse per question)
+    /// agrees on the first and the last rule, and otherwise each rule is
+    /// probed on its own.
+    pub(crate) fn rule_line(&self, index: usize) -> Option<usize> {
+        let probe = |i: usize| locate::line_of(&self.text, &format!("rules[{i}]"));
+        let lines = self.rule_lines.get_or_init(|| {
+            let lines = item_lines::item_lines(&self.text, "rules")?;
+            let agree = match (lines.first(), lines.last()) {
+                (Some(&first), Some(&last)) => {
+                    probe(0) == Some(first) && probe(lines.len() - 1) == Some(last)
+                }
+                _ => true,
+            };
+            agree.then_some(lines)
+        });
+        match lines {
+            Some(lines) if index < lines.len() => Some(lines[index]),
+            _ => probe(index),
+        }
+    }
 }
 
 /// One compiled rule.
@@ -293,7 +330,7 @@ impl Rule {
     /// The line the rule starts on (re-reads the file: for errors and
     /// summaries only).
     pub(crate) fn line(&self) -> Option<usize> {
-        crate::config::locate::line_of(&self.source.text, &format!("rules[{}]", self.index))
+        self.source.rule_line(self.index)
     }
 
     /// `file:line` for messages.
@@ -540,10 +577,7 @@ impl RuleSet {
                 serde_yaml::from_str(text).map_err(|e| yaml_error(e, path))?;
             let parsed = parsed.unwrap_or_default();
             let base = path.parent().unwrap_or(Path::new("."));
-            let source = Arc::new(Source {
-                path: path.clone(),
-                text: text.clone(),
-            });
+            let source = Arc::new(Source::new(path.clone(), text.clone()));
             let mut compiler = FileCompiler {
                 file: path,
                 text,

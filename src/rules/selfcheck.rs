@@ -1,7 +1,8 @@
 //! The invariants of reading a rule file, shared by the `rule_file` fuzz
 //! target and the seed replay test: any text gives a rule set or an
 //! error, never a panic; an error names the file and a line inside it;
-//! a rule set's test cases each have a line inside it and a unique name.
+//! each rule's line is the one the exact probe finds; a rule set's test
+//! cases each have a line inside it and a unique name.
 
 use super::{Actual, RuleOptions, RuleSet};
 use crate::filter::Stage;
@@ -31,6 +32,12 @@ pub fn check(data: &[u8]) {
             assert!(!e.reason.is_empty());
         }
         Ok(set) => {
+            // The one-pass rule lines agree with the exact probe.
+            for rule in set.stages.iter().flat_map(|s| &s.rules) {
+                let probed =
+                    crate::config::locate::line_of(text, &format!("rules[{}]", rule.index));
+                assert_eq!(rule.line(), probed, "rule {:?}", rule.name);
+            }
             let mut names = HashSet::new();
             for t in set.tests() {
                 assert!(names.insert(t.name.clone()), "duplicate {:?}", t.name);
