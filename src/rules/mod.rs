@@ -327,8 +327,8 @@ pub(crate) enum FactTest {
 }
 
 impl Rule {
-    /// The line the rule starts on (re-reads the file: for errors and
-    /// summaries only).
+    /// The line the rule starts on (for errors and summaries; the file's
+    /// rule lines are found on first need, see [`Source::rule_line`]).
     pub(crate) fn line(&self) -> Option<usize> {
         self.source.rule_line(self.index)
     }
