@@ -61,13 +61,15 @@ pub(super) fn run_stage(
         max_mime: set.options().max_mime_bytes,
         cache: Cache::default(),
     };
+    // How many rules this run got past, for their evaluation counts.
     let mut evaluated = 0;
     let verdict = loop {
-        let Some(rule) = rules.rules.get(evaluated) else {
+        let at = evaluated;
+        let Some(rule) = rules.rules.get(at) else {
             break None;
         };
         evaluated += 1;
-        if passes_over(&env, rules.body_only.get(evaluated - 1)) {
+        if passes_over(&env, rules.body_only.get(at)) {
             continue;
         }
         env.cache.mime_skipped = false;
